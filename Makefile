@@ -1,0 +1,57 @@
+# Glimpser: `make run` and `make test` are all a fresh Debian machine needs.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Debian packages the product needs at run time, and the extra ones the tests and benches use.
+RUN_PACKAGES := redis-server ffmpeg chromium
+TEST_PACKAGES := $(RUN_PACKAGES) postgresql-15 gir1.2-gst-rtsp-server-1.0 \
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+	gstreamer1.0-plugins-ugly python3-gi
+BENCH_PACKAGES := $(TEST_PACKAGES) nginx-light wrk
+
+.PHONY: setup setup-test run test lint bench clean
+
+## setup: system packages, the virtualenv and the package (quick when already done)
+setup: system-run $(STAMP)
+
+setup-test: system-test $(STAMP)
+
+system-run system-test system-bench: system-%:
+	@pkgs="$(if $(filter run,$*),$(RUN_PACKAGES),$(if $(filter test,$*),$(TEST_PACKAGES),$(BENCH_PACKAGES)))"; \
+	missing=$$(for p in $$pkgs; do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:" $$missing; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+## run: set up, then start web, workers, scheduler and a private Redis on http://127.0.0.1:8000
+run: setup
+	$(BIN)/glimpser serve
+
+## test: set up, lint, then the whole suite (SQLite and PostgreSQL, real Redis, Chromium)
+test: setup-test
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+## bench: the benchmarks in bench/, results written to docs/benchmarks.md
+bench: system-bench $(STAMP)
+	@if ls bench/bench_*.py >/dev/null 2>&1; then \
+	  for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done; \
+	else echo "no benchmarks yet"; fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,183 @@
+"""The `glimpser` command: serve, web, worker, scheduler, migrate, create-user."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+
+from glimpser.config import ConfigError, Settings, load_settings
+from glimpser.db import DatabaseUnavailable
+
+
+def _fail(message: str) -> None:
+    click.echo(f"glimpser: error: {message}", err=True)
+    sys.exit(2)
+
+
+def with_settings(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Load settings first; configuration problems end in one clear line, not a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            settings = load_settings()
+        except ConfigError as exc:
+            _fail(str(exc))
+        from glimpser.logs import configure_logging
+
+        configure_logging(settings.log_level)
+        try:
+            return func(settings, *args, **kwargs)
+        except (ConfigError, DatabaseUnavailable) as exc:
+            _fail(str(exc))
+
+    return wrapper
+
+
+def _bind_database(settings: Settings) -> None:
+    from glimpser import db
+
+    db.init_database(settings.database_url)
+
+
+def _redis(settings: Settings):  # noqa: ANN202
+    import redis
+
+    from glimpser.queues import connect_redis
+
+    client = connect_redis(settings.redis_url)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        hint = (
+            " (start it with `glimpser serve`, or set GLIMPSER_REDIS_URL)"
+            if settings.private_redis
+            else ""
+        )
+        _fail(f"cannot reach Redis at {settings.redis_url}: {exc}{hint}")
+    return client
+
+
+@click.group()
+@click.version_option(package_name="glimpser")
+def main() -> None:
+    """Glimpser: self-hosted monitoring of cameras, video streams and websites."""
+
+
+@main.command()
+@with_settings
+def serve(settings: Settings) -> None:
+    """Run everything: private Redis (unless GLIMPSER_REDIS_URL is set), web, workers, scheduler."""
+    from glimpser.supervisor import Supervisor
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as exc:
+            _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
+    sys.exit(Supervisor(settings).run())
+
+
+@main.command()
+@with_settings
+def web(settings: Settings) -> None:
+    """Serve the web app with gunicorn on GLIMPSER_HOST:GLIMPSER_PORT."""
+    _bind_database(settings)
+    _redis(settings)
+    os.execv(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            "python:glimpser.gunicorn_conf",
+            "glimpser.wsgi:app",
+        ],
+    )
+
+
+@main.command()
+@click.option(
+    "--queues", default="", help="Comma-separated queues (default: all, most urgent first)."
+)
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+@with_settings
+def worker(settings: Settings, queues: str, burst: bool) -> None:
+    """Run an RQ worker for capture, browser, analysis, notify and maintenance jobs."""
+    from rq import Worker
+
+    from glimpser.queues import QUEUE_NAMES, WORKER_QUEUE_ORDER, get_queue
+
+    names = [q.strip() for q in queues.split(",") if q.strip()] or list(WORKER_QUEUE_ORDER)
+    unknown = [n for n in names if n not in QUEUE_NAMES]
+    if unknown:
+        _fail(f"unknown queue(s): {', '.join(unknown)} (known: {', '.join(QUEUE_NAMES)})")
+    _bind_database(settings)
+    connection = _redis(settings)
+    rq_worker = Worker([get_queue(n, connection) for n in names], connection=connection)
+    rq_worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
+
+
+@main.command()
+@with_settings
+def scheduler(settings: Settings) -> None:
+    """Run RQ's cron scheduler with Glimpser's periodic jobs."""
+    from rq.cron import CronScheduler
+
+    from glimpser.jobs import CRON_JOBS
+
+    connection = _redis(settings)
+    cron = CronScheduler(connection=connection, logging_level=settings.log_level)
+    for func, queue_name, interval in CRON_JOBS:
+        cron.register(func, queue_name=queue_name, interval=interval)
+    cron.start()
+
+
+@main.command()
+@with_settings
+def migrate(settings: Settings) -> None:
+    """Apply pending database migrations (safe to run again, and concurrently)."""
+    from glimpser import db
+
+    _bind_database(settings)
+    applied = db.migrate()
+    click.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    line = sys.stdin.readline()
+    return line.rstrip("\r\n")
+
+
+@main.command("create-user")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["admin", "viewer"]), default="viewer", show_default=True)
+@with_settings
+def create_user_command(settings: Settings, username: str, role: str) -> None:
+    """Create a user. The password is read from a prompt, or from stdin when piped."""
+    from glimpser import db
+    from glimpser.auth.users import UserError, create_user
+
+    _bind_database(settings)
+    db.migrate()
+    password = _read_password()
+    try:
+        with db.database.connection_context():
+            user = create_user(username, password, role)
+    except UserError as exc:
+        _fail(str(exc))
+    click.echo(f"created {user.role} {user.username!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Settings from GLIMPSER_* environment variables: defaults, validation, one clear error."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from limits import parse_many
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message is one line meant for the operator."""
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range ({lo}..{hi})")
+    return value
+
+
+def _database_url(raw: str) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme == "sqlite":
+        if not parsed.path or parsed.path == "/":
+            raise ConfigError(
+                f"GLIMPSER_DATABASE_URL={raw!r} names no SQLite file (e.g. sqlite:////abs/path.db)"
+            )
+        return raw
+    if parsed.scheme in ("postgres", "postgresql"):
+        if not parsed.hostname and "host=" not in (parsed.query or ""):
+            raise ConfigError(f"GLIMPSER_DATABASE_URL={raw!r} names no PostgreSQL host")
+        if not parsed.path.strip("/"):
+            raise ConfigError(f"GLIMPSER_DATABASE_URL={raw!r} names no PostgreSQL database")
+        return raw
+    raise ConfigError(
+        f"GLIMPSER_DATABASE_URL={raw!r} has an unsupported scheme "
+        "(use sqlite:///path or postgresql://user:pass@host/db)"
+    )
+
+
+def _redis_url(raw: str) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            f"GLIMPSER_REDIS_URL={raw!r} has an unsupported scheme (use redis://, rediss:// or unix://)"
+        )
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting the processes read at start-up."""
+
+    data_dir: Path
+    host: str
+    port: int
+    database_url: str
+    redis_url: str
+    private_redis: bool
+    secret_key: str = field(repr=False)
+    secure_cookies: bool
+    login_rate_limit: str
+    web_workers: int
+    web_threads: int
+    workers: int
+    log_level: str
+    max_request_bytes: int
+
+    @property
+    def redis_socket(self) -> Path:
+        """Unix socket of the private Redis that `glimpser serve` starts."""
+        return self.data_dir / "redis.sock"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite:")
+
+
+def _secret_key(env: Mapping[str, str], data_dir: Path) -> str:
+    given = env.get("GLIMPSER_SECRET_KEY", "").strip()
+    if given:
+        if len(given) < 16:
+            raise ConfigError("GLIMPSER_SECRET_KEY is too short (at least 16 characters)")
+        return given
+    path = data_dir / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_urlsafe(48)
+    # O_EXCL: when several processes start at once, exactly one writes the key.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate settings; raise ConfigError with a one-line message."""
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("GLIMPSER_DATA_DIR", "").strip() or "./data").resolve()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"GLIMPSER_DATA_DIR={str(data_dir)!r} cannot be created: {exc.strerror}"
+        ) from None
+    if not os.access(data_dir, os.W_OK):
+        raise ConfigError(f"GLIMPSER_DATA_DIR={str(data_dir)!r} is not writable")
+
+    db_raw = env.get("GLIMPSER_DATABASE_URL", "").strip()
+    database_url = _database_url(db_raw) if db_raw else f"sqlite:///{data_dir / 'glimpser.db'}"
+
+    redis_raw = env.get("GLIMPSER_REDIS_URL", "").strip()
+    private_redis = not redis_raw
+    if private_redis:
+        socket_path = data_dir / "redis.sock"
+        if len(str(socket_path)) > 100:
+            raise ConfigError(
+                f"GLIMPSER_DATA_DIR path is too long for the private Redis socket ({socket_path}); "
+                "use a shorter data directory or set GLIMPSER_REDIS_URL"
+            )
+        redis_url = f"unix://{socket_path}"
+    else:
+        redis_url = _redis_url(redis_raw)
+
+    log_level = env.get("GLIMPSER_LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError(
+            f"GLIMPSER_LOG_LEVEL={log_level!r} is not one of DEBUG, INFO, WARNING, ERROR"
+        )
+
+    login_rate_limit = env.get("GLIMPSER_LOGIN_RATE_LIMIT", "").strip() or "10 per minute"
+    try:
+        parse_many(login_rate_limit)
+    except ValueError:
+        raise ConfigError(
+            f"GLIMPSER_LOGIN_RATE_LIMIT={login_rate_limit!r} is not a rate (e.g. '10 per minute')"
+        ) from None
+
+    host = env.get("GLIMPSER_HOST", "127.0.0.1").strip() or "127.0.0.1"
+    return Settings(
+        data_dir=data_dir,
+        host=host,
+        port=_int(env, "GLIMPSER_PORT", 8000, 1, 65535),
+        database_url=database_url,
+        redis_url=redis_url,
+        private_redis=private_redis,
+        secret_key=_secret_key(env, data_dir),
+        secure_cookies=_bool(env, "GLIMPSER_SECURE_COOKIES", True),
+        login_rate_limit=login_rate_limit,
+        web_workers=_int(env, "GLIMPSER_WEB_WORKERS", 2, 1, 64),
+        web_threads=_int(env, "GLIMPSER_WEB_THREADS", 8, 1, 256),
+        workers=_int(env, "GLIMPSER_WORKERS", 2, 1, 64),
+        log_level=log_level,
+        max_request_bytes=_int(
+            env, "GLIMPSER_MAX_REQUEST_BYTES", 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024
+        ),
+    )

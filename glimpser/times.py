@@ -1,0 +1,31 @@
+"""One notion of time: timezone-aware UTC, one text format."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+# Fixed width so that text comparisons in SQLite order the same way as the times do.
+_DB_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
+
+
+def utcnow() -> datetime:
+    """Now, as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def to_utc(value: datetime) -> datetime:
+    """Convert an aware datetime to UTC; naive ones are refused, not guessed."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: Glimpser only stores timezone-aware times")
+    return value.astimezone(UTC)
+
+
+def to_db_text(value: datetime) -> str:
+    return to_utc(value).strftime(_DB_FORMAT)
+
+
+def isoformat(value: datetime | None) -> str | None:
+    """The one format shown to people and APIs: seconds precision with an explicit offset."""
+    if value is None:
+        return None
+    return to_utc(value).isoformat(timespec="seconds")

@@ -1,0 +1,31 @@
+"""Blueprints of the web UI, plus the hooks every request passes through."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from glimpser import __version__
+from glimpser.db import database
+
+
+def init_web(app: Flask) -> None:
+    from glimpser.web import access_log, admin, dashboard, errors, headers, health, pwa
+
+    @app.before_request
+    def _open_db() -> None:
+        database.connect(reuse_if_open=True)
+
+    @app.teardown_request
+    def _close_db(_exc: BaseException | None) -> None:
+        if not database.is_closed():
+            database.close()
+
+    @app.context_processor
+    def _globals() -> dict:
+        return {"glimpser_version": __version__}
+
+    for module in (health, dashboard, admin, pwa):
+        app.register_blueprint(module.bp)
+    errors.install(app)
+    headers.install(app)
+    access_log.install(app)

@@ -1,0 +1,56 @@
+"""Friendly error pages (and JSON for API clients) instead of tracebacks."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+log = logging.getLogger(__name__)
+
+MESSAGES = {
+    400: ("Bad request", "The request could not be understood."),
+    401: ("Sign in required", "Please sign in to continue."),
+    403: ("Not allowed", "Your account may not do this."),
+    404: ("Not found", "There is nothing here."),
+    405: ("Method not allowed", "This address does not accept that kind of request."),
+    413: ("Too large", "The upload or request is larger than this server accepts."),
+    429: ("Too many attempts", "Too many attempts in a short time. Wait a minute and try again."),
+    500: ("Something went wrong", "The error was logged. Please try again."),
+}
+
+
+def _render(code: int, detail: str | None = None):
+    title, message = MESSAGES.get(code, (f"Error {code}", ""))
+    if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+        body = {"type": "about:blank", "title": title, "status": code, "detail": detail or message}
+        return body, code, {"Content-Type": "application/problem+json"}
+    return render_template(
+        "error.html", code=code, title=title, message=message, detail=detail
+    ), code
+
+
+def install(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def _csrf(exc: CSRFError):
+        return _render(400, "The form expired or was not sent from this site. Reload and retry.")
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        if exc.code is None or exc.code < 400:
+            return exc
+        detail = (
+            exc.description
+            if exc.code in (400, 404, 409, 422) and exc.description != type(exc).description
+            else None
+        )
+        return _render(exc.code, detail)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        if isinstance(exc, HTTPException):
+            return _http(exc)
+        log.exception("unhandled error", extra={"path": request.path})
+        return _render(InternalServerError.code)
