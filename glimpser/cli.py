@@ -112,8 +112,9 @@ def web(settings: Settings) -> None:
 @with_settings
 def worker(settings: Settings, queues: str, burst: bool) -> None:
     """Run an RQ worker for capture, browser, analysis, notify and maintenance jobs."""
-    from rq import Worker
+    from rq import SimpleWorker
 
+    from glimpser import jobs
     from glimpser.queues import QUEUE_NAMES, WORKER_QUEUE_ORDER, get_queue
 
     names = [q.strip() for q in queues.split(",") if q.strip()] or list(WORKER_QUEUE_ORDER)
@@ -122,7 +123,10 @@ def worker(settings: Settings, queues: str, burst: bool) -> None:
         _fail(f"unknown queue(s): {', '.join(unknown)} (known: {', '.join(QUEUE_NAMES)})")
     _bind_database(settings)
     connection = _redis(settings)
-    rq_worker = Worker([get_queue(n, connection) for n in names], connection=connection)
+    jobs.configure(settings)
+    # SimpleWorker runs jobs in this process instead of forking one per job: cheaper per
+    # capture, and it lets a worker keep one Chromium across website captures.
+    rq_worker = SimpleWorker([get_queue(n, connection) for n in names], connection=connection)
     rq_worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
 
 
@@ -177,6 +181,82 @@ def create_user_command(settings: Settings, username: str, role: str) -> None:
     except UserError as exc:
         _fail(str(exc))
     click.echo(f"created {user.role} {user.username!r}")
+
+
+@main.command("export")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--include-secrets", is_flag=True, help="Include stream passwords, in plain text (audited)."
+)
+@with_settings
+def export_command(settings: Settings, file: str | None, include_secrets: bool) -> None:
+    """Export all streams as JSON to FILE, or to stdout without one."""
+    from glimpser import db
+    from glimpser.transfer import dumps_document, export_streams
+
+    _bind_database(settings)
+    db.migrate()
+    with db.database.connection_context():
+        document = export_streams(include_secrets=include_secrets, via="cli")
+    text = dumps_document(document)
+    if not file or file == "-":
+        click.echo(text, nl=False)
+        return
+    try:
+        mode = 0o600 if include_secrets else 0o666
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        if include_secrets:
+            os.fchmod(fd, 0o600)  # also when the file already existed
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+    except OSError as exc:
+        _fail(f"cannot write {file}: {exc.strerror}")
+    secrets_note = " (with passwords)" if include_secrets else ""
+    click.echo(f"exported {len(document['streams'])} streams to {file}{secrets_note}", err=True)
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option(
+    "--mode",
+    type=click.Choice(["skip", "overwrite", "rename"]),
+    default="skip",
+    show_default=True,
+    help="What to do when a stream with the same name exists.",
+)
+@click.option("--dry-run", is_flag=True, help="Only report what would happen.")
+@with_settings
+def import_command(settings: Settings, file: str, mode: str, dry_run: bool) -> None:
+    """Import streams from a Glimpser or glimpser-rs export (FILE, or - for stdin).
+
+    Prints one line per entry. Exit status 1 when some entries were invalid (the valid ones
+    are imported), 2 when the file is refused or nothing could be written.
+    """
+    from glimpser import db
+    from glimpser.transfer import MAX_IMPORT_BYTES, TransferError, import_streams, load_document
+
+    try:
+        if file == "-":
+            raw = sys.stdin.buffer.read(MAX_IMPORT_BYTES + 1)
+        else:
+            with open(file, "rb") as handle:
+                raw = handle.read(MAX_IMPORT_BYTES + 1)
+    except OSError as exc:
+        _fail(f"cannot read {file}: {exc.strerror}")
+    _bind_database(settings)
+    db.migrate()
+    try:
+        data = load_document(raw)
+        with db.database.connection_context():
+            report = import_streams(data, mode, dry_run, via="cli", source=os.path.basename(file))
+    except TransferError as exc:
+        _fail(str(exc))
+    for line in report.lines():
+        click.echo(line)
+    if report.failure:
+        sys.exit(2)
+    if report.count("error"):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

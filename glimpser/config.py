@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -92,6 +93,26 @@ class Settings:
     workers: int
     log_level: str
     max_request_bytes: int
+    # capture
+    chromium: str
+    media_dir: Path
+    allow_loopback_sources: bool
+    source_deny_cidrs: tuple[str, ...]
+    capture_max_jpeg_bytes: int
+    store_identical_frames: bool
+    failure_event_after: int
+    backoff_max_seconds: int
+    # storage and retention
+    storage: str
+    snapshot_dir: Path
+    s3_bucket: str
+    s3_prefix: str
+    s3_endpoint_url: str
+    s3_region: str
+    retention_max_age_days: int
+    retention_max_count: int
+    retention_max_bytes: int
+    event_retention_days: int
 
     @property
     def redis_socket(self) -> Path:
@@ -169,6 +190,24 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ) from None
 
     host = env.get("GLIMPSER_HOST", "127.0.0.1").strip() or "127.0.0.1"
+
+    storage = env.get("GLIMPSER_STORAGE", "local").strip().lower() or "local"
+    if storage not in ("local", "s3"):
+        raise ConfigError(f"GLIMPSER_STORAGE={storage!r} is not 'local' or 's3'")
+    s3_bucket = env.get("GLIMPSER_S3_BUCKET", "").strip()
+    if storage == "s3" and not s3_bucket:
+        raise ConfigError("GLIMPSER_STORAGE=s3 needs GLIMPSER_S3_BUCKET")
+    deny = tuple(
+        c.strip() for c in env.get("GLIMPSER_SOURCE_DENY_CIDRS", "").split(",") if c.strip()
+    )
+    for cidr in deny:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"GLIMPSER_SOURCE_DENY_CIDRS has an invalid network: {cidr!r}"
+            ) from None
+
     return Settings(
         data_dir=data_dir,
         host=host,
@@ -186,4 +225,26 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_request_bytes=_int(
             env, "GLIMPSER_MAX_REQUEST_BYTES", 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024
         ),
+        chromium=env.get("GLIMPSER_CHROMIUM", "").strip() or "/usr/bin/chromium",
+        media_dir=Path(env.get("GLIMPSER_MEDIA_DIR", "").strip() or data_dir / "media").resolve(),
+        allow_loopback_sources=_bool(env, "GLIMPSER_ALLOW_LOOPBACK_SOURCES", False),
+        source_deny_cidrs=deny,
+        capture_max_jpeg_bytes=_int(
+            env, "GLIMPSER_CAPTURE_MAX_JPEG_BYTES", 2 * 1024 * 1024, 16 * 1024, 64 * 1024 * 1024
+        ),
+        store_identical_frames=_bool(env, "GLIMPSER_STORE_IDENTICAL_FRAMES", False),
+        failure_event_after=_int(env, "GLIMPSER_FAILURE_EVENT_AFTER", 3, 1, 1000),
+        backoff_max_seconds=_int(env, "GLIMPSER_BACKOFF_MAX_SECONDS", 300, 1, 86400),
+        storage=storage,
+        snapshot_dir=Path(
+            env.get("GLIMPSER_SNAPSHOT_DIR", "").strip() or data_dir / "snapshots"
+        ).resolve(),
+        s3_bucket=s3_bucket,
+        s3_prefix=env.get("GLIMPSER_S3_PREFIX", "").strip().strip("/"),
+        s3_endpoint_url=env.get("GLIMPSER_S3_ENDPOINT_URL", "").strip(),
+        s3_region=env.get("GLIMPSER_S3_REGION", "").strip(),
+        retention_max_age_days=_int(env, "GLIMPSER_RETENTION_MAX_AGE_DAYS", 7, 0, 36500),
+        retention_max_count=_int(env, "GLIMPSER_RETENTION_MAX_COUNT", 0, 0, 10**9),
+        retention_max_bytes=_int(env, "GLIMPSER_RETENTION_MAX_BYTES", 0, 0, 2**62),
+        event_retention_days=_int(env, "GLIMPSER_EVENT_RETENTION_DAYS", 30, 0, 36500),
     )

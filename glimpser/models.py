@@ -78,4 +78,80 @@ class AuditLog(BaseModel):
     ip = peewee.CharField(max_length=64, default="")
 
 
-ALL_MODELS: list[type[BaseModel]] = [User, Setting, AuditLog]
+STREAM_STATES = ("pending", "ok", "failing", "paused")
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+
+
+class Stream(BaseModel):
+    """A source Glimpser watches. `config` is validated by the kind's schema (sources.schemas)."""
+
+    name = peewee.CharField(max_length=200, unique=True)
+    description = peewee.TextField(default="")
+    kind = peewee.CharField(max_length=32)
+    config = JSONField()
+    groups = JSONField(default=list)
+    interval = peewee.IntegerField(default=60)  # seconds between captures
+    enabled = peewee.BooleanField(default=True)
+    # Per-stream retention; NULL means the global GLIMPSER_RETENTION_* setting.
+    retention_max_age_days = peewee.IntegerField(null=True)
+    retention_max_count = peewee.IntegerField(null=True)
+    retention_max_bytes = peewee.BigIntegerField(null=True)
+    created_at = UTCDateTimeField(default=times.utcnow)
+    updated_at = UTCDateTimeField(default=times.utcnow)
+    # status, written only by the capture job (and pause/resume)
+    state = peewee.CharField(max_length=16, default="pending")
+    last_capture_at = UTCDateTimeField(null=True)
+    last_success_at = UTCDateTimeField(null=True)
+    last_error = peewee.TextField(default="")
+    consecutive_failures = peewee.IntegerField(default=0)
+    next_due_at = UTCDateTimeField(null=True, index=True)
+
+
+class StreamAccess(BaseModel):
+    """A viewer may see this stream (admins see every stream)."""
+
+    user = peewee.ForeignKeyField(User, backref="stream_access", on_delete="CASCADE")
+    stream = peewee.ForeignKeyField(Stream, backref="access", on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("user", "stream"), True),)
+
+
+class Snapshot(BaseModel):
+    stream = peewee.ForeignKeyField(Stream, backref="snapshots", on_delete="CASCADE")
+    captured_at = UTCDateTimeField(default=times.utcnow)
+    storage_key = peewee.CharField(max_length=500, unique=True)
+    content_type = peewee.CharField(max_length=64, default="image/jpeg")
+    width = peewee.IntegerField()
+    height = peewee.IntegerField()
+    bytes = peewee.IntegerField()
+    sha256 = peewee.CharField(max_length=64)
+    phash = peewee.CharField(max_length=32)  # perceptual hash, hex
+    motion_score = peewee.FloatField(null=True)
+    changed = peewee.BooleanField(null=True)
+
+    class Meta:
+        indexes = ((("stream", "captured_at"), False),)
+
+
+class Event(BaseModel):
+    stream = peewee.ForeignKeyField(Stream, null=True, backref="events", on_delete="CASCADE")
+    snapshot = peewee.ForeignKeyField(Snapshot, null=True, backref="events", on_delete="SET NULL")
+    kind = peewee.CharField(max_length=32)  # capture_failed, capture_recovered, motion, ...
+    severity = peewee.CharField(max_length=16, default="info")
+    title = peewee.CharField(max_length=300)
+    description = peewee.TextField(default="")
+    data = JSONField(default=dict)
+    acknowledged = peewee.BooleanField(default=False)
+    created_at = UTCDateTimeField(default=times.utcnow, index=True)
+
+
+ALL_MODELS: list[type[BaseModel]] = [
+    User,
+    Setting,
+    AuditLog,
+    Stream,
+    StreamAccess,
+    Snapshot,
+    Event,
+]

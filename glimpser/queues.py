@@ -7,11 +7,26 @@ from urllib.parse import urlparse
 import redis
 from rq import Queue
 
-# capture: ffmpeg/HTTP grabs; browser: Chromium captures (heavier, one browser per worker);
-# analysis: motion and AI; notify: deliveries to channels; maintenance: retention, pruning.
-QUEUE_NAMES: tuple[str, ...] = ("capture", "browser", "analysis", "notify", "maintenance")
+# schedule: the short sweep that schedules captures; capture: ffmpeg/HTTP grabs; browser:
+# Chromium captures (one browser per worker); analysis: motion and AI; notify: deliveries
+# to channels; maintenance: retention, pruning.
+QUEUE_NAMES: tuple[str, ...] = (
+    "schedule",
+    "capture",
+    "browser",
+    "analysis",
+    "notify",
+    "maintenance",
+)
 # The order a worker that serves every queue takes them in (first = most urgent).
-WORKER_QUEUE_ORDER: tuple[str, ...] = ("notify", "capture", "analysis", "browser", "maintenance")
+WORKER_QUEUE_ORDER: tuple[str, ...] = (
+    "schedule",
+    "notify",
+    "capture",
+    "analysis",
+    "browser",
+    "maintenance",
+)
 
 
 def connect_redis(url: str) -> redis.Redis:

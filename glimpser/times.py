@@ -29,3 +29,13 @@ def isoformat(value: datetime | None) -> str | None:
     if value is None:
         return None
     return to_utc(value).isoformat(timespec="seconds")
+
+
+def isoformat_precise(value: datetime) -> str:
+    """Microsecond precision, for passing exact times between processes."""
+    return to_utc(value).isoformat(timespec="microseconds")
+
+
+def parse(value: str | None) -> datetime | None:
+    """Parse an ISO time with an offset (as written by this module)."""
+    return None if not value else to_utc(datetime.fromisoformat(value))

@@ -17,21 +17,12 @@ import pytest
 import redis as redis_lib
 import requests
 
+from glimpser.sources import website
 from tests.helpers import free_port, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_BIN = Path(os.environ.get("GLIMPSER_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 CHROMIUM = os.environ.get("GLIMPSER_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 
 
 # --- Redis ----------------------------------------------------------------------------------
@@ -264,10 +255,118 @@ def live_server(tmp_path: Path, redis_url: str, redis_client) -> Iterator[LiveSe
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
     # Never `playwright install`: the system Chromium is the browser.
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": website.CHROMIUM_ARGS}
 
 
 @pytest.fixture
 def http() -> Iterator[requests.Session]:
     with requests.Session() as session:
         yield session
+
+
+# --- capture peers (see tests/media_servers.py) ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def camera():
+    """A loopback HTTP camera: still image, auth, MJPEG, and failure endpoints."""
+    from tests.media_servers import start_camera_server
+
+    server, state = start_camera_server()
+    server.state = state
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def media_root(tmp_path_factory) -> Path:
+    from tests.media_servers import make_media
+
+    root = tmp_path_factory.mktemp("media")
+    make_media(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def media_server(media_root: Path):
+    from tests.media_servers import start_file_server
+
+    server = start_file_server(media_root)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def rtsp(media_root: Path):
+    """The GStreamer RTSP camera from ../shared/fixtures (mounts /test, /still, /file)."""
+    from tests.media_servers import RtspServer
+
+    server = RtspServer(media_root / "test.mp4")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def capture_app(app_factory, media_root: Path):
+    """An app whose sources may reach loopback (the test peers), media dir = test media."""
+    from glimpser import jobs
+
+    app = app_factory(GLIMPSER_ALLOW_LOOPBACK_SOURCES="1", GLIMPSER_MEDIA_DIR=str(media_root))
+    jobs.configure(app.extensions["glimpser.settings"])
+    yield app
+    jobs.configure(None)
+
+
+def run_queued_jobs(
+    app, queues: tuple[str, ...] = ("schedule", "capture", "browser"), wait_for_scheduled: float = 0
+) -> None:
+    """Run every queued job in this process with a real RQ SimpleWorker (burst mode).
+
+    With wait_for_scheduled, first wait that long and let RQ's scheduler enqueue the jobs
+    scheduled (enqueue_at) until then, as the scheduler thread of a real worker would.
+    """
+    from rq import SimpleWorker
+    from rq.scheduler import RQScheduler
+
+    from glimpser.queues import get_queue
+
+    connection = app.extensions["glimpser.redis"]
+    if wait_for_scheduled:
+        time.sleep(wait_for_scheduled)
+        scheduler = RQScheduler(list(queues), connection=connection)
+        scheduler.acquire_locks()
+        scheduler.enqueue_scheduled_jobs()
+        scheduler.release_locks()
+    worker = SimpleWorker([get_queue(q, connection) for q in queues], connection=connection)
+    worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+
+
+class LiveStack(LiveServer):
+    """gunicorn + an RQ worker + the cron scheduler, as `glimpser serve` runs them."""
+
+    def __init__(self, server: LiveServer, others: list[subprocess.Popen[bytes]]) -> None:
+        super().__init__(server.url, server.env, server.proc)
+        self.others = others
+
+
+@pytest.fixture
+def live_stack(tmp_path: Path, redis_url: str, redis_client, media_root: Path):
+    server = start_live_server(
+        tmp_path / "stack-data",
+        redis_url,
+        GLIMPSER_ALLOW_LOOPBACK_SOURCES="1",
+        GLIMPSER_MEDIA_DIR=str(media_root),
+    )
+    others = [
+        subprocess.Popen(
+            [sys.executable, "-m", "glimpser.cli", *args],
+            env=server.env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+        )
+        for args in (["worker"], ["scheduler"])
+    ]
+    stack = LiveStack(server, others)
+    yield stack
+    for proc in [*others, server.proc]:
+        stop_process(proc)

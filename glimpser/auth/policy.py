@@ -35,7 +35,7 @@ VIEWER_WRITE_ENDPOINTS: frozenset[str] = frozenset(
         "auth.logout",
     }
 )
-ADMIN_BLUEPRINTS: frozenset[str] = frozenset({"admin"})
+ADMIN_BLUEPRINTS: frozenset[str] = frozenset({"admin", "admin_transfer"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 

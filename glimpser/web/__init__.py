@@ -9,7 +9,17 @@ from glimpser.db import database
 
 
 def init_web(app: Flask) -> None:
-    from glimpser.web import access_log, admin, dashboard, errors, headers, health, pwa
+    from glimpser.web import (
+        access_log,
+        admin,
+        admin_transfer,
+        dashboard,
+        errors,
+        headers,
+        health,
+        pwa,
+        streams,
+    )
 
     @app.before_request
     def _open_db() -> None:
@@ -24,7 +34,7 @@ def init_web(app: Flask) -> None:
     def _globals() -> dict:
         return {"glimpser_version": __version__}
 
-    for module in (health, dashboard, admin, pwa):
+    for module in (health, dashboard, streams, admin, admin_transfer, pwa):
         app.register_blueprint(module.bp)
     errors.install(app)
     headers.install(app)

@@ -1,0 +1,171 @@
+"""The capture job: source → JPEG → storage + Snapshot row → stream status (and events).
+
+Status columns are written with targeted UPDATEs, never `stream.save()`, so that a capture
+finishing while an admin edits the stream cannot overwrite the edit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import peewee
+from pydantic import ValidationError
+
+from glimpser import sources, times
+from glimpser.config import Settings
+from glimpser.db import database
+from glimpser.models import Event, Snapshot, Stream
+from glimpser.snapshots import save_snapshot
+from glimpser.sources.base import CaptureContext, CaptureError, Frame
+from glimpser.sources.schemas import parse_config
+from glimpser.storage import StorageError, get_storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CaptureOutcome:
+    ok: bool
+    snapshot_id: int | None = None
+    stored: bool = False
+    error: str = ""
+    next_due_at: datetime | None = None
+
+
+def backoff_delay(interval: int, failures: int, cap: int) -> float:
+    """Seconds until the next try after `failures` consecutive failures: doubling, capped.
+
+    Never sooner than the normal interval, never later than max(cap, interval).
+    """
+    base = max(interval, 1)
+    delay = base * 2 ** min(max(failures - 1, 0), 20)
+    return float(min(delay, max(cap, interval)))
+
+
+def next_due(due_at: datetime | None, interval: int, now: datetime) -> datetime:
+    """Keep the stream's cadence (due time + interval), but never schedule in the past."""
+    if due_at is None:
+        return now + timedelta(seconds=interval)
+    following = due_at + timedelta(seconds=interval)
+    return following if following > now else now + timedelta(seconds=min(interval, 1))
+
+
+def grab(config_data: dict, settings: Settings) -> Frame:
+    """Capture once from a config dict (validated by the kind's schema)."""
+    try:
+        config = parse_config(config_data)
+    except ValidationError as exc:
+        raise CaptureError(f"invalid stream configuration: {exc.errors()[0]['msg']}") from None
+    return sources.capture(config, CaptureContext.from_settings(settings))
+
+
+def run_capture(
+    stream_id: int, settings: Settings, due_at: datetime | None = None
+) -> CaptureOutcome:
+    """Capture one stream now and record the result."""
+    stream = Stream.get_or_none(Stream.id == stream_id)
+    if stream is None:
+        return CaptureOutcome(ok=False, error="stream no longer exists")
+    started = times.utcnow()
+    try:
+        frame = grab(stream.config, settings)
+    except CaptureError as exc:
+        return _record_failure(stream, str(exc), started, due_at, settings)
+    except Exception as exc:  # a bug or an unexpected library error: still a clean failure
+        log.exception("capture crashed", extra={"stream_id": stream_id})
+        return _record_failure(
+            stream, f"unexpected error: {type(exc).__name__}", started, due_at, settings
+        )
+    try:
+        snapshot = save_snapshot(
+            stream,
+            frame,
+            started,
+            get_storage(settings),
+            store_identical=settings.store_identical_frames,
+        )
+    except StorageError as exc:
+        return _record_failure(
+            stream, f"cannot store the snapshot: {exc}", started, due_at, settings
+        )
+    except peewee.IntegrityError:
+        if not Stream.select().where(Stream.id == stream_id).exists():
+            return CaptureOutcome(ok=False, error="the stream was deleted during the capture")
+        raise
+    return _record_success(stream, snapshot, started, due_at, settings)
+
+
+def _record_success(
+    stream: Stream,
+    snapshot: Snapshot | None,
+    at: datetime,
+    due_at: datetime | None,
+    settings: Settings,
+) -> CaptureOutcome:
+    now = times.utcnow()
+    due = next_due(due_at, stream.interval, now)
+    with database.atomic():
+        fresh = Stream.get_or_none(Stream.id == stream.id)
+        if fresh is None:
+            return CaptureOutcome(ok=True, error="the stream was deleted during the capture")
+        failures = fresh.consecutive_failures
+        Stream.update(
+            state="ok" if fresh.enabled else "paused",
+            last_capture_at=at,
+            last_success_at=at,
+            last_error="",
+            consecutive_failures=0,
+            next_due_at=due,
+        ).where(Stream.id == stream.id).execute()
+        # A recovery event only answers a failure event that was raised.
+        if failures >= settings.failure_event_after:
+            Event.create(
+                stream=stream.id,
+                snapshot=snapshot.id if snapshot else None,
+                kind="capture_recovered",
+                severity="info",
+                title=f"{stream.name} is capturing again",
+                description=f"Recovered after {failures} failed captures.",
+                data={"failures": failures},
+            )
+    return CaptureOutcome(
+        ok=True,
+        snapshot_id=snapshot.id if snapshot else None,
+        stored=snapshot is not None,
+        next_due_at=due,
+    )
+
+
+def _record_failure(
+    stream: Stream, error: str, at: datetime, due_at: datetime | None, settings: Settings
+) -> CaptureOutcome:
+    error = error.strip()[:1000] or "capture failed"
+    now = times.utcnow()
+    with database.atomic():
+        fresh = Stream.get_or_none(Stream.id == stream.id)
+        if fresh is None:
+            return CaptureOutcome(ok=False, error="the stream was deleted during the capture")
+        failures = fresh.consecutive_failures + 1
+        due = now + timedelta(
+            seconds=backoff_delay(fresh.interval, failures, settings.backoff_max_seconds)
+        )
+        Stream.update(
+            state="failing" if fresh.enabled else "paused",
+            last_capture_at=at,
+            last_error=error,
+            consecutive_failures=failures,
+            next_due_at=due,
+        ).where(Stream.id == stream.id).execute()
+        if failures == settings.failure_event_after:
+            Event.create(
+                stream=stream.id,
+                kind="capture_failed",
+                severity="medium",
+                title=f"{stream.name} is not capturing",
+                description=error,
+                data={"failures": failures},
+            )
+    log.info("capture failed", extra={"stream_id": stream.id, "error": error, "failures": failures})
+    return CaptureOutcome(ok=False, error=error, next_due_at=due)

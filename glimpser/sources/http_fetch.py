@@ -1,0 +1,107 @@
+"""HTTP for camera sources: one pooled session per process, SSRF-checked redirects, limits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from requests.auth import AuthBase, HTTPBasicAuth, HTTPDigestAuth
+
+from glimpser import __version__
+from glimpser.sources.base import CaptureContext, CaptureError
+from glimpser.sources.network_guard import check_url
+
+MAX_REDIRECTS = 5
+CHUNK = 64 * 1024
+HTTP_SCHEMES = ("http", "https")
+
+_session: requests.Session | None = None
+
+
+def session() -> requests.Session:
+    """Keep-alive connections are reused across captures of the same camera."""
+    global _session
+    if _session is None:
+        _session = requests.Session()
+        _session.headers["User-Agent"] = f"Glimpser/{__version__}"
+    return _session
+
+
+def make_auth(kind: str, username: str, password: str) -> AuthBase | None:
+    if kind == "none" or not username:
+        return None
+    return (
+        HTTPDigestAuth(username, password)
+        if kind == "digest"
+        else HTTPBasicAuth(username, password)
+    )
+
+
+@contextmanager
+def open_stream(
+    url: str, ctx: CaptureContext, timeout: float, auth: AuthBase | None
+) -> Iterator[requests.Response]:
+    """GET with every redirect hop checked by the SSRF guard; yields a streaming response."""
+    for _hop in range(MAX_REDIRECTS + 1):
+        check_url(url, ctx, HTTP_SCHEMES)
+        try:
+            response = session().get(
+                url,
+                auth=auth,
+                timeout=(min(timeout, 10), timeout),
+                stream=True,
+                allow_redirects=False,
+            )
+        except requests.Timeout:
+            raise CaptureError(
+                f"no answer from {urlsplit(url).hostname} within {timeout:g} s"
+            ) from None
+        except requests.ConnectionError as exc:
+            raise CaptureError(
+                f"cannot connect to {urlsplit(url).hostname}: {_root_cause(exc)}"
+            ) from None
+        except requests.RequestException as exc:
+            raise CaptureError(f"request failed: {type(exc).__name__}") from None
+        if response.is_redirect and "location" in response.headers:
+            url = urljoin(url, response.headers["location"])
+            response.close()
+            continue
+        try:
+            if response.status_code != 200:
+                raise CaptureError(
+                    f"HTTP {response.status_code} {response.reason or ''} from "
+                    f"{urlsplit(url).hostname}".strip()
+                )
+            yield response
+        finally:
+            response.close()
+        return
+    raise CaptureError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ or exc.__context__:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    text = str(exc)
+    if "Connection refused" in text:
+        return "connection refused"
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "unknown host"
+    return text.split(":")[-1].strip() or type(exc).__name__
+
+
+def read_body(response: requests.Response, limit: int, deadline: float) -> bytes:
+    """The whole body, refusing more than `limit` bytes or reading past the deadline."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise CaptureError(f"the response is larger than {limit // (1024 * 1024)} MB")
+        if time.monotonic() > deadline:
+            raise CaptureError("the response did not finish in time (timed out)")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,353 @@
+"""One schema per source kind: the stream form, the import, the API and the worker all use these.
+
+A field's `title` is its form label and `description` its help text; `json_schema_extra`
+carries the form widget where the type alone does not say it. Secret fields are SecretStr:
+never rendered back, exported only on request.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+KINDS: tuple[str, ...] = ("rtsp", "http_image", "mjpeg", "video", "youtube", "website")
+KIND_LABELS = {
+    "rtsp": "IP camera (RTSP)",
+    "http_image": "Camera still image (snapshot URL)",
+    "mjpeg": "MJPEG stream",
+    "video": "Video (HLS, MP4 or a media file)",
+    "youtube": "YouTube and other video sites (yt-dlp)",
+    "website": "Website or dashboard (Chromium)",
+}
+# Where a kind's captures run: Chromium captures on their own queue.
+KIND_QUEUE = {kind: ("browser" if kind == "website" else "capture") for kind in KINDS}
+
+
+def _url(value: str, schemes: tuple[str, ...]) -> str:
+    value = value.strip()
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in schemes:
+        allowed = ", ".join(f"{s}://" for s in schemes)
+        raise ValueError(f"must start with {allowed}")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    if any(c.isspace() for c in value):
+        raise ValueError("must not contain spaces")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return value
+
+
+def split_credentials(url: str) -> tuple[str, str, str]:
+    """URL without user:password@, plus the user and password that were in it."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, "", ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return clean, unquote(parts.username or ""), unquote(parts.password or "")
+
+
+class SourceConfig(BaseModel):
+    """Fields every kind has."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    URL_SCHEMES: ClassVar[tuple[str, ...]] = ("http", "https")
+
+    kind: str
+    timeout: int = Field(
+        15,
+        ge=1,
+        le=300,
+        title="Timeout (seconds)",
+        description="A capture that takes longer is stopped and counted as failed.",
+    )
+
+    @field_validator("url", check_fields=False)
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        """Every kind's `url` must use one of the kind's schemes (empty only where optional)."""
+        if not v and not cls.model_fields["url"].is_required():
+            return v
+        return _url(v, cls.URL_SCHEMES)
+
+    @model_validator(mode="after")
+    def _credentials_out_of_url(self) -> SourceConfig:
+        """user:password@ in a URL moves into the separate fields, so it is never shown."""
+        url = getattr(self, "url", None)
+        if url and "username" in type(self).model_fields:
+            clean, user, password = split_credentials(url)
+            if user or password:
+                object.__setattr__(self, "url", clean)
+                if user and not self.username:  # type: ignore[attr-defined]
+                    object.__setattr__(self, "username", user)
+                if password and not self.password.get_secret_value():  # type: ignore[attr-defined]
+                    object.__setattr__(self, "password", SecretStr(password))
+        return self
+
+    def secret(self, name: str) -> str:
+        value = getattr(self, name)
+        return value.get_secret_value() if isinstance(value, SecretStr) else str(value or "")
+
+
+_PASSWORD = {"widget": "password"}
+
+
+class _Credentials(BaseModel):
+    username: str = Field("", max_length=200, title="Username")
+    password: SecretStr = Field(
+        SecretStr(""),
+        title="Password",
+        json_schema_extra=_PASSWORD,
+        description="Stored, never shown again. Leave empty to keep.",
+    )
+
+
+class RtspConfig(SourceConfig, _Credentials):
+    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"password"})
+    URL_SCHEMES: ClassVar[tuple[str, ...]] = ("rtsp", "rtsps")
+
+    kind: Literal["rtsp"] = "rtsp"
+    url: str = Field(title="RTSP URL", description="e.g. rtsp://192.168.1.20:554/stream1")
+    transport: Literal["tcp", "udp", "auto"] = Field(
+        "tcp", title="Transport", description="TCP is the most reliable; UDP has less delay."
+    )
+
+
+
+class HttpImageConfig(SourceConfig, _Credentials):
+    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"password"})
+
+    kind: Literal["http_image"] = "http_image"
+    url: str = Field(title="Image URL", description="e.g. http://192.168.1.21/snapshot.jpg")
+    auth: Literal["none", "basic", "digest"] = Field("none", title="Authentication")
+
+
+
+class MjpegConfig(SourceConfig, _Credentials):
+    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"password"})
+
+    kind: Literal["mjpeg"] = "mjpeg"
+    url: str = Field(title="MJPEG URL", description="e.g. http://192.168.1.22/video.mjpg")
+    auth: Literal["none", "basic", "digest"] = Field("none", title="Authentication")
+
+
+
+class VideoConfig(SourceConfig):
+    URL_SCHEMES: ClassVar[tuple[str, ...]] = ("http", "https", "rtmp", "rtmps")
+
+    kind: Literal["video"] = "video"
+    url: str = Field("", title="Video URL", description="HLS (.m3u8), MP4 or another stream URL.")
+    path: str = Field(
+        "", title="Media file", description="Instead of a URL: a file under the media directory."
+    )
+    seek: float = Field(
+        0,
+        ge=0,
+        le=10 * 24 * 3600,
+        title="Seek (seconds)",
+        description="For recorded video: where to take the frame from.",
+    )
+
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, v: str) -> str:
+        if v and (v.startswith("/") or ".." in v.split("/") or "\\" in v):
+            raise ValueError("must be a relative path inside the media directory")
+        return v
+
+    @model_validator(mode="after")
+    def _url_or_path(self) -> VideoConfig:
+        if bool(self.url) == bool(self.path):
+            raise ValueError("give either a video URL or a media file, not both")
+        return self
+
+
+class YoutubeConfig(SourceConfig):
+    kind: Literal["youtube"] = "youtube"
+    url: str = Field(
+        title="Page URL", description="Any page yt-dlp understands (live or recorded)."
+    )
+    quality: Literal["best", "worst", "1080", "720", "480", "360"] = Field(
+        "720", title="Quality", description="Best, worst, or the largest height up to this."
+    )
+    seek: float = Field(
+        0,
+        ge=0,
+        le=10 * 24 * 3600,
+        title="Seek (seconds)",
+        description="For recorded video: where to take the frame from.",
+    )
+    timeout: int = Field(
+        30,
+        ge=1,
+        le=300,
+        title="Timeout (seconds)",
+        description="A capture that takes longer is stopped and counted as failed.",
+    )
+
+
+
+_CSS_OR_XPATH = re.compile(r"^[^\x00-\x1f]*$")
+
+
+class WebsiteConfig(SourceConfig, _Credentials):
+    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"password"})
+
+    kind: Literal["website"] = "website"
+    url: str = Field(title="Page URL", description="The page or dashboard to capture.")
+    viewport_width: int = Field(1280, ge=200, le=7680, title="Viewport width (px)")
+    viewport_height: int = Field(720, ge=200, le=4320, title="Viewport height (px)")
+    full_page: bool = Field(False, title="Capture the full page height")
+    wait: Literal["load", "networkidle", "selector", "delay"] = Field(
+        "load", title="Wait for", description="When the page counts as ready."
+    )
+    wait_selector: str = Field("", max_length=1000, title="Wait for this CSS selector")
+    wait_delay: float = Field(0, ge=0, le=120, title="Extra delay (seconds)")
+    selector_type: Literal["css", "xpath"] = Field("css", title="Element selector type")
+    element_selector: str = Field(
+        "",
+        max_length=1000,
+        title="Crop to element",
+        description="Capture only this element (CSS or XPath).",
+    )
+    hide_selectors: list[str] = Field(
+        default_factory=list,
+        title="Hide elements",
+        description="CSS selectors to hide, one per line (cookie banners, ads).",
+        json_schema_extra={"widget": "lines"},
+    )
+    dark_mode: bool = Field(False, title="Dark mode")
+    timeout: int = Field(
+        30,
+        ge=1,
+        le=300,
+        title="Timeout (seconds)",
+        description="A capture that takes longer is stopped and counted as failed.",
+    )
+
+
+    @field_validator("element_selector", "wait_selector")
+    @classmethod
+    def _one_line(cls, v: str) -> str:
+        if not _CSS_OR_XPATH.match(v):
+            raise ValueError("must be a single line")
+        return v
+
+    @field_validator("hide_selectors", mode="before")
+    @classmethod
+    def _lines(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [line.strip() for line in v.splitlines() if line.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _wait_needs(self) -> WebsiteConfig:
+        if self.wait == "selector" and not self.wait_selector:
+            raise ValueError("waiting for a selector needs the selector")
+        return self
+
+
+SourceConfigUnion = Annotated[
+    RtspConfig | HttpImageConfig | MjpegConfig | VideoConfig | YoutubeConfig | WebsiteConfig,
+    Field(discriminator="kind"),
+]
+CONFIG_BY_KIND: dict[str, type[SourceConfig]] = {
+    "rtsp": RtspConfig,
+    "http_image": HttpImageConfig,
+    "mjpeg": MjpegConfig,
+    "video": VideoConfig,
+    "youtube": YoutubeConfig,
+    "website": WebsiteConfig,
+}
+_config_adapter: TypeAdapter[SourceConfig] = TypeAdapter(SourceConfigUnion)
+
+
+def parse_config(data: dict[str, Any]) -> SourceConfig:
+    """Validate a stored or submitted config dict (must contain `kind`)."""
+    return _config_adapter.validate_python(data)
+
+
+def dump_config(config: SourceConfig, *, include_secrets: bool) -> dict[str, Any]:
+    """The dict stored in the database (with secrets) or exported/shown (without)."""
+    data = config.model_dump(mode="python")
+    for name in type(config).SECRET_FIELDS:
+        if include_secrets:
+            data[name] = config.secret(name)
+        else:
+            data.pop(name, None)
+    return data
+
+
+class StreamSpec(BaseModel):
+    """Everything that defines a stream, as the form, import and API submit it."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=200, title="Name")
+    description: str = Field("", max_length=5000, title="Description")
+    groups: list[str] = Field(
+        default_factory=list, title="Groups", description="Comma-separated, e.g. outdoor, traffic"
+    )
+    interval: int = Field(60, ge=1, le=7 * 24 * 3600, title="Capture every (seconds)")
+    enabled: bool = Field(True, title="Enabled")
+    retention_max_age_days: int | None = Field(
+        None, ge=0, le=36500, title="Keep snapshots for (days)"
+    )
+    retention_max_count: int | None = Field(
+        None, ge=0, le=2**31 - 1, title="Keep at most (snapshots)"
+    )
+    retention_max_bytes: int | None = Field(None, ge=0, le=2**63 - 1, title="Keep at most (bytes)")
+    config: SourceConfigUnion
+
+    @field_validator("groups", mode="before")
+    @classmethod
+    def _split_groups(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.split(",")
+        if isinstance(v, list):
+            seen: list[str] = []
+            for g in v:
+                g = str(g).strip()
+                if g and g not in seen:
+                    seen.append(g[:64])
+            return seen
+        return v
+
+
+def error_messages(exc: ValidationError) -> dict[str, str]:
+    """Pydantic errors as {field path: message}, e.g. {"config.url": "must start with …"}.
+
+    The union's kind tag is dropped from paths, so `config.rtsp.url` reads `config.url`;
+    errors that belong to no single field are under "config" or "" (the whole entry).
+    """
+    out: dict[str, str] = {}
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if p not in KINDS and not str(p).startswith("function-")]
+        key = ".".join(loc)
+        message = err["msg"].removeprefix("Value error, ")
+        out.setdefault(key, message)
+    return out
+
+
+# The stream's own fields (besides `config`), in form order; status fields are not among them.
+STREAM_FIELDS: tuple[str, ...] = tuple(n for n in StreamSpec.model_fields if n != "config")

@@ -1,0 +1,306 @@
+"""Web pages and dashboards, captured by headless Chromium driven by Playwright.
+
+A worker process keeps one browser: launched on first use, launched again if it crashed,
+closed at exit. Every capture gets a fresh browser context (no cookies, cache or storage
+carried over from another stream) that is closed when the capture ends.
+
+Playwright's sync API is bound to the thread that started it: call capture() from one thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    Request,
+    Route,
+    WebSocketRoute,
+    sync_playwright,
+)
+from playwright.sync_api import Error as PlaywrightError
+
+from glimpser.imaging import to_jpeg
+from glimpser.logs import redact
+from glimpser.sources.base import CaptureContext, CaptureError, Frame
+from glimpser.sources.network_guard import address_problem, check_url, resolve
+from glimpser.sources.schemas import WebsiteConfig
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+# Besides http(s), a page may use inline data: and in-page blob: URLs, which never leave Chromium.
+_LOCAL_SCHEMES = ("data", "blob")
+_SOCKET_SCHEMES = ("ws", "wss")  # WebSockets: checked like http(s), through their own route
+_JPEG_QUALITY = 85
+# Hides with an inline !important style: page CSP rules cannot block this, unlike a <style> tag.
+_HIDE = "els => els.forEach(el => el.style.setProperty('visibility', 'hidden', 'important'))"
+
+log = logging.getLogger(__name__)
+
+_playwright: Playwright | None = None
+_browser: Browser | None = None
+_owner_pid = 0  # the process that started _playwright; a forked child must start its own
+
+
+def capture(config: WebsiteConfig, ctx: CaptureContext) -> Frame:
+    """Screenshot the page (or one element of it) as a JPEG, within config.timeout."""
+    check_url(config.url, ctx, WebsiteConfig.URL_SCHEMES)
+    deadline = _Deadline(config.timeout)
+    password = config.secret("password")
+    guard = _RequestGuard(ctx)
+    context = _new_context(config, ctx, deadline)
+    try:
+        context.route("**/*", guard.route)
+        context.route_web_socket(re.compile(".*"), guard.route_web_socket)
+        context.on("request", guard.note_redirect)
+        try:
+            jpeg = _screenshot(context.new_page(), config, deadline, password)
+        except (CaptureError, PlaywrightError) as exc:
+            raise CaptureError(guard.refusal or _message(exc, password)) from None
+        if guard.refusal:  # a redirect reached a refused address: show nothing of it
+            raise CaptureError(guard.refusal)
+    finally:
+        with contextlib.suppress(PlaywrightError):  # already gone if Chromium crashed
+            context.close()
+    return to_jpeg(jpeg, ctx.max_jpeg_bytes)
+
+
+@atexit.register
+def close_browser() -> None:
+    """Close Chromium and the Playwright driver, so a worker leaves no browser behind."""
+    global _playwright, _browser
+    if _owner_pid == os.getpid():
+        # Best effort: at exit the driver may already be gone, or we are on another thread.
+        with contextlib.suppress(Exception):
+            if _browser is not None:
+                _browser.close()
+        with contextlib.suppress(Exception):
+            if _playwright is not None:
+                _playwright.stop()
+    _playwright = _browser = None
+
+
+def _new_context(config: WebsiteConfig, ctx: CaptureContext, deadline: _Deadline) -> BrowserContext:
+    """A fresh context in the worker's browser, launching it again if it has died."""
+    options = _context_options(config)
+    try:
+        return _launched_browser(ctx.chromium, deadline).new_context(**options)
+    except PlaywrightError:
+        close_browser()  # Chromium died since the last capture, before Playwright noticed
+    try:
+        return _launched_browser(ctx.chromium, deadline).new_context(**options)
+    except PlaywrightError as exc:
+        raise CaptureError(f"Chromium failed: {_first_line(exc)}") from None
+
+
+def _launched_browser(executable: str, deadline: _Deadline) -> Browser:
+    """The worker's one Chromium: reused while it is connected, launched again otherwise."""
+    global _playwright, _browser, _owner_pid
+    if not Path(executable).is_file():
+        raise CaptureError(f"Chromium not found at {executable} (set GLIMPSER_CHROMIUM)")
+    if _owner_pid != os.getpid():  # inherited through fork: the driver belongs to the parent
+        _playwright = _browser = None
+        _owner_pid = os.getpid()
+    if _browser is not None and _browser.is_connected():
+        return _browser
+    try:
+        if _playwright is None:
+            _playwright = sync_playwright().start()
+        _browser = _playwright.chromium.launch(
+            executable_path=executable, args=CHROMIUM_ARGS, headless=True, timeout=deadline.ms()
+        )
+    except PlaywrightError as exc:
+        close_browser()  # start from scratch next time, the driver may be broken
+        raise CaptureError(f"cannot start Chromium: {_first_line(exc)}") from None
+    return _browser
+
+
+def _context_options(config: WebsiteConfig) -> dict[str, Any]:
+    """Browser context options: the viewport, colour scheme and credentials the stream asks for."""
+    options: dict[str, Any] = {
+        "viewport": {"width": config.viewport_width, "height": config.viewport_height},
+        "color_scheme": "dark" if config.dark_mode else "light",
+        # Requests a service worker makes would bypass the request guard.
+        "service_workers": "block",
+    }
+    if config.username:
+        options["http_credentials"] = {
+            "username": config.username,
+            "password": config.secret("password"),
+            "origin": _origin(config.url),  # never answer another site's 401 with them
+        }
+    return options
+
+
+def _screenshot(page: Page, config: WebsiteConfig, deadline: _Deadline, password: str) -> bytes:
+    """Load the page, wait until it is ready, hide what should not show, take the picture."""
+    until = "networkidle" if config.wait == "networkidle" else "load"
+    try:
+        response = page.goto(config.url, wait_until=until, timeout=deadline.ms())
+    except PlaywrightError as exc:
+        if "ERR_INVALID_AUTH_CREDENTIALS" in exc.message:  # Chromium gave up on a 401
+            raise CaptureError(_http_error(401, config.url, config)) from None
+        raise CaptureError(f"{config.url} did not load: {_message(exc, password)}") from None
+    if response is not None and response.status >= 400:
+        raise CaptureError(_http_error(response.status, response.url, config))
+    if config.wait == "selector":
+        with _step(f"{config.wait_selector!r} did not appear", password):
+            page.wait_for_selector(config.wait_selector, timeout=deadline.ms())
+    if config.wait_delay > 0:
+        if config.wait_delay * 1000 >= deadline.ms():
+            raise CaptureError(
+                f"the extra delay of {config.wait_delay:g} s leaves no time "
+                f"for the screenshot within the {config.timeout} s timeout"
+            )
+        page.wait_for_timeout(config.wait_delay * 1000)
+    for selector in config.hide_selectors:
+        with _step(f"cannot hide {selector!r}", password):
+            page.locator(selector).evaluate_all(_HIDE)
+    shot: dict[str, Any] = {"type": "jpeg", "quality": _JPEG_QUALITY}
+    if config.element_selector:
+        prefix = "xpath=" if config.selector_type == "xpath" else ""
+        element = page.locator(prefix + config.element_selector).first
+        with _step(f"element {config.element_selector!r} not found on the page", password):
+            element.wait_for(state="visible", timeout=deadline.ms())
+        with _step("screenshot failed", password):
+            return element.screenshot(**shot, timeout=deadline.ms())
+    with _step("screenshot failed", password):
+        return page.screenshot(**shot, full_page=config.full_page, timeout=deadline.ms())
+
+
+def _http_error(status: int, url: str, config: WebsiteConfig) -> str:
+    """An error page is a failed capture, not a picture of the error."""
+    if status == 401:
+        why = "wrong username or password" if config.username else "it needs a login"
+        return f"HTTP 401 from {url} ({why})"
+    return f"HTTP {status} from {url}"
+
+
+class _Deadline:
+    """One capture's time budget, handed to each Playwright call as the milliseconds left."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def ms(self) -> int:
+        left = self.end - time.monotonic()
+        if left <= 0.001:
+            raise CaptureError(f"timed out after {self.seconds:g} s")
+        return int(left * 1000)
+
+
+class _RequestGuard:
+    """The SSRF policy for every request a page makes, not only for the URL it starts at."""
+
+    def __init__(self, ctx: CaptureContext) -> None:
+        self.ctx = ctx
+        self.refusal: str | None = None  # set when the capture as a whole must be refused
+        self._host_problems: dict[str, str | None] = {}  # one DNS lookup per host and capture
+
+    def problem(self, url: str) -> str | None:
+        """Why the page may not load this URL, or None."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme in _LOCAL_SCHEMES:
+            return None
+        if scheme not in (*WebsiteConfig.URL_SCHEMES, *_SOCKET_SCHEMES):
+            return f"scheme {scheme}:// is not allowed"
+        host = parts.hostname or ""
+        if host not in self._host_problems:
+            self._host_problems[host] = self._host_problem(host)
+        return self._host_problems[host]
+
+    def _host_problem(self, host: str) -> str | None:
+        try:
+            addresses = resolve(host)
+        except CaptureError as exc:
+            return str(exc)
+        for address in addresses:
+            problem = address_problem(address, self.ctx)
+            if problem:
+                return f"{host} ({address}): {problem}"
+        return None
+
+    def route(self, route: Route) -> None:
+        """Abort a refused request before Chromium sends it; let the others through."""
+        request = route.request
+        problem = self.problem(request.url)
+        if problem is None:
+            route.continue_()
+            return
+        log.info("website capture refused a request", extra={"url": request.url, "reason": problem})
+        if request.is_navigation_request() and request.frame.parent_frame is None:
+            self.refusal = f"refused to load {request.url}: {problem}"
+        route.abort("blockedbyclient")
+
+    def route_web_socket(self, socket: WebSocketRoute) -> None:
+        """WebSockets bypass request routing: refuse them the same way, or connect them."""
+        if self.problem(socket.url) is None:
+            socket.connect_to_server()
+        else:
+            socket.close(code=1008, reason="refused by Glimpser")
+
+    def note_redirect(self, request: Request) -> None:
+        """Redirects bypass routing, so a refused target can only refuse the whole capture."""
+        if request.redirected_from is not None and self.refusal is None:
+            problem = self.problem(request.url)
+            if problem:
+                self.refusal = (
+                    f"refused: {request.redirected_from.url} redirected to {request.url}: {problem}"
+                )
+
+
+@contextlib.contextmanager
+def _step(what: str, password: str) -> Iterator[None]:
+    """Turn a Playwright failure into a CaptureError that says which step failed and why."""
+    try:
+        yield
+    except PlaywrightError as exc:
+        raise CaptureError(f"{what}: {_message(exc, password)}") from None
+
+
+def _message(exc: Exception, password: str) -> str:
+    """An error as one safe line: no call log, no API prefix, no credentials."""
+    line = _first_line(exc) if isinstance(exc, PlaywrightError) else str(exc)
+    if password:
+        line = line.replace(password, "***")
+    return redact(line)[:500]
+
+
+def _first_line(exc: PlaywrightError) -> str:
+    """Playwright's reason without the multi-line call log ("Page.goto: " prefix dropped)."""
+    lines = (exc.message or "").strip().splitlines()
+    line = lines[0].strip() if lines else exc.__class__.__name__
+    return re.sub(r"^\w+\.\w+: ", "", line)
+
+
+def _origin(url: str) -> str:
+    """The URL's origin as browsers write it (default port omitted), e.g. http://cam.lan:8080."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    default_port = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    port = f":{parts.port}" if parts.port and parts.port != default_port else ""
+    return f"{parts.scheme.lower()}://{host}{port}"

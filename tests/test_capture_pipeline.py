@@ -1,0 +1,216 @@
+"""The capture job and scheduling, on real RQ and Redis with a real camera on loopback."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from rq import Queue
+from rq.registry import ScheduledJobRegistry
+
+from glimpser import scheduling, times
+from glimpser.capture import backoff_delay, next_due
+from glimpser.db import database
+from glimpser.models import Event, Snapshot, Stream
+from tests.conftest import run_queued_jobs
+from tests.media_servers import jpeg
+
+
+def make_stream(camera, name="Door", path="/snapshot.jpg", interval=60, **extra) -> Stream:
+    with database.connection_context():
+        return Stream.create(
+            name=name,
+            kind="http_image",
+            interval=interval,
+            config={
+                "kind": "http_image",
+                "url": f"{camera.url}{path}",
+                "auth": "none",
+                "username": "",
+                "password": "",
+                "timeout": 5,
+            },
+            next_due_at=times.utcnow(),
+            **extra,
+        )
+
+
+def reload(stream: Stream) -> Stream:
+    with database.connection_context():
+        return Stream.get_by_id(stream.id)
+
+
+def snapshots(stream: Stream) -> list[Snapshot]:
+    with database.connection_context():
+        return list(
+            Snapshot.select().where(Snapshot.stream == stream.id).order_by(Snapshot.captured_at)
+        )
+
+
+def events(stream: Stream, kind: str) -> list[Event]:
+    with database.connection_context():
+        return list(Event.select().where((Event.stream == stream.id) & (Event.kind == kind)))
+
+
+def test_capture_stores_file_and_row_and_sets_status(capture_app, camera):
+    redis = capture_app.extensions["glimpser.redis"]
+    settings = capture_app.extensions["glimpser.settings"]
+    camera.state.picture = jpeg((1, 2, 3), label="first")
+    stream = make_stream(camera)
+    with database.connection_context():
+        assert scheduling.enqueue_capture(redis, stream)
+    run_queued_jobs(capture_app)
+    [snap] = snapshots(stream)
+    assert (snap.width, snap.height) == (320, 240) and snap.bytes == len(camera.state.picture)
+    stored = Path(settings.snapshot_dir, snap.storage_key)
+    assert stored.read_bytes() == camera.state.picture
+    assert len(snap.sha256) == 64 and len(snap.phash) == 16
+    fresh = reload(stream)
+    assert fresh.state == "ok" and fresh.last_error == "" and fresh.consecutive_failures == 0
+    assert fresh.last_success_at is not None
+    assert fresh.next_due_at > times.utcnow() + timedelta(seconds=50)
+    assert not scheduling.is_claimed(redis, stream.id)
+
+
+def test_identical_frames_are_not_stored_twice(capture_app, camera):
+    redis = capture_app.extensions["glimpser.redis"]
+    camera.state.picture = jpeg((9, 9, 9), label="same")
+    stream = make_stream(camera)
+    for _ in range(2):
+        with database.connection_context():
+            assert scheduling.enqueue_capture(redis, reload(stream))
+        run_queued_jobs(capture_app)
+    assert len(snapshots(stream)) == 1
+    camera.state.picture = jpeg((200, 9, 9), label="changed")
+    with database.connection_context():
+        scheduling.enqueue_capture(redis, reload(stream))
+    run_queued_jobs(capture_app)
+    assert len(snapshots(stream)) == 2
+
+
+def test_a_stream_is_never_enqueued_twice(capture_app, camera):
+    redis = capture_app.extensions["glimpser.redis"]
+    stream = make_stream(camera)
+    with database.connection_context():
+        assert scheduling.enqueue_capture(redis, stream)
+        assert not scheduling.enqueue_capture(redis, stream)
+        assert scheduling.sweep_due_streams(redis) == 0
+    assert Queue("capture", connection=redis).count == 1
+    run_queued_jobs(capture_app)
+    assert not scheduling.is_claimed(redis, stream.id)
+
+
+def test_sweep_schedules_due_enabled_streams_only(capture_app, camera):
+    redis = capture_app.extensions["glimpser.redis"]
+    due = make_stream(camera, "due")
+    make_stream(camera, "paused", enabled=False)
+    later = make_stream(camera, "later")
+    with database.connection_context():
+        Stream.update(next_due_at=times.utcnow() + timedelta(hours=1)).where(
+            Stream.id == later.id
+        ).execute()
+        assert scheduling.sweep_due_streams(redis) == 1
+    assert scheduling.is_claimed(redis, due.id)
+    assert not scheduling.is_claimed(redis, later.id)
+
+
+def test_near_future_captures_are_scheduled_at_their_time(capture_app, camera):
+    redis = capture_app.extensions["glimpser.redis"]
+    stream = make_stream(camera)
+    at = times.utcnow() + timedelta(seconds=8)
+    with database.connection_context():
+        Stream.update(next_due_at=at).where(Stream.id == stream.id).execute()
+        assert scheduling.sweep_due_streams(redis) == 1
+    registry = ScheduledJobRegistry("capture", connection=redis)
+    [job_id] = registry.get_job_ids()
+    scheduled_for = registry.get_scheduled_time(job_id)
+    assert abs((scheduled_for - at).total_seconds()) <= 1.5
+
+
+def test_streams_resume_after_a_restart_that_lost_redis(capture_app, camera):
+    redis = capture_app.extensions["glimpser.redis"]
+    stream = make_stream(camera)
+    with database.connection_context():
+        scheduling.enqueue_capture(redis, stream)
+    redis.flushdb()  # a Redis without persistence restarted: every queued job is gone
+    with database.connection_context():
+        assert scheduling.sweep_due_streams(redis) == 1  # with up to 1 s of jitter
+    run_queued_jobs(capture_app, wait_for_scheduled=1.1)
+    assert len(snapshots(stream)) == 1
+
+
+def test_short_intervals_chain_the_next_capture(capture_app, camera):
+    redis = capture_app.extensions["glimpser.redis"]
+    stream = make_stream(camera, interval=2)
+    with database.connection_context():
+        scheduling.enqueue_capture(redis, stream)
+    run_queued_jobs(capture_app)
+    registry = ScheduledJobRegistry("capture", connection=redis)
+    assert len(registry.get_job_ids()) == 1, "the next capture was not chained"
+    assert scheduling.is_claimed(redis, stream.id)
+
+
+def test_capture_now_pulls_a_scheduled_capture_forward(capture_app, camera):
+    redis = capture_app.extensions["glimpser.redis"]
+    stream = make_stream(camera)
+    with database.connection_context():
+        scheduling.enqueue_capture(redis, stream, times.utcnow() + timedelta(seconds=60))
+        assert scheduling.capture_now(redis, stream)
+    assert ScheduledJobRegistry("capture", connection=redis).get_job_ids() == []
+    assert Queue("capture", connection=redis).count == 1
+    with database.connection_context():
+        assert not scheduling.capture_now(redis, stream)  # queued now: not twice
+
+
+def test_failures_back_off_raise_one_event_and_recover(capture_app, camera):
+    redis = capture_app.extensions["glimpser.redis"]
+    settings = capture_app.extensions["glimpser.settings"]
+    stream = make_stream(camera, path="/missing.jpg", interval=10)
+    delays = []
+    for _ in range(settings.failure_event_after + 1):
+        with database.connection_context():  # the retry is already scheduled: pull it forward
+            assert scheduling.capture_now(redis, reload(stream))
+        before = times.utcnow()
+        run_queued_jobs(capture_app)
+        fresh = reload(stream)
+        delays.append((fresh.next_due_at - before).total_seconds())
+    assert fresh.state == "failing" and "HTTP 404" in fresh.last_error
+    assert fresh.consecutive_failures == settings.failure_event_after + 1
+    assert delays == sorted(delays) and delays[-1] > delays[0] * 4
+    [failed] = events(stream, "capture_failed")
+    assert "HTTP 404" in failed.description
+    with database.connection_context():
+        config = dict(reload(stream).config, url=f"{camera.url}/snapshot.jpg")
+        Stream.update(config=config).where(Stream.id == stream.id).execute()
+        assert scheduling.capture_now(redis, reload(stream))
+    run_queued_jobs(capture_app)
+    fresh = reload(stream)
+    assert fresh.state == "ok" and fresh.consecutive_failures == 0 and fresh.last_error == ""
+    assert len(events(stream, "capture_recovered")) == 1
+
+
+def test_paused_streams_are_not_captured_by_schedule(capture_app, camera):
+    redis = capture_app.extensions["glimpser.redis"]
+    stream = make_stream(camera, enabled=False)
+    with database.connection_context():
+        scheduling.enqueue_capture(redis, stream)
+    run_queued_jobs(capture_app)
+    assert snapshots(stream) == []
+
+
+def test_a_stream_deleted_mid_flight_is_harmless(capture_app, camera):
+    redis = capture_app.extensions["glimpser.redis"]
+    stream = make_stream(camera)
+    with database.connection_context():
+        scheduling.enqueue_capture(redis, stream)
+        Stream.delete_by_id(stream.id)
+    run_queued_jobs(capture_app)
+    assert not scheduling.is_claimed(redis, stream.id)
+
+
+def test_backoff_and_cadence_arithmetic():
+    assert [backoff_delay(10, n, 300) for n in (1, 2, 3, 4, 5, 6)] == [10, 20, 40, 80, 160, 300]
+    assert backoff_delay(3600, 5, 300) == 3600  # never sooner than the interval
+    now = times.utcnow()
+    assert next_due(now - timedelta(seconds=1), 10, now) == now + timedelta(seconds=9)
+    assert next_due(now - timedelta(seconds=30), 10, now) == now + timedelta(seconds=1)
