@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import peewee
+import redis
 from pydantic import ValidationError
 
-from glimpser import sources, times
+from glimpser import readers, sources, times
 from glimpser.config import Settings
 from glimpser.db import database
+from glimpser.imaging import to_jpeg
 from glimpser.models import Event, Snapshot, Stream
 from glimpser.snapshots import save_snapshot
 from glimpser.sources.base import CaptureContext, CaptureError, Frame
@@ -32,6 +34,7 @@ class CaptureOutcome:
     stored: bool = False
     error: str = ""
     next_due_at: datetime | None = None
+    via: str = "direct"  # or "reader": the frame came from a persistent reader
 
 
 def backoff_delay(interval: int, failures: int, cap: int) -> float:
@@ -61,16 +64,34 @@ def grab(config_data: dict, settings: Settings) -> Frame:
     return sources.capture(config, CaptureContext.from_settings(settings))
 
 
+def from_reader(stream: Stream, settings: Settings, connection: redis.Redis | None) -> Frame | None:
+    """A fresh frame from the stream's persistent reader (glimpser.readers), if it has one."""
+    if connection is None or not readers.wants_reader(stream, settings.reader_max_interval):
+        return None
+    data = readers.latest_frame(connection, stream.id, max_age=max(2.0, stream.interval * 1.5))
+    if data is None:
+        return None
+    try:
+        return to_jpeg(data, settings.capture_max_jpeg_bytes)
+    except CaptureError:
+        return None
+
+
 def run_capture(
-    stream_id: int, settings: Settings, due_at: datetime | None = None
+    stream_id: int,
+    settings: Settings,
+    due_at: datetime | None = None,
+    connection: redis.Redis | None = None,
 ) -> CaptureOutcome:
     """Capture one stream now and record the result."""
     stream = Stream.get_or_none(Stream.id == stream_id)
     if stream is None:
         return CaptureOutcome(ok=False, error="stream no longer exists")
     started = times.utcnow()
+    frame = from_reader(stream, settings, connection)
+    via = "reader" if frame is not None else "direct"
     try:
-        frame = grab(stream.config, settings)
+        frame = frame or grab(stream.config, settings)
     except CaptureError as exc:
         return _record_failure(stream, str(exc), started, due_at, settings)
     except Exception as exc:  # a bug or an unexpected library error: still a clean failure
@@ -94,7 +115,7 @@ def run_capture(
         if not Stream.select().where(Stream.id == stream_id).exists():
             return CaptureOutcome(ok=False, error="the stream was deleted during the capture")
         raise
-    return _record_success(stream, snapshot, started, due_at, settings)
+    return _record_success(stream, snapshot, started, due_at, settings, via)
 
 
 def _record_success(
@@ -103,6 +124,7 @@ def _record_success(
     at: datetime,
     due_at: datetime | None,
     settings: Settings,
+    via: str,
 ) -> CaptureOutcome:
     now = times.utcnow()
     due = next_due(due_at, stream.interval, now)
@@ -135,6 +157,7 @@ def _record_success(
         snapshot_id=snapshot.id if snapshot else None,
         stored=snapshot is not None,
         next_due_at=due,
+        via=via,
     )
 
 

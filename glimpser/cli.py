@@ -147,6 +147,25 @@ def scheduler(settings: Settings) -> None:
 
 @main.command()
 @with_settings
+def readers(settings: Settings) -> None:
+    """Keep one ffmpeg reader open per RTSP stream whose interval is short (see docs)."""
+    import signal
+
+    from glimpser.readers import ReaderHub
+
+    _bind_database(settings)
+    hub = ReaderHub(settings, _redis(settings))
+
+    def stop(_signum: int, _frame: object) -> None:
+        hub.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    hub.run()
+
+
+@main.command()
+@with_settings
 def migrate(settings: Settings) -> None:
     """Apply pending database migrations (safe to run again, and concurrently)."""
     from glimpser import db

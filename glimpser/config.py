@@ -102,6 +102,7 @@ class Settings:
     store_identical_frames: bool
     failure_event_after: int
     backoff_max_seconds: int
+    reader_max_interval: int
     # storage and retention
     storage: str
     snapshot_dir: Path
@@ -235,6 +236,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         store_identical_frames=_bool(env, "GLIMPSER_STORE_IDENTICAL_FRAMES", False),
         failure_event_after=_int(env, "GLIMPSER_FAILURE_EVENT_AFTER", 3, 1, 1000),
         backoff_max_seconds=_int(env, "GLIMPSER_BACKOFF_MAX_SECONDS", 300, 1, 86400),
+        reader_max_interval=_int(env, "GLIMPSER_READER_MAX_INTERVAL", 5, 0, 3600),
         storage=storage,
         snapshot_dir=Path(
             env.get("GLIMPSER_SNAPSHOT_DIR", "").strip() or data_dir / "snapshots"

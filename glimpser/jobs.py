@@ -97,10 +97,16 @@ def capture_stream(stream_id: int, due_at: str | None = None, manual: bool = Fal
         stream = Stream.get_or_none(Stream.id == stream_id)
         if stream is None or (not stream.enabled and not manual):
             return {"ok": False, "skipped": True}
-        outcome = run_capture(stream_id, settings(), due)
+        outcome = run_capture(stream_id, settings(), due, connection)
         log.info(
             "capture",
-            extra={"stream_id": stream_id, "ok": outcome.ok, "lag_ms": lag_ms, "manual": manual},
+            extra={
+                "stream_id": stream_id,
+                "ok": outcome.ok,
+                "lag_ms": lag_ms,
+                "manual": manual,
+                "via": outcome.via,
+            },
         )
     finally:
         scheduling.release(connection, stream_id)
@@ -118,6 +124,7 @@ def capture_stream(stream_id: int, due_at: str | None = None, manual: bool = Fal
         "snapshot_id": outcome.snapshot_id,
         "stored": outcome.stored,
         "error": outcome.error,
+        "via": outcome.via,
     }
 
 

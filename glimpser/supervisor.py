@@ -50,6 +50,7 @@ class Supervisor:
             for i in range(self.settings.workers):
                 self._spawn(f"worker-{i + 1}", "worker")
             self._spawn("scheduler", "scheduler")
+            self._spawn("readers", "readers")
             log.info(
                 "glimpser is running",
                 extra={"url": f"http://{self.settings.host}:{self.settings.port}/"},

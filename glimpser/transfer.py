@@ -28,6 +28,7 @@ from glimpser.sources.schemas import (
     error_messages,
     parse_config,
 )
+from glimpser.stream_store import create_stream, update_stream
 
 log = logging.getLogger(__name__)
 
@@ -547,23 +548,10 @@ def _decide(entries: list[_Entry], mode: str) -> list[_Entry]:
 
 def _write(entry: _Entry) -> None:
     assert entry.spec is not None
-    spec = entry.spec
-    config = {**dump_config(spec.config, include_secrets=True), **entry.kept_secrets}
-    values: dict[str, Any] = {name: getattr(spec, name) for name in STREAM_FIELDS}
-    now = times.utcnow()
-    # Due at once: the scheduler's sweep picks the stream up (as after the stream form).
-    values.update(kind=spec.config.kind, config=config, updated_at=now, next_due_at=now)
-    target = entry.target
-    if target is None:
-        Stream.create(**values, state="pending" if spec.enabled else "paused")
-        return
-    # Overwrite: the same row (id, snapshots, events) and its status stay; only pausing or
-    # resuming changes the state, exactly as saving the stream form does.
-    if not spec.enabled:
-        values["state"] = "paused"
-    elif target.state == "paused":
-        values["state"] = "pending"
-    Stream.update(**values).where(Stream.id == target.id).execute()
+    if entry.target is None:
+        create_stream(entry.spec, entry.kept_secrets)
+    else:
+        update_stream(entry.target, entry.spec, entry.kept_secrets)
 
 
 def _transaction():  # noqa: ANN202 - a peewee transaction context

@@ -380,3 +380,17 @@ def test_viewers_see_only_granted_streams_and_change_nothing(admin, capture_app,
 def test_a_new_form_has_no_placeholder_values(admin):
     html = admin.get("/streams/new").get_data(as_text=True)
     assert "Undefined" not in html and "None" not in html
+
+
+def test_dashboard_shows_the_visible_streams_or_says_how_to_start(admin, capture_app, camera):
+    assert "Add a camera, video or website" in admin.get("/").get_data(as_text=True)
+    post_stream(
+        admin,
+        "/streams/new",
+        kind="http_image",
+        name="Porch",
+        **{"config.url": f"{camera.url}/snapshot.jpg"},
+    )
+    run_queued_jobs(capture_app)
+    html = admin.get("/").get_data(as_text=True)
+    assert "Latest snapshot of Porch" in html and "No streams yet" not in html

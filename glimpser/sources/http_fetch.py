@@ -93,6 +93,13 @@ def _root_cause(exc: BaseException) -> str:
     return text.split(":")[-1].strip() or type(exc).__name__
 
 
+def iter_available(response: requests.Response) -> Iterator[bytes]:
+    """Chunks as they arrive (read1), not once 64 KiB have piled up: an MJPEG camera sends a
+    few KiB a frame, and waiting for full chunks would cost a dozen frames of latency."""
+    while chunk := response.raw.read1(CHUNK, decode_content=True):
+        yield chunk
+
+
 def read_body(response: requests.Response, limit: int, deadline: float) -> bytes:
     """The whole body, refusing more than `limit` bytes or reading past the deadline."""
     chunks: list[bytes] = []

@@ -132,7 +132,6 @@ class RtspConfig(SourceConfig, _Credentials):
     )
 
 
-
 class HttpImageConfig(SourceConfig, _Credentials):
     SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"password"})
 
@@ -141,14 +140,12 @@ class HttpImageConfig(SourceConfig, _Credentials):
     auth: Literal["none", "basic", "digest"] = Field("none", title="Authentication")
 
 
-
 class MjpegConfig(SourceConfig, _Credentials):
     SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"password"})
 
     kind: Literal["mjpeg"] = "mjpeg"
     url: str = Field(title="MJPEG URL", description="e.g. http://192.168.1.22/video.mjpg")
     auth: Literal["none", "basic", "digest"] = Field("none", title="Authentication")
-
 
 
 class VideoConfig(SourceConfig):
@@ -166,7 +163,6 @@ class VideoConfig(SourceConfig):
         title="Seek (seconds)",
         description="For recorded video: where to take the frame from.",
     )
-
 
     @field_validator("path")
     @classmethod
@@ -206,7 +202,6 @@ class YoutubeConfig(SourceConfig):
     )
 
 
-
 _CSS_OR_XPATH = re.compile(r"^[^\x00-\x1f]*$")
 
 
@@ -244,7 +239,6 @@ class WebsiteConfig(SourceConfig, _Credentials):
         title="Timeout (seconds)",
         description="A capture that takes longer is stopped and counted as failed.",
     )
-
 
     @field_validator("element_selector", "wait_selector")
     @classmethod

@@ -29,6 +29,7 @@ from glimpser.queues import get_queue
 from glimpser.snapshots import delete_snapshots
 from glimpser.sources.schemas import CONFIG_BY_KIND, KIND_LABELS, KIND_QUEUE, dump_config
 from glimpser.storage import get_storage
+from glimpser.stream_store import create_stream, update_stream
 from glimpser.web import stream_form
 
 bp = Blueprint("streams", __name__, url_prefix="/streams")
@@ -211,38 +212,20 @@ def _save(stream: Stream | None):  # noqa: ANN202
             errors = {"name": "Another stream already has this name."}
     if spec is None or errors:
         return _render_form(stream, kind, stream_values, config_values, errors, 400)
-    values = {
-        "name": spec.name,
-        "description": spec.description,
-        "groups": spec.groups,
-        "interval": spec.interval,
-        "enabled": spec.enabled,
-        "kind": spec.config.kind,
-        "config": dump_config(spec.config, include_secrets=True),
-        "retention_max_age_days": spec.retention_max_age_days,
-        "retention_max_count": spec.retention_max_count,
-        "retention_max_bytes": spec.retention_max_bytes,
-        "updated_at": times.utcnow(),
-    }
-    with database.atomic():
-        if stream is None:
-            stream = Stream.create(
-                **values, state="pending" if spec.enabled else "paused", next_due_at=times.utcnow()
-            )
-            _audit("stream.create", stream, kind=stream.kind)
-            flash(f"Stream “{stream.name}” created; the first capture is on its way.", "success")
-        else:
-            values["state"] = (
-                ("pending" if stream.state == "paused" else stream.state)
-                if spec.enabled
-                else "paused"
-            )
-            Stream.update(**values, next_due_at=times.utcnow()).where(
-                Stream.id == stream.id
-            ).execute()
-            stream = Stream.get_by_id(stream.id)
-            _audit("stream.update", stream, kind=stream.kind)
-            flash(f"Stream “{stream.name}” saved.", "success")
+    try:
+        with database.atomic():
+            created = stream is None
+            stream = create_stream(spec) if created else update_stream(stream, spec)
+            _audit("stream.create" if created else "stream.update", stream, kind=stream.kind)
+    except peewee.IntegrityError:  # the same name saved concurrently
+        errors = {"name": "Another stream already has this name."}
+        return _render_form(stream, kind, stream_values, config_values, errors, 400)
+    flash(
+        f"Stream “{stream.name}” created; the first capture is on its way."
+        if created
+        else f"Stream “{stream.name}” saved.",
+        "success",
+    )
     if stream.enabled:
         scheduling.capture_now(_redis(), stream)
     return redirect(url_for("streams.detail", stream_id=stream.id))

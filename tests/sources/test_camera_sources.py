@@ -350,3 +350,23 @@ def test_oversized_frames_are_shrunk_to_the_limit(camera, media_root):
     )
     frame = grab(small, kind="http_image", url=f"{camera.url}/snapshot.jpg")
     assert len(frame.jpeg) <= 16 * 1024 and picture(frame)
+
+
+def test_split_jpegs_handles_markers_across_chunk_boundaries():
+    from glimpser.imaging import split_jpegs
+
+    frames = [jpeg((i * 60, 10, 10), label=str(i)) for i in range(3)]
+    stream = b"--frame\r\n" + b"\r\n--frame\r\n".join(frames) + b"\r\n"
+    for size in (1, 2, 7, 4096):
+        chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
+        assert list(split_jpegs(chunks)) == frames, size
+
+
+def test_truncated_jpegs_are_refused(camera, ctx):
+    whole = jpeg((10, 200, 30), size=(640, 480), label="truncated")
+    camera.state.picture = whole[: len(whole) // 2]
+    try:
+        with pytest.raises(CaptureError, match="not return a valid image"):
+            grab(ctx, kind="http_image", url=f"{camera.url}/snapshot.jpg")
+    finally:
+        camera.state.picture = whole
