@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from glimpser import readers, sources, times
 from glimpser.config import Settings
-from glimpser.db import database
+from glimpser.db import write_transaction
 from glimpser.imaging import to_jpeg
 from glimpser.models import Event, Snapshot, Stream
 from glimpser.snapshots import save_snapshot
@@ -128,7 +128,7 @@ def _record_success(
 ) -> CaptureOutcome:
     now = times.utcnow()
     due = next_due(due_at, stream.interval, now)
-    with database.atomic():
+    with write_transaction():
         fresh = Stream.get_or_none(Stream.id == stream.id)
         if fresh is None:
             return CaptureOutcome(ok=True, error="the stream was deleted during the capture")
@@ -166,7 +166,7 @@ def _record_failure(
 ) -> CaptureOutcome:
     error = error.strip()[:1000] or "capture failed"
     now = times.utcnow()
-    with database.atomic():
+    with write_transaction():
         fresh = Stream.get_or_none(Stream.id == stream.id)
         if fresh is None:
             return CaptureOutcome(ok=False, error="the stream was deleted during the capture")

@@ -114,6 +114,11 @@ class Settings:
     retention_max_count: int
     retention_max_bytes: int
     event_retention_days: int
+    # watching
+    live_fps: int
+    live_idle_seconds: int
+    timelapse_retention_days: int
+    accel_redirect_prefix: str
 
     @property
     def redis_socket(self) -> Path:
@@ -145,6 +150,15 @@ def _secret_key(env: Mapping[str, str], data_dir: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(key)
     return key
+
+
+def _accel_prefix(raw: str) -> str:
+    raw = raw.strip()
+    if raw and not (raw.startswith("/") and raw.endswith("/")):
+        raise ConfigError(
+            f"GLIMPSER_ACCEL_REDIRECT_PREFIX={raw!r} must start and end with / (e.g. /_snapshots/)"
+        )
+    return raw
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -249,4 +263,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retention_max_count=_int(env, "GLIMPSER_RETENTION_MAX_COUNT", 0, 0, 10**9),
         retention_max_bytes=_int(env, "GLIMPSER_RETENTION_MAX_BYTES", 0, 0, 2**62),
         event_retention_days=_int(env, "GLIMPSER_EVENT_RETENTION_DAYS", 30, 0, 36500),
+        live_fps=_int(env, "GLIMPSER_LIVE_FPS", 5, 1, 30),
+        live_idle_seconds=_int(env, "GLIMPSER_LIVE_IDLE_SECONDS", 10, 1, 3600),
+        timelapse_retention_days=_int(env, "GLIMPSER_TIMELAPSE_RETENTION_DAYS", 30, 0, 36500),
+        accel_redirect_prefix=_accel_prefix(env.get("GLIMPSER_ACCEL_REDIRECT_PREFIX", "")),
     )

@@ -82,6 +82,19 @@ def init_database(url: str) -> peewee.Database:
     return db
 
 
+def write_transaction() -> peewee._atomic:
+    """A transaction that will write: on SQLite it takes the write lock at BEGIN (IMMEDIATE).
+
+    A deferred SQLite transaction that reads first and writes later fails at once with
+    "database is locked" when another process committed in between (WAL snapshot conflict,
+    which busy_timeout cannot wait out); taking the lock first makes writers queue instead.
+    """
+    db = database.obj
+    if isinstance(db, peewee.SqliteDatabase):
+        return db.atomic("IMMEDIATE")
+    return db.atomic()
+
+
 def _redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     if "@" not in url or "://" not in url:

@@ -28,7 +28,7 @@ import peewee
 
 from glimpser import times
 from glimpser.config import Settings
-from glimpser.db import database
+from glimpser.db import database, write_transaction
 from glimpser.models import Event, Snapshot, Stream
 from glimpser.snapshots import DELETE_BATCH, delete_snapshots_counted
 from glimpser.storage import Storage
@@ -140,7 +140,7 @@ def _delete_events(cutoff: datetime) -> int:
     total = 0
     while True:
         batch = Event.select(Event.id).where(Event.created_at < cutoff).limit(EVENT_DELETE_BATCH)
-        with database.atomic():
+        with write_transaction():
             deleted = Event.delete().where(Event.id.in_(batch)).execute()
         total += deleted
         if deleted < EVENT_DELETE_BATCH:

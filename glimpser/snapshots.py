@@ -20,7 +20,7 @@ from datetime import datetime
 import peewee
 
 from glimpser import imaging, times
-from glimpser.db import database
+from glimpser.db import database, write_transaction
 from glimpser.models import Snapshot, Stream
 from glimpser.sources.base import Frame
 from glimpser.storage import Storage, snapshot_key
@@ -71,7 +71,7 @@ def save_snapshot(
 
     storage.put(key, frame.jpeg, frame.content_type)
     try:
-        with database.atomic():
+        with write_transaction():
             return Snapshot.create(
                 stream=stream.id,
                 captured_at=captured_at,
@@ -163,7 +163,7 @@ def _delete_batch(
     condition = Snapshot.id.in_(ids)
     if where is not None:
         condition &= where
-    with database.atomic():
+    with write_transaction():
         # RETURNING tells exactly which rows this statement removed (PostgreSQL; SQLite 3.35+),
         # so a row deleted concurrently elsewhere is neither counted twice nor mis-attributed.
         if _has_returning():

@@ -17,7 +17,7 @@ import peewee
 from pydantic import ValidationError
 
 from glimpser import times
-from glimpser.db import database
+from glimpser.db import write_transaction
 from glimpser.models import AuditLog, Stream, User
 from glimpser.sources.schemas import (
     CONFIG_BY_KIND,
@@ -555,9 +555,8 @@ def _write(entry: _Entry) -> None:
 
 
 def _transaction():  # noqa: ANN202 - a peewee transaction context
-    db = database.obj
-    # SQLite: take the write lock up front, so reading names and writing cannot interleave.
-    return db.atomic("IMMEDIATE") if isinstance(db, peewee.SqliteDatabase) else db.atomic()
+    # Take the write lock up front, so reading names and writing cannot interleave.
+    return write_transaction()
 
 
 def import_streams(

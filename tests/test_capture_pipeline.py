@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
@@ -214,3 +215,46 @@ def test_backoff_and_cadence_arithmetic():
     now = times.utcnow()
     assert next_due(now - timedelta(seconds=1), 10, now) == now + timedelta(seconds=9)
     assert next_due(now - timedelta(seconds=30), 10, now) == now + timedelta(seconds=1)
+
+
+@pytest.mark.slow
+def test_concurrent_workers_never_fail_on_database_locks(capture_app, camera):
+    """Four worker processes writing snapshots and status at once on SQLite: every job ends
+    well (a deferred transaction that reads then writes would fail with 'database is locked')."""
+    import os
+    import subprocess
+    import sys
+
+    from rq.registry import FailedJobRegistry
+
+    from tests.conftest import ROOT
+
+    redis = capture_app.extensions["glimpser.redis"]
+    settings = capture_app.extensions["glimpser.settings"]
+    streams = [make_stream(camera, f"cam{i}") for i in range(40)]
+    with database.connection_context():
+        for stream in streams:
+            assert scheduling.enqueue_capture(redis, stream)
+    env = {
+        **os.environ,
+        "GLIMPSER_DATA_DIR": str(settings.data_dir),
+        "GLIMPSER_REDIS_URL": settings.redis_url,
+        "GLIMPSER_SECRET_KEY": "test-secret-key-0123456789abcdef",
+        "GLIMPSER_ALLOW_LOOPBACK_SOURCES": "1",
+        "GLIMPSER_STORE_IDENTICAL_FRAMES": "1",
+        "GLIMPSER_LOG_LEVEL": "WARNING",
+    }
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "glimpser.cli", "worker", "--burst", "--queues", "capture"],
+            env=env,
+            cwd=ROOT,
+        )
+        for _ in range(4)
+    ]
+    for worker in workers:
+        assert worker.wait(timeout=120) == 0
+    assert FailedJobRegistry("capture", connection=redis).count == 0
+    with database.connection_context():
+        assert Snapshot.select().count() == 40
+        assert Stream.select().where(Stream.state == "ok").count() == 40

@@ -8,7 +8,7 @@ import peewee
 
 from glimpser import times
 from glimpser.auth.passwords import hash_password, password_problem
-from glimpser.db import database
+from glimpser.db import write_transaction
 from glimpser.models import ROLES, AuditLog, Setting, User
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -51,7 +51,7 @@ def create_user(
         raise UserError(problem)
     if role not in ROLES:
         raise UserError(f"Role must be one of: {', '.join(ROLES)}.")
-    with database.atomic():
+    with write_transaction():
         if first_run:
             try:
                 _close_setup()

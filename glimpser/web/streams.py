@@ -23,7 +23,7 @@ from rq.job import Job
 from glimpser import scheduling, times
 from glimpser.auth.access import get_visible_stream, visible_streams
 from glimpser.auth.policy import admin_only
-from glimpser.db import database
+from glimpser.db import write_transaction
 from glimpser.models import AuditLog, Event, Snapshot, Stream
 from glimpser.queues import get_queue
 from glimpser.snapshots import delete_snapshots
@@ -213,7 +213,7 @@ def _save(stream: Stream | None):  # noqa: ANN202
     if spec is None or errors:
         return _render_form(stream, kind, stream_values, config_values, errors, 400)
     try:
-        with database.atomic():
+        with write_transaction():
             created = stream is None
             stream = create_stream(spec) if created else update_stream(stream, spec)
             _audit("stream.create" if created else "stream.update", stream, kind=stream.kind)
