@@ -202,6 +202,69 @@ def create_user_command(settings: Settings, username: str, role: str) -> None:
     click.echo(f"created {user.role} {user.username!r}")
 
 
+def _access_targets(username: str, streams: tuple[str, ...]):  # noqa: ANN202
+    """The user and the streams (by id or exact name) a grant or revoke names."""
+    from glimpser.models import Stream, User
+
+    user = User.get_or_none(User.username == username)
+    if user is None:
+        _fail(f"no user named {username!r}")
+    found = []
+    for ref in streams:
+        stream = Stream.get_or_none(Stream.id == int(ref)) if ref.isdigit() else None
+        stream = stream or Stream.get_or_none(Stream.name == ref)
+        if stream is None:
+            _fail(f"no stream {ref!r} (give its id or exact name)")
+        found.append(stream)
+    return user, found
+
+
+@main.command()
+@click.argument("username")
+@click.argument("streams", nargs=-1, required=True)
+@with_settings
+def grant(settings: Settings, username: str, streams: tuple[str, ...]) -> None:
+    """Let a viewer see these streams (admins see every stream anyway)."""
+    from glimpser import db
+    from glimpser.models import AuditLog, StreamAccess
+
+    _bind_database(settings)
+    with db.database.connection_context(), db.write_transaction():
+        user, found = _access_targets(username, streams)
+        for stream in found:
+            StreamAccess.insert(user=user, stream=stream).on_conflict_ignore().execute()
+            AuditLog.create(
+                action="access.grant",
+                target=f"stream:{stream.id}",
+                detail={"user": user.username, "via": "cli"},
+            )
+    click.echo(f"{user.username} may see: {', '.join(s.name for s in found)}")
+
+
+@main.command()
+@click.argument("username")
+@click.argument("streams", nargs=-1, required=True)
+@with_settings
+def revoke(settings: Settings, username: str, streams: tuple[str, ...]) -> None:
+    """Take back a viewer's access to these streams."""
+    from glimpser import db
+    from glimpser.models import AuditLog, StreamAccess
+
+    _bind_database(settings)
+    with db.database.connection_context(), db.write_transaction():
+        user, found = _access_targets(username, streams)
+        for stream in found:
+            StreamAccess.delete().where(
+                (StreamAccess.user == user) & (StreamAccess.stream == stream)
+            ).execute()
+            AuditLog.create(
+                action="access.revoke",
+                target=f"stream:{stream.id}",
+                detail={"user": user.username, "via": "cli"},
+            )
+    click.echo(f"{user.username} may no longer see: {', '.join(s.name for s in found)}")
+
+
 @main.command("export")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option(

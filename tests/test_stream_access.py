@@ -1,0 +1,156 @@
+"""Per-stream access, route by route: a viewer reaches only the streams granted to them.
+
+The walk covers every rule in the URL map that takes a stream (or snapshot) id, so a route
+added later is checked without anyone remembering to add it here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from werkzeug.routing import IntegerConverter
+
+from glimpser.auth.policy import VIEWER_WRITE_ENDPOINTS
+from glimpser.auth.users import create_user
+from glimpser.db import database
+from glimpser.models import Snapshot, Stream, StreamAccess, User
+from tests.conftest import ROOT, make_env, run_queued_jobs
+from tests.helpers import csrf_from, form_post, login, setup_admin
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def two_streams(capture_app, camera):
+    admin = capture_app.test_client()
+    setup_admin(admin, "alice", PASSWORD)
+    for name in ("Granted", "Hidden"):
+        form_post(
+            admin,
+            "/streams/new",
+            data={
+                "kind": "http_image",
+                "name": name,
+                "enabled": "1",
+                "config.url": f"{camera.url}/snapshot.jpg",
+            },
+        )
+    run_queued_jobs(capture_app)
+    with database.connection_context():
+        granted = Stream.get(Stream.name == "Granted")
+        hidden = Stream.get(Stream.name == "Hidden")
+        bob = create_user("bob", PASSWORD, "viewer")
+        StreamAccess.create(user=bob, stream=granted)
+        snaps = {s.stream_id: s.id for s in Snapshot.select()}
+    viewer = capture_app.test_client()
+    login(viewer, "bob", PASSWORD)
+    return granted, hidden, snaps, viewer
+
+
+def stream_routes(app, stream_id: int, snapshot_id: int) -> list[tuple[str, str, str]]:
+    """(endpoint, method, url) of every rule that names a stream, filled with these ids."""
+    out = []
+    for rule in app.url_map.iter_rules():
+        if "stream_id" not in rule.arguments:
+            continue
+        values = {}
+        for arg in rule.arguments:
+            if arg == "stream_id":
+                values[arg] = stream_id
+            elif arg == "snapshot_id":
+                values[arg] = snapshot_id
+            else:
+                values[arg] = 1 if isinstance(rule._converters[arg], IntegerConverter) else "x"
+        url = rule.build(values, append_unknown=False)[1]
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            out.append((rule.endpoint, method, url))
+    return out
+
+
+def test_every_stream_route_hides_ungranted_streams(two_streams, capture_app):
+    granted, hidden, snaps, viewer = two_streams
+    token = csrf_from(viewer.get("/").get_data(as_text=True))
+    routes = stream_routes(capture_app, hidden.id, snaps[hidden.id])
+    assert len(routes) >= 10
+    for endpoint, method, url in routes:
+        response = viewer.open(url, method=method, headers={"X-CSRFToken": token})
+        assert response.status_code in (403, 404), (endpoint, method, url, response.status_code)
+        assert b"Hidden" not in response.get_data(), (endpoint, url)
+
+
+def test_a_granted_streams_snapshot_ids_cannot_reach_another_stream(two_streams, capture_app):
+    granted, hidden, snaps, viewer = two_streams
+    # The granted stream's id with the hidden stream's snapshot id: still nothing.
+    rules = [
+        r
+        for r in capture_app.url_map.iter_rules()
+        if {"stream_id", "snapshot_id"} <= set(r.arguments) and "GET" in (r.methods or ())
+    ]
+    assert rules
+    for rule in rules:
+        url = rule.build(
+            {"stream_id": granted.id, "snapshot_id": snaps[hidden.id]}, append_unknown=False
+        )[1]
+        assert viewer.get(url).status_code == 404, url
+
+
+def test_granted_streams_are_readable(two_streams):
+    granted, hidden, snaps, viewer = two_streams
+    assert viewer.get(f"/streams/{granted.id}").status_code == 200
+    assert viewer.get(f"/streams/{granted.id}/snapshot.jpg").status_code == 200
+    listing = viewer.get("/streams/").get_data(as_text=True)
+    assert "Granted" in listing and "Hidden" not in listing
+    dashboard = viewer.get("/").get_data(as_text=True)
+    assert "Granted" in dashboard and "Hidden" not in dashboard
+
+
+def test_viewers_never_change_a_granted_stream(two_streams, capture_app):
+    granted, hidden, snaps, viewer = two_streams
+    token = csrf_from(viewer.get("/").get_data(as_text=True))
+    for endpoint, method, url in stream_routes(capture_app, granted.id, snaps[granted.id]):
+        if method == "GET" or endpoint in VIEWER_WRITE_ENDPOINTS:
+            continue  # reading, or deliberately open to viewers (e.g. building a timelapse)
+        response = viewer.open(url, method=method, headers={"X-CSRFToken": token})
+        assert response.status_code == 403, (endpoint, method, url)
+    with database.connection_context():
+        assert Stream.get_by_id(granted.id).enabled
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "glimpser.cli", *args],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_grant_and_revoke_from_the_command_line(tmp_path, redis_url, app_factory):
+    env = make_env(tmp_path / "data", redis_url)
+    app = app_factory()
+    with database.connection_context():
+        create_user("carol", PASSWORD, "viewer")
+        stream = Stream.create(
+            name="Yard", kind="video", interval=60, config={"kind": "video", "path": "a.mp4"}
+        )
+    granted = run_cli(["grant", "carol", "Yard"], env)
+    assert granted.returncode == 0, granted.stderr
+    assert "carol may see: Yard" in granted.stdout
+    assert run_cli(["grant", "carol", str(stream.id)], env).returncode == 0  # idempotent
+    with database.connection_context():
+        user = User.get(User.username == "carol")
+        assert StreamAccess.select().where(StreamAccess.user == user).count() == 1
+    client = app.test_client()
+    login(client, "carol", PASSWORD)
+    assert client.get(f"/streams/{stream.id}").status_code == 200
+    assert run_cli(["revoke", "carol", "Yard"], env).returncode == 0
+    assert client.get(f"/streams/{stream.id}").status_code == 404
+    missing = run_cli(["grant", "carol", "Nope"], env)
+    assert missing.returncode == 2 and "no stream 'Nope'" in missing.stderr
+    nobody = run_cli(["grant", "dave", "Yard"], env)
+    assert nobody.returncode == 2 and "no user named 'dave'" in nobody.stderr
