@@ -538,7 +538,8 @@ def report(kinds: list[dict], readers: list[dict], load: dict) -> str:
         "",
         f"{load['workers']} workers, the scheduler and the readers process (at a 10 s interval "
         "RTSP streams start ffmpeg per snapshot, per the crossover above), measured for "
-        f"{load['seconds']} s after a 20 s warm-up. CPU counts every Glimpser process and the ffmpeg processes they run.",
+        f"{load['seconds']} s after a 20 s warm-up. CPU counts every Glimpser process and the "
+        "ffmpeg processes they run.",
         "",
         "| captures | expected | failures | CPU (share of machine) | lag p50 | lag p95 "
         "| job wall time p50 / p95 |",
