@@ -109,3 +109,12 @@ def test_failure_shows_the_real_cause(live_stack, page: Page, camera):
         timeout=30_000
     )
     assert requests.get(live_stack.url + "/healthz", timeout=5).ok
+
+
+def test_test_capture_shows_validation_errors_in_the_page(live_stack, page: Page):
+    first_run(page, live_stack.url)
+    page.goto(live_stack.url + "/streams/new")
+    page.get_by_label("Kind of source").select_option("http_image")
+    page.get_by_label("Image URL", exact=True).fill("file:///etc/passwd")
+    page.get_by_role("button", name="Test capture").click()
+    expect(page.locator("#preview").get_by_text("Fix the source settings first")).to_be_visible()

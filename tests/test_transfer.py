@@ -15,12 +15,13 @@ from glimpser.auth.users import create_user
 from glimpser.db import database
 from glimpser.models import AuditLog, Stream
 from glimpser.sources.schemas import StreamSpec, dump_config
-from tests.conftest import ROOT, _new_postgres_database, make_env
+from tests.conftest import _new_postgres_database, make_env
 from tests.helpers import csrf_from, login, setup_admin
+from tests.media_servers import SHARED
 from tests.test_cli import run_cli
 
 # A real export made by glimpser-rs (the shared fixtures sit next to the repository).
-RS_EXPORT = ROOT.parent / "shared" / "fixtures" / "glimpser-rs-streams-export.json"
+RS_EXPORT = SHARED / "fixtures" / "glimpser-rs-streams-export.json"
 PASSWORD = "correct horse battery"
 CAMERA_PASSWORD = "cam-pw-0xdeadbeef"
 SITE_PASSWORD = "site-pw-0xfeedface"
