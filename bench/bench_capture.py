@@ -34,12 +34,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from results import markers, write_section  # noqa: E402
+
 from tests.helpers import free_port, wait_for_http  # noqa: E402
 from tests.media_servers import RtspServer, make_media  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
-RESULTS = ROOT / "docs" / "benchmarks.md"
-MARK_BEGIN, MARK_END = "<!-- capture:begin -->", "<!-- capture:end -->"
+MARK_BEGIN, MARK_END = markers("capture")
 
 
 # --- CPU accounting -------------------------------------------------------------------------
@@ -555,21 +556,6 @@ def report(kinds: list[dict], readers: list[dict], load: dict) -> str:
     return "\n".join(lines)
 
 
-def write(section: str) -> None:
-    text = (
-        RESULTS.read_text()
-        if RESULTS.exists()
-        else (
-            "# Benchmarks\n\nNumbers from the `bench/` scripts (`make bench`), each beside a floor "
-            "measured in the same run. Rerun them on your machine; never compare across machines.\n"
-        )
-    )
-    if MARK_BEGIN in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + section + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
 
 
 def main() -> None:
@@ -601,7 +587,7 @@ def main() -> None:
         files_proc.terminate()
         shutil.rmtree(media, ignore_errors=True)
     section = report(kinds, readers, load)
-    write(section)
+    write_section("capture", section)
     print(section)
 
 

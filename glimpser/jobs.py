@@ -168,9 +168,28 @@ def apply_retention() -> dict:
     return {**asdict(report), "snapshots_deleted": report.snapshots_deleted}
 
 
+@job
+def build_timelapse(timelapse_id: int) -> dict:
+    """Build one timelapse MP4 (see glimpser.timelapse); the row records progress and outcome."""
+    from glimpser.storage import get_storage
+    from glimpser.timelapse import build
+
+    return build(timelapse_id, get_storage(settings()))
+
+
+@job
+def prune_timelapses() -> dict:
+    """Delete timelapses past GLIMPSER_TIMELAPSE_RETENTION_DAYS, files with rows."""
+    from glimpser.storage import get_storage
+    from glimpser.timelapse import prune_timelapses as run
+
+    return run(settings(), get_storage(settings()))
+
+
 # (function, queue, interval in seconds) registered with RQ's cron scheduler.
 CRON_JOBS: list[tuple[Callable[..., Any], str, int]] = [
     (sweep_due_streams, "schedule", 5),
     (apply_retention, "maintenance", 15 * 60),
     (prune_audit_log, "maintenance", 24 * 3600),
+    (prune_timelapses, "maintenance", 24 * 3600),
 ]

@@ -146,6 +146,43 @@ class Event(BaseModel):
     created_at = UTCDateTimeField(default=times.utcnow, index=True)
 
 
+TIMELAPSE_STATES = ("queued", "running", "done", "failed")
+
+
+class Timelapse(BaseModel):
+    """An MP4 built from a stream's snapshots over a time range (see glimpser.timelapse)."""
+
+    stream = peewee.ForeignKeyField(Stream, backref="timelapses", on_delete="CASCADE")
+    requested_by = peewee.ForeignKeyField(
+        User, null=True, backref="timelapses", on_delete="SET NULL"
+    )
+    range_start = UTCDateTimeField()
+    range_end = UTCDateTimeField()
+    fps = peewee.IntegerField(default=10)
+    status = peewee.CharField(max_length=16, default="queued")
+    progress = peewee.IntegerField(default=0)  # 0-100
+    frames = peewee.IntegerField(default=0)
+    bytes = peewee.BigIntegerField(default=0)
+    width = peewee.IntegerField(null=True)
+    height = peewee.IntegerField(null=True)
+    storage_key = peewee.CharField(max_length=500, null=True)
+    error = peewee.TextField(default="")
+    # Which snapshots went in, so a later, longer range can reuse this video as its prefix.
+    first_snapshot_id = peewee.IntegerField(null=True)
+    last_snapshot_id = peewee.IntegerField(null=True)
+    last_frame_at = UTCDateTimeField(null=True)
+    # Set when the build reused an earlier timelapse instead of re-encoding its frames.
+    reused_from = peewee.ForeignKeyField(
+        "self", null=True, backref="reused_by", on_delete="SET NULL"
+    )
+    reused_frames = peewee.IntegerField(default=0)
+    created_at = UTCDateTimeField(default=times.utcnow, index=True)
+    finished_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("stream", "created_at"), False),)
+
+
 ALL_MODELS: list[type[BaseModel]] = [
     User,
     Setting,
@@ -154,4 +191,5 @@ ALL_MODELS: list[type[BaseModel]] = [
     StreamAccess,
     Snapshot,
     Event,
+    Timelapse,
 ]

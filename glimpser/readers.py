@@ -1,29 +1,46 @@
-"""Persistent readers: one long-running ffmpeg per RTSP stream that must update often.
+"""Persistent readers: one long-running reader per stream that must update often or is watched.
 
 A process per frame pays ffmpeg's start-up and the RTSP handshake for every snapshot. Below
 the crossover interval measured by bench/bench_capture.py (docs/benchmarks.md), keeping the
 stream open is cheaper. `glimpser readers` runs one reader per such stream and keeps the
 newest frame in Redis; the capture job takes that frame instead of starting ffmpeg, and
 falls back to a direct grab (with its real error message) when no fresh frame is there.
+
+The same process runs the live view's readers (glimpser/live.py): a stream with live viewers
+gets a reader at GLIMPSER_LIVE_FPS (a snapshot reader is restarted at that rate, never
+doubled), stopped GLIMPSER_LIVE_IDLE_SECONDS after the last viewer left. Every stored frame
+is announced on a Redis channel so the web processes can fan it out.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import redis
 
+from glimpser import live
 from glimpser.config import Settings
 from glimpser.imaging import split_jpegs
 from glimpser.models import Stream
-from glimpser.sources import rtsp
+from glimpser.sources import rtsp, youtube
 from glimpser.sources.base import CaptureContext, CaptureError
-from glimpser.sources.ffmpeg_grab import ffmpeg_binary, last_error_line
+from glimpser.sources.ffmpeg_grab import FAST_PROBE, ffmpeg_binary, last_error_line
+from glimpser.sources.http_fetch import iter_available, make_auth, open_stream
 from glimpser.sources.network_guard import check_url
-from glimpser.sources.schemas import RtspConfig, parse_config
+from glimpser.sources.schemas import (
+    MjpegConfig,
+    RtspConfig,
+    VideoConfig,
+    YoutubeConfig,
+    parse_config,
+)
+from glimpser.sources.video import NETWORK_WHITELIST, media_path
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +50,8 @@ RESTART_BACKOFF_MAX = 60.0
 # nokey), which costs a fraction on a real camera but makes a frame up to one keyframe
 # spacing old. Both limits come from bench/bench_capture.py on a 720p camera.
 FULL_DECODE_MAX_INTERVAL = 2
+
+Command = list[str] | Callable[[], list[str]]
 
 
 def frame_key(stream_id: int) -> str:
@@ -51,19 +70,16 @@ def wants_reader(stream: Stream, max_interval: int) -> bool:
     return bool(stream.enabled and stream.kind == "rtsp" and stream.interval <= max_interval)
 
 
-def reader_command(
-    config: RtspConfig, ctx: CaptureContext, fps: float, keyframes_only: bool = False
-) -> list[str]:
-    """ffmpeg that keeps the stream open and writes `fps` JPEG frames a second to stdout."""
-    check_url(config.url, ctx, RtspConfig.URL_SCHEMES)
-    args = [ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-nostdin"]
-    if keyframes_only:
-        args += ["-skip_frame", "nokey"]
-    for key, value in rtsp.input_args(config).items():
-        args += [f"-{key}", str(value)]
-    args += [
+def _image_pipe(input_args: list[str], source: str, fps: float) -> list[str]:
+    return [
+        ffmpeg_binary(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        *input_args,
         "-i",
-        rtsp.url_with_credentials(config.url, config.username, config.secret("password")),
+        source,
         "-vf",
         f"fps={fps:g}",
         "-f",
@@ -74,55 +90,162 @@ def reader_command(
         "3",
         "pipe:",
     ]
-    return args
+
+
+def reader_command(
+    config: RtspConfig, ctx: CaptureContext, fps: float, keyframes_only: bool = False
+) -> list[str]:
+    """ffmpeg that keeps the stream open and writes `fps` JPEG frames a second to stdout."""
+    check_url(config.url, ctx, RtspConfig.URL_SCHEMES)
+    args = ["-skip_frame", "nokey"] if keyframes_only else []
+    for key, value in rtsp.input_args(config).items():
+        args += [f"-{key}", str(value)]
+    source = rtsp.url_with_credentials(config.url, config.username, config.secret("password"))
+    return _image_pipe(args, source, fps)
+
+
+def _network_args(timeout: float) -> list[str]:
+    args: list[str] = []
+    for key, value in FAST_PROBE.items():
+        args += [f"-{key}", str(value)]
+    return args + [
+        "-protocol_whitelist",
+        NETWORK_WHITELIST,
+        "-rw_timeout",
+        str(int(timeout * 1_000_000)),
+    ]
+
+
+def video_command(config: VideoConfig, ctx: CaptureContext, fps: float) -> list[str]:
+    """Play a video in real time (-re): files loop, URLs (HLS, MP4) play until they end."""
+    if config.path:
+        source = str(media_path(config.path, ctx.media_dir))
+        return _image_pipe(["-re", "-stream_loop", "-1"], source, fps)
+    check_url(config.url, ctx, VideoConfig.URL_SCHEMES)
+    return _image_pipe(["-re", *_network_args(config.timeout)], config.url, fps)
+
+
+def youtube_command(
+    config: YoutubeConfig, ctx: CaptureContext, fps: float, fresh: bool
+) -> tuple[Callable[[], list[str]], list[str]]:
+    """A builder that resolves the page (yt-dlp, cached) when the reader starts, off the hub's
+    loop; and a list that receives the media URL, to keep it out of error messages."""
+    hidden: list[str] = []
+
+    def build() -> list[str]:
+        check_url(config.url, ctx, youtube.PAGE_SCHEMES)
+        key = (config.url, config.quality)
+        if fresh:
+            youtube.CACHE.invalidate(key)
+        media = youtube.CACHE.get(key)
+        if media is None:
+            media = youtube.resolve(config)
+            youtube.CACHE.put(key, media)
+        check_url(media.url, ctx, youtube.MEDIA_SCHEMES)
+        hidden.append(media.url)
+        args = ([] if media.is_live else ["-re"]) + _network_args(config.timeout)
+        if media.headers:
+            args += ["-headers", youtube._header_block(media.headers)]
+        return _image_pipe(args, media.url, fps)
+
+    return build, hidden
 
 
 class StreamReader:
     """One ffmpeg process and the thread that moves its frames into Redis."""
 
     def __init__(
-        self, stream_id: int, interval: int, command: list[str], connection: redis.Redis
+        self, stream_id: int, interval: int, command: Command, connection: redis.Redis
     ) -> None:
         self.stream_id = stream_id
         self.interval = interval
         self.command = command
         self.connection = connection
         self.frames = 0
+        self.hidden: list[str] = []  # strings (signed URLs) never shown in an error
         self.proc: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
+        self._stderr_tail: collections.deque[bytes] = collections.deque(maxlen=20)
+        self._stderr_thread: threading.Thread | None = None
+        self._error = ""
+        self._lock = threading.Lock()
+        self._stopping = False
+        self.ok_reported = False
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+        if not callable(self.command):
+            self._spawn(self.command)
         self._thread = threading.Thread(
-            target=self._pump, name=f"reader-{self.stream_id}", daemon=True
+            target=self._run, name=f"reader-{self.stream_id}", daemon=True
         )
         self._thread.start()
 
-    def _pump(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        key = frame_key(self.stream_id)
-        chunks = iter(lambda: self.proc.stdout.read1(65536), b"")  # type: ignore[union-attr]
+    def _spawn(self, command: list[str]) -> None:
+        with self._lock:
+            if self._stopping:
+                return
+            self.proc = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        # Drain stderr all the time: a camera with recurring decode errors would otherwise
+        # fill the pipe and block ffmpeg.
+        self._stderr_thread = threading.Thread(target=self._drain, daemon=True)
+        self._stderr_thread.start()
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._stderr_tail.append(line)
+
+    def _frames(self) -> Iterator[bytes]:
+        if self.proc is None:
+            assert callable(self.command)
+            self._spawn(self.command())
+        if self.proc is None or self.proc.stdout is None:
+            return
+        stdout = self.proc.stdout
+        yield from split_jpegs(iter(lambda: stdout.read1(65536), b""))
+
+    def _run(self) -> None:
         try:
-            for jpeg in split_jpegs(chunks):
-                self.frames += 1
-                pipe = self.connection.pipeline()
-                pipe.hset(key, mapping={"jpeg": jpeg, "at": time.time()})
-                pipe.expire(key, max(10, self.interval * 3))
-                pipe.execute()
-        except (CaptureError, redis.RedisError, OSError, ValueError) as exc:
+            for jpeg in self._frames():
+                self._store(jpeg)
+                if self._stopping:
+                    break
+        except CaptureError as exc:
+            self._error = str(exc)
+        except (redis.RedisError, OSError, ValueError) as exc:
             log.warning("reader stopped", extra={"stream_id": self.stream_id, "error": str(exc)})
 
+    def _store(self, jpeg: bytes) -> None:
+        self.frames += 1
+        at = time.time()
+        pipe = self.connection.pipeline()
+        pipe.hset(frame_key(self.stream_id), mapping={"jpeg": jpeg, "at": at})
+        pipe.expire(frame_key(self.stream_id), max(10, self.interval * 3))
+        pipe.publish(live.notify_channel(self.stream_id), f"{at:.3f}")
+        pipe.execute()
+
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        if self.proc is None:  # still resolving the source, or it failed before ffmpeg
+            return self._thread is not None and self._thread.is_alive()
+        return self.proc.poll() is None
 
     def error(self) -> str:
-        if self.proc is None or self.proc.stderr is None or self.alive():
+        """Why the reader ended: the resolver's error or ffmpeg's last error line."""
+        if self.alive():
             return ""
-        return last_error_line(self.proc.stderr.read() or b"")
+        message = self._error
+        if not message and self._stderr_thread is not None:
+            self._stderr_thread.join(timeout=2)
+            message = last_error_line(b"".join(self._stderr_tail))
+        for secret in self.hidden:
+            message = message.replace(secret, youtube._short(secret))
+        return message
 
     def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -132,6 +255,58 @@ class StreamReader:
                 self.proc.wait()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+class MjpegReader(StreamReader):
+    """An MJPEG camera's own JPEG parts, re-published as they come (at most `fps` a second):
+    no ffmpeg, nothing decoded or re-encoded (docs/benchmarks.md, live section)."""
+
+    def __init__(
+        self,
+        stream_id: int,
+        interval: int,
+        config: MjpegConfig,
+        ctx: CaptureContext,
+        fps: float,
+        connection: redis.Redis,
+    ) -> None:
+        super().__init__(stream_id, interval, [], connection)
+        self.config, self.ctx, self.gap = config, ctx, 1.0 / fps
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name=f"reader-{self.stream_id}", daemon=True
+        )
+        self._thread.start()
+
+    def _frames(self) -> Iterator[bytes]:
+        config = self.config
+        auth = make_auth(config.auth, config.username, config.secret("password"))
+        last = 0.0
+        with open_stream(config.url, self.ctx, config.timeout, auth) as response:
+            ctype = response.headers.get("content-type", "")
+            if not ctype.startswith("multipart/"):
+                raise CaptureError(f"not an MJPEG stream (content type {ctype or 'missing'})")
+            for jpeg in split_jpegs(iter_available(response)):
+                if self._stopping:
+                    return
+                now = time.monotonic()
+                if now - last >= self.gap * 0.9:
+                    last = now
+                    yield jpeg
+        if not self.frames:
+            raise CaptureError("the stream ended before a whole frame arrived")
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def error(self) -> str:
+        return "" if self.alive() else self._error
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._thread is not None:
+            self._thread.join(timeout=max(5, self.config.timeout))
 
 
 class ReaderHub:
@@ -145,56 +320,126 @@ class ReaderHub:
         self._failures: dict[int, int] = {}
         self._retry_at: dict[int, float] = {}
         self._signature: dict[int, tuple] = {}
+        self._mode: dict[int, str] = {}
+        self._watched: set[int] = set()
         self.stopping = False
+
+    def _wanted(self) -> dict[int, tuple[Stream, str]]:
+        """Stream id -> (stream, "live" | "snapshot") for every stream that needs a reader."""
+        try:
+            self._watched = live.watched_streams(self.connection)
+        except redis.RedisError as exc:  # keep the last known set until Redis is back
+            log.warning("cannot read live viewers", extra={"error": str(exc)})
+        query = Stream.select().where(
+            (Stream.kind == "rtsp") | Stream.id.in_(list(self._watched) or [0])
+        )
+        wanted: dict[int, tuple[Stream, str]] = {}
+        for stream in query:
+            if stream.id in self._watched and stream.kind in live.LIVE_KINDS:
+                wanted[stream.id] = (stream, "live")
+            elif wants_reader(stream, self.settings.reader_max_interval):
+                wanted[stream.id] = (stream, "snapshot")
+        return wanted
 
     def reconcile(self) -> None:
         """One pass: compare the wanted streams with the running readers."""
-        wanted = {
-            s.id: s for s in Stream.select() if wants_reader(s, self.settings.reader_max_interval)
-        }
+        wanted = self._wanted()
         for stream_id in list(self.readers):
-            stream = wanted.get(stream_id)
-            if stream is None or self._signature.get(stream_id) != _signature(stream):
-                self.readers.pop(stream_id).stop()
+            entry = wanted.get(stream_id)
+            if entry is None or self._signature.get(stream_id) != _signature(*entry):
+                self.readers.pop(stream_id).stop()  # stopped before any replacement starts
+                if entry is not None and self._mode.get(stream_id) != entry[1]:
+                    self._failures.pop(stream_id, None)  # a new mode starts without backoff
+                    self._retry_at.pop(stream_id, None)
         now = time.monotonic()
-        for stream_id, stream in wanted.items():
+        for stream_id, (stream, mode) in wanted.items():
             reader = self.readers.get(stream_id)
+            if reader is None and self._mode.get(stream_id, mode) != mode:
+                self._failures.pop(stream_id, None)  # e.g. a failing snapshot reader is
+                self._retry_at.pop(stream_id, None)  # watched now: try at once
             if reader is not None and reader.alive():
-                if reader.frames:
+                if reader.frames and not reader.ok_reported:
+                    reader.ok_reported = True
                     self._failures.pop(stream_id, None)
+                    self._report(stream_id, mode, "")
                 continue
             if reader is not None:  # it died: note why, back off before the next start
                 failures = self._failures.get(stream_id, 0) + 1
                 self._failures[stream_id] = failures
                 self._retry_at[stream_id] = now + min(2.0**failures, RESTART_BACKOFF_MAX)
+                error = reader.error()
                 log.info(
                     "reader exited",
-                    extra={"stream_id": stream_id, "error": reader.error(), "failures": failures},
+                    extra={"stream_id": stream_id, "error": error, "failures": failures},
                 )
+                if error or not reader.frames:
+                    self._report(stream_id, mode, error or "the stream ended without a frame")
                 del self.readers[stream_id]
             if now < self._retry_at.get(stream_id, 0):
                 continue
-            self._start(stream)
+            self._start(stream, mode)
 
-    def _start(self, stream: Stream) -> None:
+    def _report(self, stream_id: int, mode: str, error: str) -> None:
+        if mode != "live":
+            return
+        with contextlib.suppress(redis.RedisError):
+            live.set_status(self.connection, stream_id, error)
+
+    def _start(self, stream: Stream, mode: str) -> None:
+        failures = self._failures.get(stream.id, 0)
+        self._mode[stream.id] = mode
         try:
             config = parse_config(stream.config)
-            assert isinstance(config, RtspConfig)
-            fps = min(1.0, 2.0 / max(stream.interval, 1))  # two frames per interval, ≤ 1 fps
-            keyframes_only = stream.interval > FULL_DECODE_MAX_INTERVAL
-            command = reader_command(config, self.ctx, fps, keyframes_only)
+            if mode == "live":
+                reader = self._live_reader(stream, config, failures)
+                fps, keyframes_only = float(self.settings.live_fps), False
+            else:
+                assert isinstance(config, RtspConfig)
+                fps = min(1.0, 2.0 / max(stream.interval, 1))  # two frames per interval, ≤ 1 fps
+                keyframes_only = stream.interval > FULL_DECODE_MAX_INTERVAL
+                command = reader_command(config, self.ctx, fps, keyframes_only)
+                reader = StreamReader(stream.id, stream.interval, command, self.connection)
         except (CaptureError, ValueError) as exc:
             log.info("reader not started", extra={"stream_id": stream.id, "error": str(exc)})
-            self._retry_at[stream.id] = time.monotonic() + RESTART_BACKOFF_MAX
+            self._report(stream.id, mode, str(exc))
+            self._failures[stream.id] = failures + 1
+            self._retry_at[stream.id] = time.monotonic() + (
+                min(2.0 ** (failures + 1), RESTART_BACKOFF_MAX)
+                if mode == "live"
+                else RESTART_BACKOFF_MAX
+            )
             return
-        reader = StreamReader(stream.id, stream.interval, command, self.connection)
         reader.start()
         self.readers[stream.id] = reader
-        self._signature[stream.id] = _signature(stream)
+        self._signature[stream.id] = _signature(stream, mode)
         log.info(
             "reader started",
-            extra={"stream_id": stream.id, "fps": fps, "keyframes_only": keyframes_only},
+            extra={
+                "stream_id": stream.id,
+                "mode": mode,
+                "fps": fps,
+                "keyframes_only": keyframes_only,
+            },
         )
+
+    def _live_reader(self, stream: Stream, config: object, failures: int) -> StreamReader:
+        """The reader for a watched stream, at GLIMPSER_LIVE_FPS."""
+        fps = float(self.settings.live_fps)
+        interval = stream.interval
+        if isinstance(config, RtspConfig):
+            command: Command = reader_command(config, self.ctx, fps)
+        elif isinstance(config, VideoConfig):
+            command = video_command(config, self.ctx, fps)
+        elif isinstance(config, MjpegConfig):
+            return MjpegReader(stream.id, interval, config, self.ctx, fps, self.connection)
+        elif isinstance(config, YoutubeConfig):
+            build, hidden = youtube_command(config, self.ctx, fps, fresh=failures > 0)
+            reader = StreamReader(stream.id, interval, build, self.connection)
+            reader.hidden = hidden
+            return reader
+        else:
+            raise CaptureError(f"{stream.kind} streams have no live feed")
+        return StreamReader(stream.id, interval, command, self.connection)
 
     def run(self) -> None:
         from glimpser.db import database
@@ -202,7 +447,10 @@ class ReaderHub:
         while not self.stopping:
             with database.connection_context():
                 self.reconcile()
-            time.sleep(RECONCILE_SECONDS)
+            try:  # sleep until the next tick, or until a new viewer wakes us
+                self.connection.blpop([live.WAKE_KEY], timeout=RECONCILE_SECONDS)
+            except redis.RedisError:
+                time.sleep(RECONCILE_SECONDS)
         self.close()
 
     def close(self) -> None:
@@ -211,6 +459,6 @@ class ReaderHub:
         self.readers.clear()
 
 
-def _signature(stream: Stream) -> tuple:
-    """What, when edited, needs the reader restarted."""
-    return (stream.interval, repr(sorted(stream.config.items())))
+def _signature(stream: Stream, mode: str = "snapshot") -> tuple:
+    """What, when edited (or when viewers come and go), needs the reader restarted."""
+    return (mode, stream.interval, repr(sorted(stream.config.items())))

@@ -24,6 +24,7 @@ from glimpser.db import database, write_transaction
 from glimpser.models import Snapshot, Stream
 from glimpser.sources.base import Frame
 from glimpser.storage import Storage, snapshot_key
+from glimpser.thumbnails import thumbnail_key
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,9 @@ def _delete_batch(
             )
             Snapshot.delete().where(condition).execute()
     keys = [key for key, _ in rows]
-    failed = set(storage.delete_many(keys)) if keys else set()
+    # Thumbnails live beside their snapshot under a derived key; a missing one is no error.
+    files = [*keys, *(thumbnail_key(key) for key in keys)]
+    failed = set(storage.delete_many(files)) if keys else set()
     if failed:
         log.warning(
             "snapshot rows deleted but some files remain",

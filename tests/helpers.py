@@ -70,3 +70,16 @@ def login(client, username: str, password: str):
 
 def logout(client):
     return form_post(client, "/", "/logout")
+
+
+def first_run_in_browser(page, url: str, username: str = "alice",  # noqa: ANN001
+                         password: str = "correct horse battery") -> None:
+    """Create the first admin through /setup in a real browser; it is signed in afterwards."""
+    from playwright.sync_api import expect
+
+    page.goto(url + "/setup")
+    page.get_by_label("Admin username").fill(username)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_label("Repeat password").fill(password)
+    page.get_by_role("button", name="Create administrator").click()
+    expect(page).to_have_url(url + "/")

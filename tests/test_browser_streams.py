@@ -10,18 +10,13 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
+from tests.helpers import first_run_in_browser
+
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 PASSWORD = "correct horse battery"
 
 
-def first_run(page: Page, url: str) -> None:
-    page.goto(url + "/setup")
-    page.get_by_label("Admin username").fill("alice")
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_label("Repeat password").fill(PASSWORD)
-    page.get_by_role("button", name="Create administrator").click()
-    expect(page).to_have_url(url + "/")
 
 
 def kinds(camera, media_server, rtsp) -> list[tuple[str, str, dict[str, str]]]:
@@ -50,7 +45,7 @@ def kinds(camera, media_server, rtsp) -> list[tuple[str, str, dict[str, str]]]:
 def test_admin_creates_every_kind_with_a_test_capture(
     live_stack, page: Page, camera, media_server, rtsp
 ):
-    first_run(page, live_stack.url)
+    first_run_in_browser(page, live_stack.url)
     for kind, label, fields in kinds(camera, media_server, rtsp):
         page.goto(live_stack.url + "/streams/new")
         page.get_by_label("Kind of source").select_option(label=label)
@@ -87,7 +82,7 @@ def test_admin_creates_every_kind_with_a_test_capture(
 
 
 def test_kind_switch_and_inline_errors_in_the_browser(live_stack, page: Page):
-    first_run(page, live_stack.url)
+    first_run_in_browser(page, live_stack.url)
     page.goto(live_stack.url + "/streams/new")
     page.get_by_label("Kind of source").select_option("website")
     expect(page.get_by_label("Viewport width (px)")).to_be_visible()
@@ -99,7 +94,7 @@ def test_kind_switch_and_inline_errors_in_the_browser(live_stack, page: Page):
 
 
 def test_failure_shows_the_real_cause(live_stack, page: Page, camera):
-    first_run(page, live_stack.url)
+    first_run_in_browser(page, live_stack.url)
     page.goto(live_stack.url + "/streams/new")
     page.get_by_label("Kind of source").select_option("http_image")
     page.get_by_label("Name", exact=True).fill("Broken camera")
@@ -112,7 +107,7 @@ def test_failure_shows_the_real_cause(live_stack, page: Page, camera):
 
 
 def test_test_capture_shows_validation_errors_in_the_page(live_stack, page: Page):
-    first_run(page, live_stack.url)
+    first_run_in_browser(page, live_stack.url)
     page.goto(live_stack.url + "/streams/new")
     page.get_by_label("Kind of source").select_option("http_image")
     page.get_by_label("Image URL", exact=True).fill("file:///etc/passwd")

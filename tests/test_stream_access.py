@@ -154,3 +154,10 @@ def test_grant_and_revoke_from_the_command_line(tmp_path, redis_url, app_factory
     assert missing.returncode == 2 and "no stream 'Nope'" in missing.stderr
     nobody = run_cli(["grant", "dave", "Yard"], env)
     assert nobody.returncode == 2 and "no user named 'dave'" in nobody.stderr
+
+
+def test_viewers_find_the_live_view_on_the_stream_page(two_streams):
+    granted, hidden, snaps, viewer = two_streams
+    page = viewer.get(f"/streams/{granted.id}").get_data(as_text=True)
+    assert f'href="/streams/{granted.id}/live"' in page
+    assert "Capture now" not in page  # admin controls stay hidden

@@ -33,6 +33,7 @@ PUBLIC_ENDPOINTS: frozenset[str] = frozenset(
 VIEWER_WRITE_ENDPOINTS: frozenset[str] = frozenset(
     {
         "auth.logout",
+        "timelapse.build",  # viewers may build timelapses of the streams they can see
     }
 )
 ADMIN_BLUEPRINTS: frozenset[str] = frozenset({"admin", "admin_transfer"})

@@ -17,8 +17,10 @@ def init_web(app: Flask) -> None:
         errors,
         headers,
         health,
+        live,
         pwa,
         streams,
+        timelapse,
     )
 
     @app.before_request
@@ -34,7 +36,7 @@ def init_web(app: Flask) -> None:
     def _globals() -> dict:
         return {"glimpser_version": __version__}
 
-    for module in (health, dashboard, streams, admin, admin_transfer, pwa):
+    for module in (health, dashboard, streams, live, admin, admin_transfer, pwa, timelapse):
         app.register_blueprint(module.bp)
     errors.install(app)
     headers.install(app)

@@ -1,11 +1,17 @@
-"""Streams: list, detail, create/edit with per-kind fields and a test capture, delete,
-capture now, pause/resume, and the snapshot images. The web process only enqueues work."""
+"""Streams: list, detail with paginated history, create/edit with per-kind fields and a test
+capture, delete, capture now, pause/resume, and the snapshot images and thumbnails.
+The web process only enqueues work."""
 
 from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import UTC, datetime
 
 import peewee
 from flask import (
     Blueprint,
+    Response,
     abort,
     current_app,
     flash,
@@ -17,10 +23,12 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
+from PIL import Image
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
+from werkzeug.http import is_resource_modified
 
-from glimpser import scheduling, times
+from glimpser import scheduling, thumbnails, times
 from glimpser.auth.access import get_visible_stream, visible_streams
 from glimpser.auth.policy import admin_only
 from glimpser.db import write_transaction
@@ -28,9 +36,12 @@ from glimpser.models import AuditLog, Event, Snapshot, Stream
 from glimpser.queues import get_queue
 from glimpser.snapshots import delete_snapshots
 from glimpser.sources.schemas import CONFIG_BY_KIND, KIND_LABELS, KIND_QUEUE, dump_config
-from glimpser.storage import get_storage
+from glimpser.storage import ObjectNotFound, StorageError, get_storage
 from glimpser.stream_store import create_stream, update_stream
+from glimpser.timelapse import delete_stream_timelapses
 from glimpser.web import stream_form
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("streams", __name__, url_prefix="/streams")
 
@@ -61,86 +72,232 @@ def index():
     return render_template("streams/list.html", streams=streams, kind_labels=KIND_LABELS)
 
 
-@bp.get("/<int:stream_id>")
-def detail(stream_id: int):
-    stream = get_visible_stream(stream_id)
-    snapshots = (
+HISTORY_PAGE = 24
+IMMUTABLE = "private, max-age=31536000, immutable"
+REVALIDATE = "private, no-cache"
+
+
+def _is_fragment_request() -> bool:
+    return bool(request.headers.get("HX-Request")) and not request.headers.get(
+        "HX-History-Restore-Request"
+    )
+
+
+def _latest(stream: Stream) -> Snapshot | None:
+    return (
         Snapshot.select()
         .where(Snapshot.stream == stream)
-        .order_by(Snapshot.captured_at.desc())
-        .limit(24)
+        .order_by(Snapshot.captured_at.desc(), Snapshot.id.desc())
+        .first()
     )
+
+
+def _status_version(stream: Stream, latest: Snapshot | None) -> str:
+    """What the status block shows, hashed: an unchanged block is answered with 204."""
+    parts = (
+        stream.state,
+        stream.enabled,
+        stream.last_error,
+        stream.consecutive_failures,
+        stream.last_capture_at,
+        stream.last_success_at,
+        stream.next_due_at,
+        latest.id if latest else None,
+    )
+    return hashlib.sha1(repr(parts).encode(), usedforsecurity=False).hexdigest()[:16]
+
+
+def _history_page(stream: Stream, cursor: tuple[datetime, int] | None):
+    """One page of the stream's snapshots, newest first, and the cursor of the next page."""
+    query = Snapshot.select().where(Snapshot.stream == stream)
+    if cursor is not None:
+        at, snap_id = cursor
+        query = query.where(
+            (Snapshot.captured_at < at) | ((Snapshot.captured_at == at) & (Snapshot.id < snap_id))
+        )
+    rows = list(
+        query.order_by(Snapshot.captured_at.desc(), Snapshot.id.desc()).limit(HISTORY_PAGE + 1)
+    )
+    page = rows[:HISTORY_PAGE]
+    more = len(rows) > HISTORY_PAGE
+    return page, (history_cursor(page[-1]) if more and page else None)
+
+
+def history_cursor(snapshot: Snapshot) -> str:
+    """Keyset cursor "<capture time>_<id>": stable while retention deletes older pictures."""
+    return f"{times.to_utc(snapshot.captured_at):%Y%m%dT%H%M%S.%fZ}_{snapshot.id}"
+
+
+def _parse_cursor(raw: str) -> tuple[datetime, int]:
+    try:
+        at_text, id_text = raw.split("_", 1)
+        at = datetime.strptime(at_text, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+        snap_id = int(id_text)
+    except ValueError:
+        abort(400, "The history position is not valid; reload the stream page.")
+    return at, snap_id
+
+
+def _render_detail(stream: Stream, cursor: tuple[datetime, int] | None):
+    page, next_cursor = _history_page(stream, cursor)
+    latest = page[0] if cursor is None and page else _latest(stream)
     events = (
         Event.select().where(Event.stream == stream).order_by(Event.created_at.desc()).limit(20)
     )
     return render_template(
         "streams/detail.html",
         stream=stream,
-        snapshots=list(snapshots),
+        latest=latest,
+        status_version=_status_version(stream, latest),
+        snapshots=page,
+        next_cursor=next_cursor,
+        paged=cursor is not None,
         events=events,
         kind_labels=KIND_LABELS,
         capture_pending=scheduling.is_claimed(_redis(), stream.id),
     )
 
 
+@bp.get("/<int:stream_id>")
+def detail(stream_id: int):
+    return _render_detail(get_visible_stream(stream_id), None)
+
+
+@bp.get("/<int:stream_id>/history")
+def history(stream_id: int):
+    """Older snapshots: the next page of thumbnails for htmx, or the stream page at that point."""
+    stream = get_visible_stream(stream_id)
+    cursor = _parse_cursor(request.args.get("before", ""))
+    if not _is_fragment_request():
+        return _render_detail(stream, cursor)
+    page, next_cursor = _history_page(stream, cursor)
+    return render_template(
+        "streams/_history.html", stream=stream, snapshots=page, next_cursor=next_cursor
+    )
+
+
 @bp.get("/<int:stream_id>/status")
 def status(stream_id: int):
-    """The status block alone, polled by htmx while the page is open."""
+    """The status block alone, polled by htmx; 204 when the client's version is current."""
     stream = get_visible_stream(stream_id)
-    latest = (
-        Snapshot.select()
-        .where(Snapshot.stream == stream)
-        .order_by(Snapshot.captured_at.desc())
-        .first()
+    latest = _latest(stream)
+    version = _status_version(stream, latest)
+    if request.args.get("v") == version:
+        return "", 204
+    return render_template(
+        "streams/_status.html", stream=stream, latest=latest, status_version=version
     )
-    return render_template("streams/_status.html", stream=stream, latest=latest)
 
 
 # --- images --------------------------------------------------------------------------------
 
 
-def _send_snapshot(snapshot: Snapshot):  # noqa: ANN202
-    storage = get_storage(_settings())
-    path = storage.local_path(snapshot.storage_key)
-    if path is not None:
-        response = send_file(
-            path,
-            mimetype=snapshot.content_type,
-            conditional=True,
-            etag=snapshot.sha256,
-            last_modified=snapshot.captured_at,
-        )
+def _send_stored(
+    key: str, etag: str, last_modified: datetime, content_type: str, cache_control: str
+) -> Response:
+    """Serve one stored picture: 304 when the client has it, else X-Accel-Redirect, sendfile
+    from local storage, or the bytes from object storage."""
+    settings = _settings()
+    if not is_resource_modified(request.environ, etag=etag, last_modified=last_modified):
+        response = current_app.response_class(status=304)
+    elif settings.accel_redirect_prefix:
+        response = current_app.response_class(mimetype=content_type)
+        response.headers["X-Accel-Redirect"] = settings.accel_redirect_prefix + key
     else:
-        data = storage.get(snapshot.storage_key)
-        response = current_app.response_class(data, mimetype=snapshot.content_type)
-        response.set_etag(snapshot.sha256)
-        response.last_modified = snapshot.captured_at
-        response = response.make_conditional(request)
-    response.headers["Cache-Control"] = "private, max-age=0, must-revalidate"
+        storage = get_storage(settings)
+        path = storage.local_path(key)
+        try:
+            if path is not None:
+                response = send_file(path, mimetype=content_type, conditional=True, etag=False)
+            else:
+                response = current_app.response_class(storage.get(key), mimetype=content_type)
+        except (FileNotFoundError, ObjectNotFound):
+            abort(404)
+        except (OSError, StorageError) as exc:
+            log.warning("snapshot not readable", extra={"key": key, "error": str(exc)})
+            abort(503)
+    response.set_etag(etag)
+    response.last_modified = last_modified
+    response.headers["Cache-Control"] = cache_control
     return response
+
+
+# The columns an image response needs; fewer columns, cheaper hot path.
+_IMAGE_COLUMNS = (
+    Snapshot.id,
+    Snapshot.storage_key,
+    Snapshot.content_type,
+    Snapshot.sha256,
+    Snapshot.captured_at,
+    Snapshot.width,
+)
+
+
+def _visible_snapshots(stream_id: int) -> peewee.ModelSelect:
+    """Snapshots of one stream, empty unless the user may see that stream."""
+    visible = visible_streams().where(Stream.id == stream_id).select(Stream.id)
+    return Snapshot.select(*_IMAGE_COLUMNS).where(
+        (Snapshot.stream == stream_id) & Snapshot.stream.in_(visible)
+    )
+
+
+def _visible_snapshot(stream_id: int, snapshot_id: int) -> Snapshot:
+    snapshot = _visible_snapshots(stream_id).where(Snapshot.id == snapshot_id).first()
+    if snapshot is None:
+        abort(404)
+    return snapshot
 
 
 @bp.get("/<int:stream_id>/snapshot.jpg")
 def latest_image(stream_id: int):
-    stream = get_visible_stream(stream_id)
+    """The newest picture under a stable URL: revalidated on every use."""
     snapshot = (
-        Snapshot.select()
-        .where(Snapshot.stream == stream)
-        .order_by(Snapshot.captured_at.desc())
+        _visible_snapshots(stream_id)
+        .order_by(Snapshot.captured_at.desc(), Snapshot.id.desc())
         .first()
     )
     if snapshot is None:
         abort(404)
-    return _send_snapshot(snapshot)
+    return _send_stored(
+        snapshot.storage_key,
+        snapshot.sha256,
+        snapshot.captured_at,
+        snapshot.content_type,
+        REVALIDATE,
+    )
 
 
 @bp.get("/<int:stream_id>/snapshots/<int:snapshot_id>.jpg")
 def snapshot_image(stream_id: int, snapshot_id: int):
-    stream = get_visible_stream(stream_id)
-    snapshot = Snapshot.get_or_none((Snapshot.id == snapshot_id) & (Snapshot.stream == stream))
-    if snapshot is None:
+    """One snapshot under its own URL: it never changes, so browsers keep it."""
+    snapshot = _visible_snapshot(stream_id, snapshot_id)
+    return _send_stored(
+        snapshot.storage_key,
+        snapshot.sha256,
+        snapshot.captured_at,
+        snapshot.content_type,
+        IMMUTABLE,
+    )
+
+
+@bp.get("/<int:stream_id>/snapshots/<int:snapshot_id>/thumb.jpg")
+def snapshot_thumbnail(stream_id: int, snapshot_id: int):
+    """A snapshot's thumbnail, generated on first request and stored beside the snapshot."""
+    snapshot = _visible_snapshot(stream_id, snapshot_id)
+    etag = f"{snapshot.sha256[:40]}-t{thumbnails.THUMB_WIDTH}"
+    if not is_resource_modified(request.environ, etag=etag, last_modified=snapshot.captured_at):
+        return _send_stored("", etag, snapshot.captured_at, "image/jpeg", IMMUTABLE)
+    try:
+        key = thumbnails.ensure_thumbnail(snapshot, get_storage(_settings()))
+    except ObjectNotFound:
         abort(404)
-    return _send_snapshot(snapshot)
+    except StorageError as exc:
+        log.warning("thumbnail not stored", extra={"snapshot_id": snapshot.id, "error": str(exc)})
+        abort(503)
+    except (OSError, Image.DecompressionBombError) as exc:  # undecodable: show the original
+        log.warning("thumbnail not made", extra={"snapshot_id": snapshot.id, "error": str(exc)})
+        key = snapshot.storage_key
+    return _send_stored(key, etag, snapshot.captured_at, "image/jpeg", IMMUTABLE)
 
 
 # --- create and edit -----------------------------------------------------------------------
@@ -368,9 +525,9 @@ def delete(stream_id: int):
     if request.form.get("confirm") != stream.name:
         flash("Type the stream's name to confirm.", "error")
         return redirect(url_for("streams.confirm_delete", stream_id=stream.id))
-    removed = delete_snapshots(
-        Snapshot.select().where(Snapshot.stream == stream), get_storage(_settings())
-    )
+    storage = get_storage(_settings())
+    removed = delete_snapshots(Snapshot.select().where(Snapshot.stream == stream), storage)
+    delete_stream_timelapses(stream, storage)
     _audit("stream.delete", stream, snapshots=removed)
     stream.delete_instance()
     scheduling.release(_redis(), stream_id)

@@ -1,0 +1,111 @@
+"""Screenshots of the real UI at desktop and phone widths, for docs/screenshots/.
+
+Starts a private Redis, gunicorn, a worker and the readers process on a temporary data
+directory, adds streams from loopback peers (the test camera, the RTSP test server), lets
+them capture, and photographs the pages in Debian Chromium.
+
+Run: .venv/bin/python docs/screenshots/take.py
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from glimpser.sources.website import CHROMIUM_ARGS  # noqa: E402
+from tests.conftest import start_live_server, stop_process  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
+from tests.media_servers import RtspServer, jpeg, make_media, start_camera_server  # noqa: E402
+
+OUT = Path(__file__).resolve().parent
+PASSWORD = "correct horse battery"
+SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="g-shots-", dir="/tmp"))
+    media = work / "media"
+    make_media(media)
+    redis_port = free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    camera, state = start_camera_server()
+    state.picture = jpeg((40, 110, 170), size=(640, 360), label="front door")
+    rtsp = RtspServer(media / "test.mp4")
+    server = start_live_server(work / "data", f"redis://127.0.0.1:{redis_port}/0",
+                               GLIMPSER_ALLOW_LOOPBACK_SOURCES="1", GLIMPSER_MEDIA_DIR=str(media))
+    others = [subprocess.Popen([sys.executable, "-m", "glimpser.cli", role], env=server.env,
+                               cwd=ROOT, stdin=subprocess.DEVNULL)
+              for role in ("worker", "readers")]
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport=SIZES["desktop"])
+            page.goto(server.url + "/setup")
+            page.get_by_label("Admin username").fill("alice")
+            page.get_by_label("Password", exact=True).fill(PASSWORD)
+            page.get_by_label("Repeat password").fill(PASSWORD)
+            page.get_by_role("button", name="Create administrator").click()
+            streams = [
+                ("Front door", "http_image", {"Image URL": f"{camera.url}/snapshot.jpg"}),
+                ("Driveway", "rtsp", {"RTSP URL": f"{rtsp.url}/test"}),
+                ("Test clip", "video", {"Video URL": f"http://127.0.0.1:{camera.port}/nope.mp4"}),
+            ]
+            for name, kind, fields in streams:
+                page.goto(server.url + "/streams/new")
+                page.get_by_label("Kind of source").select_option(kind)
+                page.get_by_label(next(iter(fields)), exact=True).wait_for()
+                page.get_by_label("Name", exact=True).fill(name)
+                page.get_by_label("Capture every (seconds)").fill("10")
+                for label, value in fields.items():
+                    page.get_by_label(label, exact=True).fill(value)
+                if kind == "http_image":
+                    page.get_by_role("button", name="Test capture").click()
+                    page.locator("#preview img").wait_for(timeout=30_000)
+                    shoot(page, "stream-form")
+                page.get_by_role("button", name="Create stream").click()
+            time.sleep(12)  # first captures, and a failure for the broken one
+            for label, size in SIZES.items():
+                page.set_viewport_size(size)
+                page.goto(server.url + "/")
+                page.wait_for_load_state("networkidle")
+                shoot(page, f"dashboard-{label}")
+                page.goto(server.url + "/streams/")
+                page.get_by_role("link", name="Front door").click()
+                page.wait_for_load_state("networkidle")
+                shoot(page, f"stream-{label}")
+            page.set_viewport_size(SIZES["desktop"])
+            page.goto(server.url + "/streams/")
+            page.get_by_role("link", name="Driveway").click()
+            live = page.get_by_role("link", name="Live view")
+            if live.count():
+                live.click()
+                time.sleep(4)
+                shoot(page, "live-desktop")
+            browser.close()
+    finally:
+        for proc in [*others, server.proc]:
+            stop_process(proc)
+        rtsp.stop()
+        camera.stop()
+        redis.terminate()
+
+
+def shoot(page, name: str) -> None:  # noqa: ANN001
+    path = OUT / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    print("wrote", path.relative_to(ROOT))
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    main()
