@@ -86,7 +86,7 @@ def main() -> None:
             page.set_viewport_size(SIZES["desktop"])
             page.goto(server.url + "/streams/")
             page.get_by_role("link", name="Driveway").click()
-            live = page.get_by_role("link", name="Live view")
+            live = page.get_by_role("button", name="Live view")
             if live.count():
                 live.click()
                 time.sleep(4)
