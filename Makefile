@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # Debian packages the product needs at run time, and the extra ones the tests and benches use.
-RUN_PACKAGES := redis-server ffmpeg chromium
+RUN_PACKAGES := redis-server ffmpeg chromium fonts-liberation fonts-dejavu-core
 TEST_PACKAGES := $(RUN_PACKAGES) postgresql-15 gir1.2-gst-rtsp-server-1.0 \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly python3-gi
@@ -26,7 +26,7 @@ system-run system-test system-bench: system-%:
 	  echo "Installing Debian packages:" $$missing; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
 	  $$sudo apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml
