@@ -27,6 +27,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     redis_client = connect_redis(settings.redis_url)
 
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    if settings.trusted_proxies:
+        # Behind N reverse proxies: take the client address and scheme from their headers,
+        # so login rate limits and Secure cookies see the real client.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_request_bytes,

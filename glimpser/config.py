@@ -93,6 +93,7 @@ class Settings:
     workers: int
     log_level: str
     max_request_bytes: int
+    trusted_proxies: int
     # capture
     chromium: str
     media_dir: Path
@@ -240,6 +241,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_request_bytes=_int(
             env, "GLIMPSER_MAX_REQUEST_BYTES", 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024
         ),
+        trusted_proxies=_int(env, "GLIMPSER_TRUSTED_PROXIES", 0, 0, 10),
         chromium=env.get("GLIMPSER_CHROMIUM", "").strip() or "/usr/bin/chromium",
         media_dir=Path(env.get("GLIMPSER_MEDIA_DIR", "").strip() or data_dir / "media").resolve(),
         allow_loopback_sources=_bool(env, "GLIMPSER_ALLOW_LOOPBACK_SOURCES", False),

@@ -159,10 +159,15 @@ class Server:
         self.httpd.server_close()
 
 
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        """Clients hanging up mid-stream (MJPEG readers do) are normal here, not errors."""
+
+
 def start_camera_server() -> tuple[Server, CameraState]:
     state = CameraState()
     handler = type("Handler", (CameraHandler,), {"state": state})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd = QuietServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
     return Server(httpd), state
 

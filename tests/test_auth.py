@@ -230,3 +230,26 @@ def test_create_user_refuses_bad_passwords(app, password):
 
     with database.connection_context(), pytest.raises(UserError):
         create_user("carol", password, "viewer")
+
+
+def test_behind_a_trusted_proxy_limits_apply_to_the_real_client(app_factory):
+    app = app_factory(GLIMPSER_LOGIN_RATE_LIMIT="2 per minute", GLIMPSER_TRUSTED_PROXIES="1")
+    setup_admin(app.test_client(), "alice", PASSWORD)
+    codes = []
+    for client_ip in ("203.0.113.1", "203.0.113.1", "203.0.113.1", "203.0.113.2"):
+        client = app.test_client()
+        client.environ_base["HTTP_X_FORWARDED_FOR"] = client_ip
+        codes.append(login(client, f"user-{client_ip}-{len(codes)}", "nope").status_code)
+    # The third attempt from one client is limited; another client behind the same proxy is not.
+    assert codes == [401, 401, 429, 401]
+
+
+def test_without_trusted_proxies_forwarded_headers_are_ignored(app_factory):
+    app = app_factory(GLIMPSER_LOGIN_RATE_LIMIT="2 per minute")
+    setup_admin(app.test_client(), "alice", PASSWORD)
+    codes = []
+    for i in range(3):  # a client cannot dodge the limit by inventing X-Forwarded-For
+        client = app.test_client()
+        client.environ_base["HTTP_X_FORWARDED_FOR"] = f"198.51.100.{i}"
+        codes.append(login(client, f"user{i}", "nope").status_code)
+    assert codes == [401, 401, 429]

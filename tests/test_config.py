@@ -54,6 +54,8 @@ def test_secret_key_is_not_in_the_repr(tmp_path):
         ("GLIMPSER_SECRET_KEY", "short", "too short"),
         ("GLIMPSER_LOGIN_RATE_LIMIT", "lots", "is not a rate"),
         ("GLIMPSER_LOG_LEVEL", "LOUD", "is not one of"),
+        ("GLIMPSER_TRUSTED_PROXIES", "many", "not a whole number"),
+        ("GLIMPSER_ACCEL_REDIRECT_PREFIX", "_snapshots", "must start and end with /"),
     ],
 )
 def test_invalid_settings_fail_with_a_clear_message(tmp_path, name, value, message):

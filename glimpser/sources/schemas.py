@@ -65,6 +65,17 @@ def split_credentials(url: str) -> tuple[str, str, str]:
     return clean, unquote(parts.username or ""), unquote(parts.password or "")
 
 
+def timeout_field(default: int) -> Any:
+    """The capture timeout every kind has; kinds differ only in the default."""
+    return Field(
+        default,
+        ge=1,
+        le=300,
+        title="Timeout (seconds)",
+        description="A capture that takes longer is stopped and counted as failed.",
+    )
+
+
 class SourceConfig(BaseModel):
     """Fields every kind has."""
 
@@ -73,13 +84,7 @@ class SourceConfig(BaseModel):
     URL_SCHEMES: ClassVar[tuple[str, ...]] = ("http", "https")
 
     kind: str
-    timeout: int = Field(
-        15,
-        ge=1,
-        le=300,
-        title="Timeout (seconds)",
-        description="A capture that takes longer is stopped and counted as failed.",
-    )
+    timeout: int = timeout_field(15)
 
     @field_validator("url", check_fields=False)
     @classmethod
@@ -193,13 +198,7 @@ class YoutubeConfig(SourceConfig):
         title="Seek (seconds)",
         description="For recorded video: where to take the frame from.",
     )
-    timeout: int = Field(
-        30,
-        ge=1,
-        le=300,
-        title="Timeout (seconds)",
-        description="A capture that takes longer is stopped and counted as failed.",
-    )
+    timeout: int = timeout_field(30)  # pages and yt-dlp need longer
 
 
 _CSS_OR_XPATH = re.compile(r"^[^\x00-\x1f]*$")
@@ -232,13 +231,7 @@ class WebsiteConfig(SourceConfig, _Credentials):
         json_schema_extra={"widget": "lines"},
     )
     dark_mode: bool = Field(False, title="Dark mode")
-    timeout: int = Field(
-        30,
-        ge=1,
-        le=300,
-        title="Timeout (seconds)",
-        description="A capture that takes longer is stopped and counted as failed.",
-    )
+    timeout: int = timeout_field(30)  # pages and yt-dlp need longer
 
     @field_validator("element_selector", "wait_selector")
     @classmethod
