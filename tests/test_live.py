@@ -140,7 +140,8 @@ def test_the_feed_sends_distinct_jpeg_parts_from_the_rtsp_camera(admin, hub, rts
         assert response.mimetype == "multipart/x-mixed-replace"
         assert response.headers["Cache-Control"] == "no-store"
         assert response.headers["X-Accel-Buffering"] == "no"
-        parts = read_parts(response.response, 6)
+        # 10 parts: under load the feed may resend the newest frame (keep-alive) in between
+        parts = read_parts(response.response, 10)
     finally:
         response.close()
     for data in parts:

@@ -22,10 +22,6 @@ def visible_streams(user: User | None = None) -> peewee.ModelSelect:
     return query.where(Stream.id.in_(granted))
 
 
-def can_view(stream_id: int, user: User | None = None) -> bool:
-    return visible_streams(user).where(Stream.id == stream_id).exists()
-
-
 def get_visible_stream(stream_id: int) -> Stream:
     """The stream, or 404 when it does not exist *or* the user may not see it."""
     stream = visible_streams().where(Stream.id == stream_id).first()

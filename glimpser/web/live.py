@@ -13,8 +13,9 @@ from flask import Blueprint, Response, current_app, render_template
 
 from glimpser import live
 from glimpser.auth.access import get_visible_stream
-from glimpser.models import Snapshot, Stream
+from glimpser.models import Stream
 from glimpser.readers import frame_key
+from glimpser.snapshots import latest_snapshot
 
 bp = Blueprint("live", __name__, url_prefix="/streams")
 
@@ -45,15 +46,6 @@ def _slots() -> live.LiveSlots:
     return slots
 
 
-def _latest_snapshot(stream: Stream) -> Snapshot | None:
-    return (
-        Snapshot.select()
-        .where(Snapshot.stream == stream)
-        .order_by(Snapshot.captured_at.desc())
-        .first()
-    )
-
-
 def _live_state(stream: Stream) -> dict:
     """What the page says about the feed: watching, starting, or the reader's real error."""
     connection = _redis()
@@ -72,7 +64,7 @@ def page(stream_id: int):
     if stream.kind in live.LIVE_KINDS:
         return render_template("streams/live.html", stream=stream, state=_live_state(stream))
     return render_template(
-        "streams/live.html", stream=stream, latest=_latest_snapshot(stream), state=None
+        "streams/live.html", stream=stream, latest=latest_snapshot(stream), state=None
     )
 
 
@@ -88,7 +80,7 @@ def status(stream_id: int):
     """The feed's state (or the refreshed snapshot), polled by htmx while the page is open."""
     stream = get_visible_stream(stream_id)
     if stream.kind not in live.LIVE_KINDS:
-        return _render_block("snapshot", stream=stream, latest=_latest_snapshot(stream))
+        return _render_block("snapshot", stream=stream, latest=latest_snapshot(stream))
     return _render_block("status", stream=stream, state=_live_state(stream))
 
 

@@ -34,7 +34,7 @@ from glimpser.auth.policy import admin_only
 from glimpser.db import write_transaction
 from glimpser.models import AuditLog, Event, Snapshot, Stream
 from glimpser.queues import get_queue
-from glimpser.snapshots import delete_snapshots
+from glimpser.snapshots import delete_snapshots, latest_snapshot
 from glimpser.sources.schemas import CONFIG_BY_KIND, KIND_LABELS, KIND_QUEUE, dump_config
 from glimpser.storage import ObjectNotFound, StorageError, get_storage
 from glimpser.stream_store import create_stream, update_stream
@@ -80,15 +80,6 @@ REVALIDATE = "private, no-cache"
 def _is_fragment_request() -> bool:
     return bool(request.headers.get("HX-Request")) and not request.headers.get(
         "HX-History-Restore-Request"
-    )
-
-
-def _latest(stream: Stream) -> Snapshot | None:
-    return (
-        Snapshot.select()
-        .where(Snapshot.stream == stream)
-        .order_by(Snapshot.captured_at.desc(), Snapshot.id.desc())
-        .first()
     )
 
 
@@ -140,7 +131,7 @@ def _parse_cursor(raw: str) -> tuple[datetime, int]:
 
 def _render_detail(stream: Stream, cursor: tuple[datetime, int] | None):
     page, next_cursor = _history_page(stream, cursor)
-    latest = page[0] if cursor is None and page else _latest(stream)
+    latest = page[0] if cursor is None and page else latest_snapshot(stream)
     events = (
         Event.select().where(Event.stream == stream).order_by(Event.created_at.desc()).limit(20)
     )
@@ -180,7 +171,7 @@ def history(stream_id: int):
 def status(stream_id: int):
     """The status block alone, polled by htmx; 204 when the client's version is current."""
     stream = get_visible_stream(stream_id)
-    latest = _latest(stream)
+    latest = latest_snapshot(stream)
     version = _status_version(stream, latest)
     if request.args.get("v") == version:
         return "", 204
