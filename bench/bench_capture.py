@@ -556,8 +556,6 @@ def report(kinds: list[dict], readers: list[dict], load: dict) -> str:
     return "\n".join(lines)
 
 
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer samples, shorter load")

@@ -443,8 +443,6 @@ def report(
     return "\n".join(lines)
 
 
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="shorter runs")

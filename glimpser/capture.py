@@ -35,6 +35,7 @@ class CaptureOutcome:
     error: str = ""
     next_due_at: datetime | None = None
     via: str = "direct"  # or "reader": the frame came from a persistent reader
+    events: tuple[int, ...] = ()  # events raised by this capture (for the notifications)
 
 
 def backoff_delay(interval: int, failures: int, cap: int) -> float:
@@ -93,11 +94,11 @@ def run_capture(
     try:
         frame = frame or grab(stream.config, settings)
     except CaptureError as exc:
-        return _record_failure(stream, str(exc), started, due_at, settings)
+        return _record_failure(stream, str(exc), started, due_at, settings, connection)
     except Exception as exc:  # a bug or an unexpected library error: still a clean failure
         log.exception("capture crashed", extra={"stream_id": stream_id})
         return _record_failure(
-            stream, f"unexpected error: {type(exc).__name__}", started, due_at, settings
+            stream, f"unexpected error: {type(exc).__name__}", started, due_at, settings, connection
         )
     try:
         snapshot = save_snapshot(
@@ -109,7 +110,7 @@ def run_capture(
         )
     except StorageError as exc:
         return _record_failure(
-            stream, f"cannot store the snapshot: {exc}", started, due_at, settings
+            stream, f"cannot store the snapshot: {exc}", started, due_at, settings, connection
         )
     except peewee.IntegrityError:
         if not Stream.select().where(Stream.id == stream_id).exists():
@@ -162,7 +163,12 @@ def _record_success(
 
 
 def _record_failure(
-    stream: Stream, error: str, at: datetime, due_at: datetime | None, settings: Settings
+    stream: Stream,
+    error: str,
+    at: datetime,
+    due_at: datetime | None,
+    settings: Settings,
+    connection: redis.Redis | None = None,
 ) -> CaptureOutcome:
     error = error.strip()[:1000] or "capture failed"
     now = times.utcnow()
@@ -181,8 +187,33 @@ def _record_failure(
             consecutive_failures=failures,
             next_due_at=due,
         ).where(Stream.id == stream.id).execute()
-        if failures == settings.failure_event_after:
-            Event.create(
+    events: list[Event] = []
+    if failures == settings.failure_event_after:
+        events = _failure_events(fresh, error, failures, connection)
+    log.info("capture failed", extra={"stream_id": stream.id, "error": error, "failures": failures})
+    return CaptureOutcome(
+        ok=False, error=error, next_due_at=due, events=tuple(e.id for e in events)
+    )
+
+
+def _failure_events(
+    stream: Stream, error: str, failures: int, connection: redis.Redis | None
+) -> list[Event]:
+    """Rules with the condition "capture failing" raise their events; when none does, a plain
+    system event (rule NULL) is stored, so a failure is always on record and a recovery event
+    can answer it. Returns the events stored (for the notifications)."""
+    try:
+        from glimpser.analysis.rules import evaluate_capture_failure
+
+        events = evaluate_capture_failure(stream, error, failures, connection)
+    except Exception:  # the rules must never lose the record that the stream is failing
+        log.exception("capture-failure rules failed", extra={"stream_id": stream.id})
+        events = []
+    if events:
+        return events
+    try:
+        with write_transaction():
+            event = Event.create(
                 stream=stream.id,
                 kind="capture_failed",
                 severity="medium",
@@ -190,5 +221,6 @@ def _record_failure(
                 description=error,
                 data={"failures": failures},
             )
-    log.info("capture failed", extra={"stream_id": stream.id, "error": error, "failures": failures})
-    return CaptureOutcome(ok=False, error=error, next_due_at=due)
+    except peewee.IntegrityError:  # the stream was deleted meanwhile: nothing to report on
+        return []
+    return [event]

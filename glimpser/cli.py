@@ -268,11 +268,15 @@ def revoke(settings: Settings, username: str, streams: tuple[str, ...]) -> None:
 @main.command("export")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option(
-    "--include-secrets", is_flag=True, help="Include stream passwords, in plain text (audited)."
+    "--include-secrets",
+    is_flag=True,
+    help="Include stream passwords and channel secrets (tokens, passwords, Apprise URLs) in "
+    "plain text (audited).",
 )
 @with_settings
 def export_command(settings: Settings, file: str | None, include_secrets: bool) -> None:
-    """Export all streams as JSON to FILE, or to stdout without one."""
+    """Export the whole set-up (streams, rules, notification channels) as JSON to FILE, or to
+    stdout without one. Secrets only with --include-secrets."""
     from glimpser import db
     from glimpser.transfer import dumps_document, export_streams
 
@@ -293,8 +297,14 @@ def export_command(settings: Settings, file: str | None, include_secrets: bool) 
             out.write(text)
     except OSError as exc:
         _fail(f"cannot write {file}: {exc.strerror}")
-    secrets_note = " (with passwords)" if include_secrets else ""
-    click.echo(f"exported {len(document['streams'])} streams to {file}{secrets_note}", err=True)
+    secrets_note = " (with passwords and secrets)" if include_secrets else ""
+    rules = len(document.get("rules", []))
+    channels = len(document.get("channels", []))
+    click.echo(
+        f"exported {len(document['streams'])} streams, {rules} rules and {channels} channels "
+        f"to {file}{secrets_note}",
+        err=True,
+    )
 
 
 @main.command("import")
@@ -304,12 +314,13 @@ def export_command(settings: Settings, file: str | None, include_secrets: bool) 
     type=click.Choice(["skip", "overwrite", "rename"]),
     default="skip",
     show_default=True,
-    help="What to do when a stream with the same name exists.",
+    help="What to do when a stream, rule or channel with the same name exists.",
 )
 @click.option("--dry-run", is_flag=True, help="Only report what would happen.")
 @with_settings
 def import_command(settings: Settings, file: str, mode: str, dry_run: bool) -> None:
-    """Import streams from a Glimpser or glimpser-rs export (FILE, or - for stdin).
+    """Import streams, rules and notification channels from a Glimpser export, or streams from
+    a glimpser-rs export (FILE, or - for stdin).
 
     Prints one line per entry. Exit status 1 when some entries were invalid (the valid ones
     are imported), 2 when the file is refused or nothing could be written.
@@ -337,7 +348,7 @@ def import_command(settings: Settings, file: str, mode: str, dry_run: bool) -> N
         click.echo(line)
     if report.failure:
         sys.exit(2)
-    if report.count("error"):
+    if report.has_errors:  # invalid stream, rule or channel entries
         sys.exit(1)
 
 

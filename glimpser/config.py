@@ -120,6 +120,30 @@ class Settings:
     live_idle_seconds: int
     timelapse_retention_days: int
     accel_redirect_prefix: str
+    # analysis and AI (any OpenAI-compatible server); ai_base_url "" = AI not configured
+    ai_base_url: str
+    ai_api_key: str = field(repr=False)
+    ai_model: str
+    ai_timeout: int
+    ai_max_retries: int
+    ai_daily_token_budget: int
+    ai_image_max_px: int
+    ai_cache_seconds: int
+    summary_periods: tuple[str, ...]
+    # notifications
+    public_url: str  # how people reach this install, for links in notifications ("" = unknown)
+    pushover_api_url: str
+    cap_sender: str
+    cap_feed_public: bool
+    notify_max_attempts: int
+    notify_backoff_seconds: int
+    notify_cooldown_seconds: int
+    breaker_threshold: int
+    breaker_cooldown_seconds: int
+
+    @property
+    def ai_configured(self) -> bool:
+        return bool(self.ai_base_url and self.ai_model)
 
     @property
     def redis_socket(self) -> Path:
@@ -160,6 +184,50 @@ def _accel_prefix(raw: str) -> str:
             f"GLIMPSER_ACCEL_REDIRECT_PREFIX={raw!r} must start and end with / (e.g. /_snapshots/)"
         )
     return raw
+
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+PUSHOVER_API_URL = "https://api.pushover.net/1/messages.json"
+
+
+def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip().rstrip("/") or default
+    if raw and (urlparse(raw).scheme not in ("http", "https") or not urlparse(raw).hostname):
+        raise ConfigError(f"{name}={raw!r} is not an http(s) URL")
+    return raw
+
+
+SUMMARY_PERIODS = ("hour", "day")
+
+
+def _ai(env: Mapping[str, str]) -> tuple[str, str, str]:
+    """(base URL, API key, model); the base URL is "" when AI is not configured."""
+    base = env.get("GLIMPSER_AI_BASE_URL", "").strip().rstrip("/")
+    key = env.get("GLIMPSER_AI_API_KEY", "").strip()
+    model = env.get("GLIMPSER_AI_MODEL", "").strip()
+    if not base and key:
+        base = OPENAI_BASE_URL
+    if base:
+        if urlparse(base).scheme not in ("http", "https") or not urlparse(base).hostname:
+            raise ConfigError(
+                f"GLIMPSER_AI_BASE_URL={base!r} is not an http(s) URL "
+                "(e.g. http://127.0.0.1:11434/v1 for Ollama)"
+            )
+        if not model:
+            raise ConfigError(
+                "GLIMPSER_AI_MODEL is needed with GLIMPSER_AI_BASE_URL (e.g. gpt-4o-mini, llava)"
+            )
+    return base, key, model
+
+
+def _summary_periods(raw: str) -> tuple[str, ...]:
+    periods = tuple(p.strip().lower() for p in raw.split(",") if p.strip())
+    for p in periods:
+        if p not in SUMMARY_PERIODS:
+            raise ConfigError(
+                f"GLIMPSER_SUMMARY_PERIODS has {p!r}; use any of {', '.join(SUMMARY_PERIODS)}"
+            )
+    return periods
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -224,6 +292,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 f"GLIMPSER_SOURCE_DENY_CIDRS has an invalid network: {cidr!r}"
             ) from None
 
+    ai_base_url, ai_api_key, ai_model = _ai(env)
+
     return Settings(
         data_dir=data_dir,
         host=host,
@@ -269,4 +339,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         live_idle_seconds=_int(env, "GLIMPSER_LIVE_IDLE_SECONDS", 10, 1, 3600),
         timelapse_retention_days=_int(env, "GLIMPSER_TIMELAPSE_RETENTION_DAYS", 30, 0, 36500),
         accel_redirect_prefix=_accel_prefix(env.get("GLIMPSER_ACCEL_REDIRECT_PREFIX", "")),
+        ai_base_url=ai_base_url,
+        ai_api_key=ai_api_key,
+        ai_model=ai_model,
+        ai_timeout=_int(env, "GLIMPSER_AI_TIMEOUT", 60, 1, 600),
+        ai_max_retries=_int(env, "GLIMPSER_AI_MAX_RETRIES", 3, 0, 10),
+        ai_daily_token_budget=_int(env, "GLIMPSER_AI_DAILY_TOKEN_BUDGET", 200_000, 0, 10**9),
+        ai_image_max_px=_int(env, "GLIMPSER_AI_IMAGE_MAX_PX", 768, 64, 4096),
+        ai_cache_seconds=_int(env, "GLIMPSER_AI_CACHE_SECONDS", 86400, 0, 30 * 86400),
+        summary_periods=_summary_periods(env.get("GLIMPSER_SUMMARY_PERIODS", "hour,day")),
+        public_url=_http_url(env, "GLIMPSER_PUBLIC_URL", ""),
+        pushover_api_url=_http_url(env, "GLIMPSER_PUSHOVER_API_URL", PUSHOVER_API_URL),
+        cap_sender=env.get("GLIMPSER_CAP_SENDER", "").strip() or "glimpser@localhost",
+        cap_feed_public=_bool(env, "GLIMPSER_CAP_FEED_PUBLIC", False),
+        notify_max_attempts=_int(env, "GLIMPSER_NOTIFY_MAX_ATTEMPTS", 6, 1, 50),
+        notify_backoff_seconds=_int(env, "GLIMPSER_NOTIFY_BACKOFF_SECONDS", 5, 1, 3600),
+        notify_cooldown_seconds=_int(env, "GLIMPSER_NOTIFY_COOLDOWN_SECONDS", 0, 0, 7 * 86400),
+        breaker_threshold=_int(env, "GLIMPSER_BREAKER_THRESHOLD", 5, 1, 1000),
+        breaker_cooldown_seconds=_int(env, "GLIMPSER_BREAKER_COOLDOWN_SECONDS", 60, 1, 86400),
     )

@@ -110,6 +110,9 @@ def capture_stream(stream_id: int, due_at: str | None = None, manual: bool = Fal
         )
     finally:
         scheduling.release(connection, stream_id)
+    if outcome.stored and outcome.snapshot_id is not None:
+        enqueue_analysis(connection, outcome.snapshot_id)
+    notify_events(connection, list(outcome.events))
     # Chain the next capture when it falls before the next sweep would see it.
     stream = Stream.get_or_none(Stream.id == stream_id)
     if (
@@ -126,6 +129,107 @@ def capture_stream(stream_id: int, due_at: str | None = None, manual: bool = Fal
         "error": outcome.error,
         "via": outcome.via,
     }
+
+
+def enqueue_analysis(connection: Any, snapshot_id: int) -> None:
+    """Queue the analysis of a stored snapshot (motion, AI description, rules)."""
+    from glimpser.queues import get_queue
+
+    s = settings()
+    # Up to two AI calls (description, a rule's question), each with its retries.
+    ai_seconds = s.ai_timeout * (s.ai_max_retries + 1) * 2 if s.ai_configured else 0
+    get_queue("analysis", connection).enqueue(
+        analyse_snapshot,
+        args=(snapshot_id,),
+        job_id=f"analyse-{snapshot_id}",
+        job_timeout=120 + ai_seconds,
+        result_ttl=60,
+        failure_ttl=24 * 3600,
+        description=f"analyse snapshot {snapshot_id}",
+    )
+
+
+@job
+def analyse_snapshot(snapshot_id: int) -> dict:
+    """Detect motion/change on one snapshot, describe it with AI if asked, apply the rules."""
+    from dataclasses import asdict
+
+    from glimpser.analysis.ai import AIClient
+    from glimpser.analysis.pipeline import analyse_snapshot as run
+    from glimpser.storage import get_storage
+
+    connection = _connection()
+    ai = AIClient.from_settings(settings(), connection)
+    try:
+        outcome = run(snapshot_id, settings(), connection, get_storage(settings()), ai)
+    finally:
+        if ai is not None:
+            ai.close()
+    notify_events(connection, outcome.events)
+    return asdict(outcome)
+
+
+def enqueue_delivery(connection: Any, delivery_id: int, delay: float = 0.0) -> None:
+    """Queue one notification delivery on the notify queue, now or after `delay` seconds."""
+    from glimpser.queues import get_queue
+
+    queue = get_queue("notify", connection)
+    options = {
+        "job_timeout": 180,
+        "result_ttl": 300,
+        "failure_ttl": 7 * 24 * 3600,
+        "description": f"deliver notification {delivery_id}",
+    }
+    if delay > 0.5:
+        queue.enqueue_in(timedelta(seconds=delay), deliver_notification, delivery_id, **options)
+    else:
+        queue.enqueue(deliver_notification, delivery_id, **options)
+
+
+def notify_events(connection: Any, event_ids: list[int]) -> list[int]:
+    """Create the deliveries of new events (their rules' channels) and queue them."""
+    from glimpser.models import Event
+    from glimpser.notify.dispatch import route
+
+    if not event_ids:
+        return []
+    events = list(Event.select().where(Event.id.in_(event_ids)).order_by(Event.id))
+    return route(events, connection, settings(), lambda i, d: enqueue_delivery(connection, i, d))
+
+
+def notify_acknowledged(connection: Any, event_ids: list[int]) -> list[int]:
+    """Withdraw acknowledged events where channels support it (CAP Cancel messages)."""
+    from glimpser.models import Event
+    from glimpser.notify.dispatch import route_cancellations
+
+    if not event_ids:
+        return []
+    events = list(Event.select().where(Event.id.in_(event_ids)).order_by(Event.id))
+    return route_cancellations(events, lambda i, d: enqueue_delivery(connection, i, d))
+
+
+@job
+def deliver_notification(delivery_id: int) -> str:
+    """Send one delivery at most once (see glimpser.notify.dispatch); returns its status."""
+    from glimpser.notify.dispatch import deliver
+    from glimpser.notify.registry import senders_for
+
+    connection = _connection()
+    return deliver(
+        delivery_id,
+        connection,
+        settings(),
+        senders_for(connection),
+        lambda i, d: enqueue_delivery(connection, i, d),
+    )
+
+
+@job
+def sweep_stuck_deliveries() -> int:
+    """Deliveries left "sending" by a worker that died are marked failed (never resent)."""
+    from glimpser.notify.dispatch import sweep_stuck
+
+    return sweep_stuck()
 
 
 @job
@@ -186,10 +290,38 @@ def prune_timelapses() -> dict:
     return run(settings(), get_storage(settings()))
 
 
+@job
+def build_summary(summary_id: int) -> dict:
+    """Build one AI summary (see glimpser.analysis.summaries); the row records the outcome."""
+    from glimpser.analysis.ai import AIClient
+    from glimpser.analysis.summaries import build
+
+    connection = _connection()
+    client = AIClient.from_settings(settings(), connection)
+    try:
+        return build(summary_id, client, connection)
+    finally:
+        if client is not None:
+            client.close()
+
+
+@job
+def schedule_summaries() -> dict:
+    """Create and enqueue the hourly/daily summaries of the windows that just ended."""
+    from glimpser.analysis.summaries import schedule_due
+
+    if not settings().ai_configured:
+        return {"created": 0, "skipped": "AI not configured"}
+    created = schedule_due(times.utcnow(), _connection(), settings().summary_periods)
+    return {"created": len(created)}
+
+
 # (function, queue, interval in seconds) registered with RQ's cron scheduler.
 CRON_JOBS: list[tuple[Callable[..., Any], str, int]] = [
     (sweep_due_streams, "schedule", 5),
     (apply_retention, "maintenance", 15 * 60),
     (prune_audit_log, "maintenance", 24 * 3600),
     (prune_timelapses, "maintenance", 24 * 3600),
+    (schedule_summaries, "maintenance", 5 * 60),
+    (sweep_stuck_deliveries, "maintenance", 5 * 60),
 ]

@@ -80,6 +80,9 @@ class AuditLog(BaseModel):
 
 STREAM_STATES = ("pending", "ok", "failing", "paused")
 SEVERITIES = ("info", "low", "medium", "high", "critical")
+# motion/change: a rule matched a detection; ai: a rule that needed the AI matched;
+# capture_failed/capture_recovered: a stream stopped or started capturing again.
+EVENT_KINDS = ("motion", "change", "ai", "capture_failed", "capture_recovered")
 
 
 class Stream(BaseModel):
@@ -105,6 +108,11 @@ class Stream(BaseModel):
     last_error = peewee.TextField(default="")
     consecutive_failures = peewee.IntegerField(default=0)
     next_due_at = UTCDateTimeField(null=True, index=True)
+    # Analysis settings, validated by glimpser.analysis.schemas.AnalysisSettings.
+    analysis = JSONField(default=dict)
+    # The latest AI description (written only by the analysis job), for the dashboard card.
+    ai_caption = peewee.TextField(default="")
+    ai_caption_at = UTCDateTimeField(null=True)
 
 
 class StreamAccess(BaseModel):
@@ -127,17 +135,44 @@ class Snapshot(BaseModel):
     bytes = peewee.IntegerField()
     sha256 = peewee.CharField(max_length=64)
     phash = peewee.CharField(max_length=32)  # perceptual hash, hex
-    motion_score = peewee.FloatField(null=True)
+    # Written by the analysis job (glimpser.analysis.pipeline); NULL until analysed.
+    motion_score = peewee.FloatField(null=True)  # share of the unmasked area in motion, 0..1
+    changed_fraction = peewee.FloatField(null=True)  # share of pixels that changed at all, 0..1
     changed = peewee.BooleanField(null=True)
+    boxes = JSONField(null=True)  # [[x, y, w, h], ...] as fractions of the picture
+    analysis_note = peewee.CharField(max_length=32, default="")  # motion, identical, lighting, ...
+    # The AI description: {title, description, objects, threat, confidence} or {error}.
+    ai = JSONField(null=True)
+    analysed_at = UTCDateTimeField(null=True)
 
     class Meta:
         indexes = ((("stream", "captured_at"), False),)
 
 
+class Rule(BaseModel):
+    """Turns analysis into events. Validated by glimpser.analysis.schemas.RuleSpec."""
+
+    name = peewee.CharField(max_length=200, unique=True)
+    description = peewee.TextField(default="")
+    enabled = peewee.BooleanField(default=True)
+    # Which streams: "all", "groups" (any of `groups`) or "chosen" (`stream_ids`).
+    applies_to = peewee.CharField(max_length=16, default="all")
+    groups = JSONField(default=list)
+    stream_ids = JSONField(default=list)
+    conditions = JSONField(default=dict)  # RuleConditions
+    schedule = JSONField(default=dict)  # RuleSchedule: active windows, quiet hours, timezone
+    severity = peewee.CharField(max_length=16, default="info")
+    cooldown_seconds = peewee.IntegerField(default=300)
+    channels = JSONField(default=list)  # notification channel ids (the notifications issue)
+    created_at = UTCDateTimeField(default=times.utcnow)
+    updated_at = UTCDateTimeField(default=times.utcnow)
+
+
 class Event(BaseModel):
     stream = peewee.ForeignKeyField(Stream, null=True, backref="events", on_delete="CASCADE")
     snapshot = peewee.ForeignKeyField(Snapshot, null=True, backref="events", on_delete="SET NULL")
-    kind = peewee.CharField(max_length=32)  # capture_failed, capture_recovered, motion, ...
+    rule = peewee.ForeignKeyField(Rule, null=True, backref="events", on_delete="SET NULL")
+    kind = peewee.CharField(max_length=32)  # one of EVENT_KINDS
     severity = peewee.CharField(max_length=16, default="info")
     title = peewee.CharField(max_length=300)
     description = peewee.TextField(default="")
@@ -183,6 +218,110 @@ class Timelapse(BaseModel):
         indexes = ((("stream", "created_at"), False),)
 
 
+class Summary(BaseModel):
+    """An AI summary of a time window: one stream (`stream`), or several (`stream_ids`).
+
+    Scheduled summaries across streams cover every stream; one requested by a viewer covers the
+    streams they may see (`requested_by`). Each is built on the previous one of its scope.
+    """
+
+    stream = peewee.ForeignKeyField(Stream, null=True, backref="summaries", on_delete="CASCADE")
+    stream_ids = JSONField(default=list)  # the streams the summary covers
+    requested_by = peewee.ForeignKeyField(User, null=True, backref="summaries", on_delete="CASCADE")
+    period = peewee.CharField(max_length=16)  # hour, day, custom
+    window_start = UTCDateTimeField()
+    window_end = UTCDateTimeField()
+    status = peewee.CharField(max_length=16, default="queued")  # queued, running, done, failed
+    text = peewee.TextField(default="")
+    error = peewee.TextField(default="")
+    previous = peewee.ForeignKeyField("self", null=True, on_delete="SET NULL")
+    model = peewee.CharField(max_length=200, default="")
+    total_tokens = peewee.IntegerField(default=0)
+    created_at = UTCDateTimeField(default=times.utcnow, index=True)
+    finished_at = UTCDateTimeField(null=True)
+
+
+class AICall(BaseModel):
+    """One request to the AI server: what for, tokens used, outcome (for cost control)."""
+
+    at = UTCDateTimeField(default=times.utcnow, index=True)
+    stream = peewee.ForeignKeyField(Stream, null=True, backref="ai_calls", on_delete="CASCADE")
+    purpose = peewee.CharField(max_length=16)  # describe, rule, summary
+    model = peewee.CharField(max_length=200, default="")
+    prompt_tokens = peewee.IntegerField(default=0)
+    completion_tokens = peewee.IntegerField(default=0)
+    total_tokens = peewee.IntegerField(default=0)
+    ok = peewee.BooleanField(default=True)
+    cached = peewee.BooleanField(default=False)
+    attempts = peewee.IntegerField(default=1)
+    duration_ms = peewee.IntegerField(default=0)
+    error = peewee.TextField(default="")
+
+    class Meta:
+        table_name = "ai_call"
+
+
+CHANNEL_KINDS = ("webhook", "webpush", "pushover", "email", "cap", "apprise")
+DELIVERY_STATES = ("queued", "sending", "retrying", "sent", "failed", "skipped")
+
+
+class NotificationChannel(BaseModel):
+    """Where notifications go. `config` is validated by the kind's schema (glimpser.notify)."""
+
+    name = peewee.CharField(max_length=200, unique=True)
+    kind = peewee.CharField(max_length=16)  # one of CHANNEL_KINDS
+    config = JSONField(default=dict)  # secrets included: never rendered, exported on request
+    enabled = peewee.BooleanField(default=True)
+    min_severity = peewee.CharField(max_length=16, default="info")
+    cooldown_seconds = peewee.IntegerField(default=0)  # per channel and stream
+    created_at = UTCDateTimeField(default=times.utcnow)
+    updated_at = UTCDateTimeField(default=times.utcnow)
+
+
+class Delivery(BaseModel):
+    """One event sent (or to be sent) to one channel: exactly one row per pair."""
+
+    event = peewee.ForeignKeyField(Event, backref="deliveries", on_delete="CASCADE")
+    channel = peewee.ForeignKeyField(NotificationChannel, backref="deliveries", on_delete="CASCADE")
+    # "alert" for the event itself; "cancel" when an acknowledged event is withdrawn (CAP).
+    purpose = peewee.CharField(max_length=16, default="alert")
+    status = peewee.CharField(max_length=16, default="queued")  # one of DELIVERY_STATES
+    attempts = peewee.IntegerField(default=0)
+    response_code = peewee.IntegerField(null=True)
+    error = peewee.TextField(default="")
+    created_at = UTCDateTimeField(default=times.utcnow, index=True)
+    updated_at = UTCDateTimeField(default=times.utcnow)
+    next_attempt_at = UTCDateTimeField(null=True)
+    sent_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("event", "channel", "purpose"), True),)
+
+
+class PushSubscription(BaseModel):
+    """A browser's Web Push subscription, made by a signed-in user from their profile page."""
+
+    user = peewee.ForeignKeyField(User, backref="push_subscriptions", on_delete="CASCADE")
+    endpoint = peewee.TextField(unique=True)
+    p256dh = peewee.CharField(max_length=200)
+    auth = peewee.CharField(max_length=100)
+    user_agent = peewee.CharField(max_length=300, default="")
+    created_at = UTCDateTimeField(default=times.utcnow)
+    last_used_at = UTCDateTimeField(null=True)
+
+
+class CapMessage(BaseModel):
+    """A CAP 1.2 alert issued for an event: the first is msgType Alert, later ones Update or
+    Cancel referencing the earlier ones. Stored so the feed and its identifiers are stable."""
+
+    event = peewee.ForeignKeyField(Event, backref="cap_messages", on_delete="CASCADE")
+    identifier = peewee.CharField(max_length=200, unique=True)
+    msg_type = peewee.CharField(max_length=16)  # Alert, Update, Cancel
+    sent_at = UTCDateTimeField(default=times.utcnow, index=True)
+    references = peewee.TextField(default="")  # CAP references: "sender,identifier,sent ..."
+    xml = peewee.TextField()
+
+
 ALL_MODELS: list[type[BaseModel]] = [
     User,
     Setting,
@@ -190,6 +329,13 @@ ALL_MODELS: list[type[BaseModel]] = [
     Stream,
     StreamAccess,
     Snapshot,
+    Rule,
     Event,
     Timelapse,
+    Summary,
+    AICall,
+    NotificationChannel,
+    Delivery,
+    PushSubscription,
+    CapMessage,
 ]

@@ -20,6 +20,7 @@ def _values(spec: StreamSpec, kept_secrets: dict[str, str] | None) -> dict[str, 
         **{name: getattr(spec, name) for name in STREAM_FIELDS},
         "kind": spec.config.kind,
         "config": config,
+        "analysis": spec.analysis.model_dump(mode="json"),
         "updated_at": now,
         "next_due_at": now,
     }

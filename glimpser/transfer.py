@@ -3,6 +3,13 @@
 Every imported entry is validated by StreamSpec, the schema the stream form and the API use;
 the glimpser-rs reader only renames keys into that schema. All entries are validated first,
 then the valid ones are written in one transaction, so an import never leaves half a result.
+
+Rules and notification channels travel beside the streams (Glimpser's format only), so that a
+whole set-up moves between installations in one file. Rules are RuleSpec fields with chosen
+streams and channels by name instead of id, so that they mean the same on another installation;
+on import the names map to the streams and channels of the same file (also when renamed) or to
+existing ones. Channels are ChannelSpec fields; their secrets (tokens, passwords, Apprise URLs)
+are exported only on explicit request, and an overwrite without them keeps the stored ones.
 """
 
 from __future__ import annotations
@@ -14,11 +21,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import peewee
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from glimpser import times
+from glimpser.analysis.rules import rule_columns, rule_values
+from glimpser.analysis.schemas import RuleSpec
 from glimpser.db import write_transaction
-from glimpser.models import AuditLog, Stream, User
+from glimpser.models import AuditLog, NotificationChannel, Rule, Stream, User
+from glimpser.notify import schemas as channel_schemas
 from glimpser.sources.schemas import (
     CONFIG_BY_KIND,
     KINDS,
@@ -37,9 +47,12 @@ VERSION = 1
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 MODES: tuple[str, ...] = ("skip", "overwrite", "rename")
 
-_TOP_LEVEL_KEYS = frozenset({"format", "version", "exported_at", "streams"})
+_TOP_LEVEL_KEYS = frozenset({"format", "version", "exported_at", "streams", "rules", "channels"})
 # Parts of a Glimpser export this version does not import yet; named in the report.
-_LATER_SECTIONS = ("rules", "channels")
+_LATER_SECTIONS: tuple[str, ...] = ()
+# A rule entry: RuleSpec's fields, but chosen streams by name ("streams") instead of ids, and
+# channels by name ("channels") instead of ids.
+_RULE_ENTRY_KEYS = tuple(k for k in RuleSpec.model_fields if k not in ("stream_ids", "channels"))
 
 # glimpser-rs: its kinds, its key names, and what has no meaning here.
 RS_KINDS = {
@@ -96,6 +109,48 @@ def stream_entry(stream: Stream, *, include_secrets: bool) -> dict[str, Any]:
             for name in secret_fields:
                 config.pop(name, None)
     entry["config"] = config
+    entry["analysis"] = dict(stream.analysis or {})
+    return entry
+
+
+def rule_entry(
+    rule: Rule, names: dict[int, str], channel_names: dict[int, str] | None = None
+) -> dict[str, Any]:
+    """One rule as an export entry: chosen streams and channels by name (ids are this
+    installation's); ids of deleted streams or channels are left out."""
+    values = rule_values(rule)
+    entry = {name: values[name] for name in _RULE_ENTRY_KEYS}
+    entry["streams"] = [names[i] for i in values["stream_ids"] if i in names]
+    channel_names = channel_names or {}
+    entry["channels"] = sorted(
+        (channel_names[i] for i in values["channels"] if i in channel_names), key=str.lower
+    )
+    return entry
+
+
+def channel_entry(channel: NotificationChannel, *, include_secrets: bool) -> dict[str, Any]:
+    """One notification channel as an export entry (ChannelSpec's fields); secrets only when
+    asked for."""
+    entry: dict[str, Any] = {
+        name: getattr(channel, name) for name in channel_schemas.CHANNEL_FIELDS
+    }
+    stored = dict(channel.config or {})
+    stored.setdefault("kind", channel.kind)
+    try:
+        config = channel_schemas.dump_config(
+            channel_schemas.parse_config(stored), include_secrets=include_secrets
+        )
+    except ValidationError:
+        # A stored config the current schema rejects still travels (the import reports what
+        # needs fixing), but never with its secrets unless asked.
+        config = stored
+        if not include_secrets:
+            schema = channel_schemas.CONFIG_BY_KIND.get(channel.kind)
+            if schema is None:  # no idea which fields are secret: keep none of them
+                config = {"kind": channel.kind}
+            for name in schema.SECRET_FIELDS if schema else ():
+                config.pop(name, None)
+    entry["config"] = config
     return entry
 
 
@@ -106,20 +161,31 @@ def export_streams(
     ip: str = "",
     via: str = "cli",
 ) -> dict[str, Any]:
-    """All streams as a Glimpser export document; a secret-bearing export is audited."""
+    """The whole set-up — streams, rules and notification channels — as a Glimpser export
+    document; an export with secrets is audited."""
     streams = list(Stream.select().order_by(Stream.name))
+    names = {s.id: s.name for s in streams}
+    channels = list(NotificationChannel.select().order_by(NotificationChannel.name))
+    channel_names = {c.id: c.name for c in channels}
     document = {
         "format": FORMAT,
         "version": VERSION,
         "exported_at": times.isoformat(times.utcnow()),
         "streams": [stream_entry(s, include_secrets=include_secrets) for s in streams],
+        "rules": [rule_entry(r, names, channel_names) for r in Rule.select().order_by(Rule.name)],
+        "channels": [channel_entry(c, include_secrets=include_secrets) for c in channels],
     }
     if include_secrets:
         AuditLog.create(
             user=actor,
             action="stream.export",
             target="streams",
-            detail={"include_secrets": True, "count": len(streams), "via": via},
+            detail={
+                "include_secrets": True,
+                "count": len(streams),
+                "channels": len(channels),
+                "via": via,
+            },
             ip=ip,
         )
     return document
@@ -424,6 +490,8 @@ class ImportReport:
     entries: list[EntryReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     failure: str = ""  # set when the write was rolled back: nothing was written
+    rules: list[EntryReport] = field(default_factory=list)  # one per rule entry, in file order
+    channels: list[EntryReport] = field(default_factory=list)  # one per channel entry
 
     @property
     def format_label(self) -> str:
@@ -432,18 +500,49 @@ class ImportReport:
     def count(self, outcome: str) -> int:
         return sum(1 for e in self.entries if e.outcome == outcome)
 
+    def rule_count(self, outcome: str) -> int:
+        return sum(1 for e in self.rules if e.outcome == outcome)
+
+    def channel_count(self, outcome: str) -> int:
+        return sum(1 for e in self.channels if e.outcome == outcome)
+
     @property
     def has_errors(self) -> bool:
-        return bool(self.failure) or self.count("error") > 0
+        return (
+            bool(self.failure)
+            or self.count("error") > 0
+            or self.rule_count("error") > 0
+            or self.channel_count("error") > 0
+        )
+
+    @staticmethod
+    def _counts(reports: list[EntryReport]) -> str:
+        def n(outcome: str) -> int:
+            return sum(1 for e in reports if e.outcome == outcome)
+
+        shown = [o for o in OUTCOMES if n(o) or o in ("imported", "error")]
+        return ", ".join(f"{n(o)} {_COUNT_LABELS.get(o, o)}" for o in shown)
 
     def summary(self) -> str:
-        shown = [o for o in OUTCOMES if self.count(o) or o in ("imported", "error")]
-        counts = ", ".join(f"{self.count(o)} {_COUNT_LABELS.get(o, o)}" for o in shown)
+        counts = self._counts(self.entries)
+        if self.rules:
+            counts += "; rules: " + self._counts(self.rules)
+        if self.channels:
+            counts += "; channels: " + self._counts(self.channels)
         if self.failure:
             return f"nothing was written ({counts})"
         if self.dry_run:
             return f"dry run, nothing was written: {counts}"
         return counts
+
+    def sections(self) -> list[tuple[str, list[EntryReport]]]:
+        """(title, entries) for each part of the file that had entries (the admin page)."""
+        out = [("Streams", self.entries)]
+        if self.channels:
+            out.append(("Channels", self.channels))
+        if self.rules:
+            out.append(("Rules", self.rules))
+        return out
 
     def lines(self) -> list[str]:
         """The report as text, one line per entry (the CLI prints these)."""
@@ -453,6 +552,10 @@ class ImportReport:
         width = len(str(len(self.entries)))
         for e in self.entries:
             out.append(f"{e.index:>{width}}. {e.name or '(no name)'}: {e.describe()}")
+        for e in self.channels:
+            out.append(f"channel {e.index}, {e.name or '(no name)'}: {e.describe()}")
+        for e in self.rules:
+            out.append(f"rule {e.index}, {e.name or '(no name)'}: {e.describe()}")
         if self.failure:
             out.append(f"failed: {self.failure}")
         out.append(self.summary())
@@ -559,6 +662,402 @@ def _transaction():  # noqa: ANN202 - a peewee transaction context
     return write_transaction()
 
 
+# --- channels ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _ChannelEntry:
+    report: EntryReport
+    spec: channel_schemas.ChannelSpec | None = None
+    secrets_given: frozenset[str] = frozenset()  # secret fields the file gives (even empty)
+    target: NotificationChannel | None = None  # the row an overwrite replaces
+    kept_secrets: dict[str, str] = field(default_factory=dict)
+
+
+def _channel_entries(data: dict[str, Any], fmt: str) -> list[Any]:
+    if fmt != FORMAT or "channels" not in data:
+        return []
+    channels = data["channels"]
+    if not isinstance(channels, list):
+        raise TransferError('"channels" must be a list of notification channels.')
+    return channels
+
+
+def _prepare_channel(index: int, raw: Any) -> _ChannelEntry:
+    """Check one channel entry with ChannelSpec, the schema the channel form and API use."""
+    name = raw.get("name") if isinstance(raw, dict) else None
+    entry = _ChannelEntry(
+        EntryReport(index=index, name=str(name)[:200] if name is not None else "")
+    )
+    report = entry.report
+    if not isinstance(raw, dict):
+        report.outcome, report.errors[""] = "error", "not a JSON object"
+        return entry
+    config = raw.get("config")
+    if not isinstance(config, dict):
+        report.outcome, report.errors["config"] = "error", "missing, or not a JSON object"
+        return entry
+    kind = config.get("kind")
+    if not isinstance(kind, str) or kind not in channel_schemas.KINDS:
+        report.outcome = "error"
+        report.errors["config.kind"] = (
+            f"unknown kind {str(kind)[:50]!r} (known: {', '.join(channel_schemas.KINDS)})"
+            if kind is not None
+            else "missing"
+        )
+        return entry
+    try:
+        entry.spec = channel_schemas.ChannelSpec.model_validate(raw)
+    except ValidationError as exc:
+        report.outcome = "error"
+        report.errors.update(channel_schemas.error_messages(exc))
+        return entry
+    report.name = entry.spec.name
+    entry.secrets_given = frozenset(
+        field_name
+        for field_name in type(entry.spec.config).SECRET_FIELDS
+        if field_name in config or entry.spec.config.secret_value(field_name)
+    )
+    return entry
+
+
+def _channel_address(config: dict[str, Any]) -> Any:
+    """Where a channel sends its secrets; an overwrite keeps stored secrets only when this is
+    unchanged (an imported file must not redirect a stored token to another host)."""
+    kind = config.get("kind")
+    if kind == "webhook":
+        return _host(config)
+    if kind == "cap":
+        endpoints = config.get("endpoints") or []
+        return frozenset(_host({"url": u}) for u in endpoints if isinstance(u, str))
+    if kind == "email":
+        return str(config.get("host") or "").lower()
+    return None  # Pushover's API is fixed; Apprise URLs are themselves the secret
+
+
+def _secret_label(config: channel_schemas.ChannelConfig, name: str) -> str:
+    return type(config).model_fields[name].title or name
+
+
+def _keep_channel_secrets(entry: _ChannelEntry) -> None:
+    """An overwrite without a secret keeps the stored one: same kind and address only, and
+    only when the result still validates (e.g. an email password needs the username)."""
+    assert entry.spec is not None and entry.target is not None
+    stored = dict(entry.target.config or {})
+    stored_kind = stored.get("kind", entry.target.kind)
+    config = entry.spec.config
+    kept: dict[str, str] = {}
+    for name in sorted(type(config).SECRET_FIELDS - entry.secrets_given):
+        value = stored.get(name)
+        if not value or not isinstance(value, str):
+            continue
+        label = _secret_label(config, name)
+        if stored_kind != config.kind:
+            entry.report.notes.append(f"stored {label} not kept: the kind changed")
+        elif _channel_address(stored) != _channel_address(config.model_dump()):
+            entry.report.notes.append(f"stored {label} not kept: the address changed")
+        else:
+            kept[name] = value
+    if not kept:
+        return
+    merged = channel_schemas.dump_config(config, include_secrets=True)
+    merged.update(kept)
+    try:
+        channel_schemas.parse_config(merged)
+    except ValidationError:
+        labels = ", ".join(_secret_label(config, n) for n in kept)
+        verb = "it does" if len(kept) == 1 else "they do"
+        entry.report.notes.append(f"stored {labels} not kept: {verb} not fit the new settings")
+        return
+    entry.kept_secrets = kept
+    entry.report.notes += [f"stored {_secret_label(config, n)} kept" for n in kept]
+
+
+def _missing_secrets_note(entry: _ChannelEntry) -> None:
+    """A channel imported without its secrets is still imported; the report names what to
+    enter in Admin → Channels: the secrets it cannot send without, and the optional ones (a
+    signing secret, an Authorization header) that the file did not carry."""
+    assert entry.spec is not None
+    config = entry.spec.config
+    if entry.kept_secrets:
+        config = config.model_copy(update={n: SecretStr(v) for n, v in entry.kept_secrets.items()})
+    missing = config.missing_secrets()
+    if missing:
+        entry.report.notes.append(
+            "secrets to enter in Admin → Channels before it can send: " + ", ".join(missing)
+        )
+    absent = [
+        _secret_label(config, name)
+        for name in sorted(type(config).SECRET_FIELDS)
+        if name not in entry.secrets_given and name not in entry.kept_secrets
+    ]
+    optional = [label for label in absent if label not in missing]
+    if optional:
+        entry.report.notes.append(
+            "not in the file (enter in Admin → Channels if the channel used them): "
+            + ", ".join(optional)
+        )
+
+
+def _decide_channels(entries: list[_ChannelEntry], mode: str) -> list[_ChannelEntry]:
+    """The same modes as for streams, on channel names (case-insensitive); the writes."""
+    existing = {c.name.lower(): c for c in NotificationChannel.select()}
+    taken = set(existing)
+    claimed: dict[str, _ChannelEntry] = {}
+    for entry in entries:
+        if entry.spec is None:
+            continue
+        report, name = entry.report, entry.spec.name
+        earlier = claimed.get(name.lower())
+        if earlier is None and name.lower() not in existing:
+            report.outcome = "imported"
+        elif mode == "skip":
+            report.outcome = "skipped"
+            report.reason = (
+                f"same name as channel {earlier.report.index} of this file"
+                if earlier is not None
+                else "a channel with this name exists"
+            )
+            continue
+        elif mode == "rename":
+            name = _free_name(name, taken)
+            entry.spec = entry.spec.model_copy(update={"name": name})
+            report.outcome, report.new_name = "renamed", name
+        else:  # overwrite: the last entry with a name wins
+            if earlier is not None:
+                earlier.report.outcome = "skipped"
+                earlier.report.reason = (
+                    f"replaced by channel {report.index} of this file, which has the same name"
+                )
+                earlier.kept_secrets.clear()
+                earlier.report.notes = []
+            entry.target = existing.get(name.lower())
+            report.outcome = "overwritten" if entry.target is not None else "imported"
+            if entry.target is not None:
+                _keep_channel_secrets(entry)
+        claimed[name.lower()] = entry
+        taken.add(name.lower())
+    writes = [e for e in entries if e.report.written]
+    for entry in writes:
+        _missing_secrets_note(entry)
+    return writes
+
+
+def _write_channel(entry: _ChannelEntry) -> None:
+    """Store the channel as the channel form does: config with its secrets, validated."""
+    assert entry.spec is not None
+    spec = entry.spec
+    config = channel_schemas.dump_config(spec.config, include_secrets=True)
+    config.update(entry.kept_secrets)
+    columns = {
+        "name": spec.name,
+        "kind": spec.config.kind,
+        "config": config,
+        "enabled": spec.enabled,
+        "min_severity": spec.min_severity,
+        "cooldown_seconds": spec.cooldown_seconds,
+    }
+    if entry.target is None:
+        NotificationChannel.create(**columns)
+    else:  # keeps its id, so rules and the delivery log still point at it
+        NotificationChannel.update(**columns, updated_at=times.utcnow()).where(
+            NotificationChannel.id == entry.target.id
+        ).execute()
+
+
+# --- rules ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _RuleEntry:
+    report: EntryReport
+    values: dict[str, Any] | None = None  # RuleSpec input without stream ids
+    stream_names: list[str] = field(default_factory=list)
+    # Channel names from the file; None when the entry has no "channels" (an older export):
+    # an overwritten rule then keeps the channels it has.
+    channel_names: list[str] | None = None
+    spec: RuleSpec | None = None
+    target: Rule | None = None  # the row an overwrite replaces
+
+
+def _rule_entries(data: dict[str, Any], fmt: str) -> list[Any]:
+    if fmt != FORMAT or "rules" not in data:
+        return []
+    rules = data["rules"]
+    if not isinstance(rules, list):
+        raise TransferError('"rules" must be a list of rules.')
+    return rules
+
+
+def _name_list(value: Any) -> list[str] | None:
+    """A list of names, stripped and without blanks; None when it is not a list of strings."""
+    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+        return None
+    return [n.strip() for n in value if n.strip()]
+
+
+def _prepare_rule(index: int, raw: Any) -> _RuleEntry:
+    """Check one rule entry with RuleSpec (stream and channel names are resolved later)."""
+    name = raw.get("name") if isinstance(raw, dict) else None
+    entry = _RuleEntry(EntryReport(index=index, name=str(name)[:200] if name is not None else ""))
+    report = entry.report
+    if not isinstance(raw, dict):
+        report.outcome, report.errors[""] = "error", "not a JSON object"
+        return entry
+    values = {k: v for k, v in raw.items() if k in _RULE_ENTRY_KEYS}
+    for key in raw:
+        if key not in _RULE_ENTRY_KEYS and key not in ("streams", "channels"):
+            report.ignored.append(key)
+    if "stream_ids" in raw:
+        report.notes.append("stream ids do not travel between installations: give names")
+    names = _name_list(raw.get("streams", []))
+    if names is None:
+        report.outcome, report.errors["streams"] = "error", "must be a list of stream names"
+        return entry
+    entry.stream_names = names
+    if raw.get("channels") is not None:
+        channel_names = _name_list(raw["channels"])
+        if channel_names is None:
+            report.outcome = "error"
+            report.errors["channels"] = (
+                "must be a list of channel names (ids do not travel between installations)"
+            )
+            return entry
+        entry.channel_names = channel_names
+    if values.get("description") is None:
+        values.pop("description", None)
+    try:
+        # Stand-in ids until the names are resolved, so that the "chosen" check still runs.
+        placeholder = list(range(1, len(entry.stream_names) + 1))
+        entry.spec = RuleSpec.model_validate({**values, "stream_ids": placeholder})
+    except ValidationError as exc:
+        report.outcome = "error"
+        report.errors.update(
+            {("streams" if k == "" else k): v for k, v in error_messages(exc).items()}
+        )
+        return entry
+    entry.values = values
+    report.name = entry.spec.name
+    return entry
+
+
+def _renamed(entries: list[_Entry] | list[_ChannelEntry]) -> dict[str, str]:
+    """Name in the file → name written (lower case), for the entries an import renamed."""
+    final: dict[str, str] = {}
+    for e in entries:
+        if e.spec is not None and e.report.new_name:
+            final.setdefault(e.report.name.lower(), e.report.new_name.lower())
+    return final
+
+
+def _resolve_rule_streams(
+    rules: list[_RuleEntry], stream_entries: list[_Entry], ids: dict[str, int | None]
+) -> None:
+    """Map each chosen-streams rule's names to ids: a stream of this file (by its name in the
+    file, also when it was renamed on import) or a stream that exists. Unknown → entry error."""
+    final = _renamed(stream_entries)
+    for entry in rules:
+        if entry.spec is None or entry.spec.applies_to != "chosen":
+            continue
+        found, missing = [], []
+        for name in entry.stream_names:
+            key = final.get(name.lower(), name.lower())
+            if key in ids:
+                found.append(ids[key])
+            else:
+                missing.append(name)
+        if missing:
+            entry.spec = None
+            entry.report.outcome = "error"
+            entry.report.errors["streams"] = "no stream named " + ", ".join(
+                repr(n[:100]) for n in missing
+            )
+            continue
+        real = sorted({i for i in found if i is not None})
+        entry.spec = entry.spec.model_copy(update={"stream_ids": real})
+
+
+def _resolve_rule_channels(
+    rules: list[_RuleEntry], channel_entries: list[_ChannelEntry], ids: dict[str, int | None]
+) -> None:
+    """Map each rule's channel names to ids, as for streams: a channel of this file (also when
+    renamed on import) or one that exists. An unknown name is an error for that rule only."""
+    final = _renamed(channel_entries)
+    for entry in rules:
+        if entry.spec is None or entry.channel_names is None:
+            continue
+        found, missing = [], []
+        for name in entry.channel_names:
+            key = final.get(name.lower(), name.lower())
+            if key in ids:
+                found.append(ids[key])
+            else:
+                missing.append(name)
+        if missing:
+            entry.spec = None
+            entry.report.outcome = "error"
+            entry.report.errors["channels"] = "no channel named " + ", ".join(
+                repr(n[:100]) for n in missing
+            )
+            continue
+        real = sorted({i for i in found if i is not None})
+        entry.spec = entry.spec.model_copy(update={"channels": real})
+
+
+def _decide_rules(entries: list[_RuleEntry], mode: str) -> list[_RuleEntry]:
+    """The same modes as for streams, on rule names (case-insensitive)."""
+    existing = {r.name.lower(): r for r in Rule.select()}
+    taken = set(existing)
+    claimed: dict[str, _RuleEntry] = {}
+    for entry in entries:
+        if entry.spec is None:
+            continue
+        report, name = entry.report, entry.spec.name
+        earlier = claimed.get(name.lower())
+        if earlier is None and name.lower() not in existing:
+            report.outcome = "imported"
+        elif mode == "skip":
+            report.outcome = "skipped"
+            report.reason = (
+                f"same name as rule {earlier.report.index} of this file"
+                if earlier is not None
+                else "a rule with this name exists"
+            )
+            continue
+        elif mode == "rename":
+            name = _free_name(name, taken)
+            entry.spec = entry.spec.model_copy(update={"name": name})
+            report.outcome, report.new_name = "renamed", name
+        else:  # overwrite: the last entry with a name wins
+            if earlier is not None:
+                earlier.report.outcome = "skipped"
+                earlier.report.reason = (
+                    f"replaced by rule {report.index} of this file, which has the same name"
+                )
+            entry.target = existing.get(name.lower())
+            report.outcome = "overwritten" if entry.target is not None else "imported"
+        claimed[name.lower()] = entry
+        taken.add(name.lower())
+    return [e for e in entries if e.report.written]
+
+
+def _write_rule(entry: _RuleEntry) -> None:
+    assert entry.spec is not None
+    if entry.target is None:
+        Rule.create(**rule_columns(entry.spec))
+        return
+    # Keeps its id and its events; a file without channel names keeps the rule's channels.
+    channels = entry.target.channels if entry.channel_names is None else entry.spec.channels
+    Rule.update(**rule_columns(entry.spec, channels), updated_at=times.utcnow()).where(
+        Rule.id == entry.target.id
+    ).execute()
+
+
+def _outcome_counts(reports: list[EntryReport]) -> dict[str, int]:
+    counts = {o: sum(1 for e in reports if e.outcome == o) for o in OUTCOMES}
+    return {o: n for o, n in counts.items() if n}
+
+
 def import_streams(
     data: dict[str, Any],
     mode: str = "skip",
@@ -569,7 +1068,8 @@ def import_streams(
     via: str = "cli",
     source: str = "",
 ) -> ImportReport:
-    """Validate every entry, then write the valid ones in one transaction (or none at all)."""
+    """Import a whole set-up (streams, notification channels, rules): validate every entry,
+    then write the valid ones in one transaction (or none at all)."""
     if mode not in MODES:
         raise TransferError(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}.")
     fmt = detect_format(data)
@@ -577,17 +1077,56 @@ def import_streams(
     report = ImportReport(format=fmt, mode=mode, dry_run=dry_run, notes=_document_notes(data, fmt))
     entries = [_prepare(i, raw, fmt) for i, raw in enumerate(raw_entries, start=1)]
     report.entries = [e.report for e in entries]
+    rules = [_prepare_rule(i, raw) for i, raw in enumerate(_rule_entries(data, fmt), start=1)]
+    report.rules = [r.report for r in rules]
+    channels = [
+        _prepare_channel(i, raw) for i, raw in enumerate(_channel_entries(data, fmt), start=1)
+    ]
+    report.channels = [c.report for c in channels]
     if dry_run:
-        _decide(entries, mode)
+        would_write = _decide(entries, mode)
+        ids: dict[str, int | None] = {s.name.lower(): s.id for s in Stream.select()}
+        ids.update({e.spec.name.lower(): None for e in would_write if e.spec is not None})
+        channels_written = _decide_channels(channels, mode)
+        channel_ids: dict[str, int | None] = {
+            c.name.lower(): c.id for c in NotificationChannel.select()
+        }
+        channel_ids.update({c.spec.name.lower(): None for c in channels_written if c.spec})
+        _resolve_rule_streams(rules, entries, ids)
+        _resolve_rule_channels(rules, channels, channel_ids)
+        _decide_rules(rules, mode)
         return report
 
     detail: dict[str, Any] = {"mode": mode, "format": fmt, "via": via, "source": source[:200]}
     writes: list[_Entry] = []
+    channel_writes: list[_ChannelEntry] = []
+    rule_writes: list[_RuleEntry] = []
     try:
         with _transaction():
             writes = _decide(entries, mode)
             for entry in writes:
                 _write(entry)
+            if channels:
+                channel_writes = _decide_channels(channels, mode)
+                for channel in channel_writes:
+                    _write_channel(channel)
+                detail["channels"] = _outcome_counts(report.channels)
+                detail["channel_names"] = [c.spec.name for c in channel_writes if c.spec][:100]
+            if rules:
+                ids = {s.name.lower(): s.id for s in Stream.select(Stream.id, Stream.name)}
+                _resolve_rule_streams(rules, entries, ids)
+                channel_ids = {
+                    c.name.lower(): c.id
+                    for c in NotificationChannel.select(
+                        NotificationChannel.id, NotificationChannel.name
+                    )
+                }
+                _resolve_rule_channels(rules, channels, channel_ids)
+                rule_writes = _decide_rules(rules, mode)
+                for pending in rule_writes:
+                    _write_rule(pending)
+                detail["rules"] = _outcome_counts(report.rules)
+                detail["rule_names"] = [r.spec.name for r in rule_writes if r.spec][:100]
             detail.update({o: report.count(o) for o in OUTCOMES if report.count(o)})
             detail["names"] = [e.spec.name for e in writes if e.spec is not None][:100]
             AuditLog.create(
@@ -596,8 +1135,8 @@ def import_streams(
     except (peewee.PeeweeException, OverflowError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         report.failure = f"the database refused the write, so nothing was written: {reason}"
-        for entry in writes:
-            entry.report.outcome = "rolled back"
+        for written in (*writes, *channel_writes, *rule_writes):
+            written.report.outcome = "rolled back"
         log.warning("stream import rolled back", extra={"error": reason[:500]})
         try:
             AuditLog.create(

@@ -370,3 +370,13 @@ def live_stack(tmp_path: Path, redis_url: str, redis_client, media_root: Path):
     yield stack
     for proc in [*others, server.proc]:
         stop_process(proc)
+
+
+@pytest.fixture
+def openai_server():
+    """A loopback OpenAI-compatible server (tests/openai_server.py); script its replies."""
+    from tests.openai_server import FakeOpenAI
+
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()

@@ -72,8 +72,12 @@ def logout(client):
     return form_post(client, "/", "/logout")
 
 
-def first_run_in_browser(page, url: str, username: str = "alice",  # noqa: ANN001
-                         password: str = "correct horse battery") -> None:
+def first_run_in_browser(
+    page,
+    url: str,
+    username: str = "alice",  # noqa: ANN001
+    password: str = "correct horse battery",
+) -> None:
     """Create the first admin through /setup in a real browser; it is signed in afterwards."""
     from playwright.sync_api import expect
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 # ../shared beside the repository (as in CI); GLIMPSER_TEST_SHARED points elsewhere.
-SHARED = Path(os.environ.get("GLIMPSER_TEST_SHARED")
-              or Path(__file__).resolve().parents[2] / "shared")
+SHARED = Path(
+    os.environ.get("GLIMPSER_TEST_SHARED") or Path(__file__).resolve().parents[2] / "shared"
+)
 RTSP_SERVER = SHARED / "fixtures" / "rtsp_server.py"
 
 CAMERA_USER, CAMERA_PASSWORD = "cam", "s3cret-pass"

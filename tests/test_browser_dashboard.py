@@ -17,8 +17,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 PASSWORD = "correct horse battery"
 
 
-
-
 def add_stream(page: Page, url: str, name: str, image_url: str, interval: int, groups: str = ""):
     page.goto(url + "/streams/new")
     page.get_by_label("Kind of source").select_option("http_image")

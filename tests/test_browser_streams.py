@@ -17,8 +17,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 PASSWORD = "correct horse battery"
 
 
-
-
 def kinds(camera, media_server, rtsp) -> list[tuple[str, str, dict[str, str]]]:
     return [
         ("rtsp", "IP camera (RTSP)", {"RTSP URL": f"{rtsp.url}/test"}),

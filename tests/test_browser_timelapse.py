@@ -24,8 +24,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 PASSWORD = "correct horse battery"
 
 
-
-
 def seed_stream(env: dict[str, str], frames: int) -> int:
     """A paused stream with distinct snapshots of the last minutes, in the stack's own storage."""
     settings = load_settings(env)

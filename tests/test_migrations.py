@@ -25,6 +25,19 @@ def test_migrate_twice_is_a_no_op(database_url):
         assert db.SchemaMigration.select().count() == len(db.discover_migrations())
 
 
+def test_migrations_create_every_model_column(database_url):
+    """The frozen models in migrations/ and glimpser.models must not drift apart."""
+    from glimpser.models import ALL_MODELS
+
+    database = db.init_database(database_url)
+    db.migrate()
+    with database.connection_context():
+        for model in ALL_MODELS:
+            columns = {c.name for c in database.get_columns(model._meta.table_name)}
+            wanted = {f.column_name for f in model._meta.sorted_fields}
+            assert wanted == columns, model.__name__
+
+
 def test_concurrent_migrations_from_several_processes(database_url, tmp_path):
     env = {
         **os.environ,

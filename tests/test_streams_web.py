@@ -134,7 +134,7 @@ def test_invalid_input_shows_inline_errors_and_writes_nothing(admin):
         interval="0",
         **{"config.url": "http://not-rtsp/"},
     )
-    assert response.status_code == 400
+    assert response.status_code == 422
     html = response.get_data(as_text=True)
     assert "must start with rtsp://" in html
     assert "greater than or equal to 1" in html
@@ -145,7 +145,7 @@ def test_invalid_input_shows_inline_errors_and_writes_nothing(admin):
 
 def test_unknown_kind_is_a_clear_error(admin):
     response = post_stream(admin, "/streams/new", kind="telepathy", name="x")
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert "Choose what kind of source" in response.get_data(as_text=True)
 
 
@@ -153,7 +153,7 @@ def test_duplicate_names_are_refused(admin):
     data = {"kind": "video", "name": "Same", "config.path": "test.mp4"}
     assert post_stream(admin, "/streams/new", **data).status_code == 302
     again = post_stream(admin, "/streams/new", **{**data, "name": "same"})
-    assert again.status_code == 400 and "already has this name" in again.get_data(as_text=True)
+    assert again.status_code == 422 and "already has this name" in again.get_data(as_text=True)
 
 
 def test_passwords_are_write_only(admin):

@@ -358,7 +358,8 @@ def test_export_then_import_into_a_fresh_database_gives_identical_streams(
     document = json.loads(text)
     assert document["format"] == "glimpser" and document["version"] == 1
     assert document["exported_at"].endswith("+00:00")
-    assert "rules" not in document and "channels" not in document
+    assert document["channels"] == []  # channels travel too (tests/test_transfer_channels.py)
+    assert [r["name"] for r in document["rules"]] == ["Motion or change"]  # the default rule
     assert len(document["streams"]) == 7
     has_passwords = CAMERA_PASSWORD in text and SITE_PASSWORD in text
     assert has_passwords is with_secrets
@@ -394,15 +395,16 @@ def test_stdout_export_without_secrets_and_unknown_sections(db_app, tmp_path, re
         document = transfer.export_streams()
     text = transfer.dumps_document(document)
     assert CAMERA_PASSWORD not in text and SITE_PASSWORD not in text and '"password"' not in text
-    document["rules"] = [{"name": "later"}]
+    document["rules"] = [{"name": "incomplete"}]
     document["channels"] = []
     document["made_by"] = "someone"
     with database.connection_context():
         Stream.delete().execute()
         report = transfer.import_streams(document, "skip")
         assert report.count("imported") == 7
-        assert "rules are not imported yet (1 ignored)." in report.notes
-        assert "channels are not imported yet (0 ignored)." in report.notes
+        [rule] = report.rules  # rules are imported now: this one lacks its conditions
+        assert rule.outcome == "error" and "conditions" in rule.errors
+        assert report.channels == []  # an empty channel list is read, not ignored
         assert "Ignored top-level keys: made_by." in report.notes
     with pytest.raises(transfer.TransferError, match="newer Glimpser"):
         transfer.import_streams({**document, "version": 2}, "skip")
@@ -669,7 +671,7 @@ def test_admin_export_download_and_secrets_only_on_request(db_app):
     response = upload(client, secret.get_data(), mode="overwrite")
     assert response.status_code == 200
     html = response.get_data(as_text=True)
-    assert html.count(">overwritten</td>") == 7
+    assert html.count(">overwritten</td>") == 8  # 7 streams and the default rule
     assert CAMERA_PASSWORD not in html and SITE_PASSWORD not in html
 
 

@@ -36,16 +36,38 @@ def main() -> None:
     media = work / "media"
     make_media(media)
     redis_port = free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    redis = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     camera, state = start_camera_server()
     state.picture = jpeg((40, 110, 170), size=(640, 360), label="front door")
     rtsp = RtspServer(media / "test.mp4")
-    server = start_live_server(work / "data", f"redis://127.0.0.1:{redis_port}/0",
-                               GLIMPSER_ALLOW_LOOPBACK_SOURCES="1", GLIMPSER_MEDIA_DIR=str(media))
-    others = [subprocess.Popen([sys.executable, "-m", "glimpser.cli", role], env=server.env,
-                               cwd=ROOT, stdin=subprocess.DEVNULL)
-              for role in ("worker", "readers")]
+    server = start_live_server(
+        work / "data",
+        f"redis://127.0.0.1:{redis_port}/0",
+        GLIMPSER_ALLOW_LOOPBACK_SOURCES="1",
+        GLIMPSER_MEDIA_DIR=str(media),
+    )
+    others = [
+        subprocess.Popen(
+            [sys.executable, "-m", "glimpser.cli", role],
+            env=server.env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+        )
+        for role in ("worker", "readers")
+    ]
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)

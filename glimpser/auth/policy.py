@@ -1,6 +1,7 @@
 """Deny by default: one before-request hook decides who may reach each endpoint.
 
-- Anonymous users reach only PUBLIC_ENDPOINTS.
+- Anonymous users reach only PUBLIC_ENDPOINTS, plus (for reading) the endpoints in
+  PUBLIC_IF_SETTING whose boolean setting the admin turned on.
 - Signed-in viewers may read (GET/HEAD/OPTIONS) outside admin areas. They may change state
   only at endpoints listed in VIEWER_WRITE_ENDPOINTS.
 - Endpoints in ADMIN_BLUEPRINTS, or marked with @admin_only, need the admin role for any method.
@@ -30,13 +31,28 @@ PUBLIC_ENDPOINTS: frozenset[str] = frozenset(
         "pwa.service_worker",
     }
 )
+# Endpoints an admin may open to everyone for reading with one boolean Settings attribute, and
+# only then: while the setting is off (the default) they are closed like any other endpoint.
+# A public CAP warning feed is the admin's choice (GLIMPSER_CAP_FEED_PUBLIC, docs/cap.md).
+PUBLIC_IF_SETTING: dict[str, str] = {
+    "cap.feed": "cap_feed_public",
+    "cap.alert": "cap_feed_public",
+}
 VIEWER_WRITE_ENDPOINTS: frozenset[str] = frozenset(
     {
         "auth.logout",
         "timelapse.build",  # viewers may build timelapses of the streams they can see
+        "events.acknowledge",  # ... acknowledge events of the streams they can see
+        "summaries.create",  # ... and ask for a summary of what they can see
+        # Everyone manages their own browsers' Web Push subscriptions (the views check owner).
+        "profile.subscribe",
+        "profile.unsubscribe",
+        "profile.remove",
     }
 )
-ADMIN_BLUEPRINTS: frozenset[str] = frozenset({"admin", "admin_transfer"})
+ADMIN_BLUEPRINTS: frozenset[str] = frozenset(
+    {"admin", "admin_rules", "admin_transfer", "admin_channels", "admin_deliveries"}
+)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -54,13 +70,21 @@ def _is_admin_endpoint(app: Flask, endpoint: str) -> bool:
     return bool(getattr(view, "glimpser_admin_only", False))
 
 
+def _public_by_setting(app: Flask, endpoint: str) -> bool:
+    """True only when the endpoint is in PUBLIC_IF_SETTING and its setting is exactly True."""
+    name = PUBLIC_IF_SETTING.get(endpoint)
+    if name is None or request.method not in SAFE_METHODS:
+        return False
+    return getattr(app.extensions.get("glimpser.settings"), name, False) is True
+
+
 def install(app: Flask) -> None:
     @app.before_request
     def enforce_access_policy():  # noqa: ANN202 - Flask hook
         endpoint = request.endpoint
         if endpoint is None:
             return None  # no route matched: Flask answers 404/405 itself
-        if endpoint in PUBLIC_ENDPOINTS:
+        if endpoint in PUBLIC_ENDPOINTS or _public_by_setting(app, endpoint):
             return None
         if not current_user.is_authenticated:
             if request.method in SAFE_METHODS and not request.headers.get("HX-Request"):

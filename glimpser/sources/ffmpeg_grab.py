@@ -23,13 +23,23 @@ def ffmpeg_binary() -> str:
     return binary
 
 
-def grab_command(source: str, input_args: dict[str, Any], seek: float = 0) -> list[str]:
-    """The ffmpeg command line for one JPEG frame on stdout."""
+# Drops the first decoded frame. A client that joins a live stream mid-way often decodes its
+# first frame from an incomplete picture (seen on the GStreamer test camera as a washed-out top
+# half, even on a keyframe); the next frame, ~1/fps later, is whole. Without this, a static
+# scene alternates between a damaged and a clean first frame and reads as motion.
+SKIP_FIRST_FRAME = r"select=gte(n\,1)"
+
+
+def grab_command(
+    source: str, input_args: dict[str, Any], seek: float = 0, *, live: bool = False
+) -> list[str]:
+    """The ffmpeg command line for one JPEG frame on stdout (`live`: skip the first frame)."""
     if seek:
         input_args = {**input_args, "ss": f"{seek:.3f}"}  # before -i: a fast keyframe seek
-    stream = ffmpeg.input(source, **input_args).output(
-        "pipe:", vframes=1, format="image2", vcodec="mjpeg", **{"q:v": 3}
-    )
+    output_args: dict[str, Any] = {"vframes": 1, "format": "image2", "vcodec": "mjpeg", "q:v": 3}
+    if live:
+        output_args["vf"] = SKIP_FIRST_FRAME
+    stream = ffmpeg.input(source, **input_args).output("pipe:", **output_args)
     return stream.global_args("-hide_banner", "-loglevel", "error", "-nostdin").compile(
         cmd=ffmpeg_binary()
     )

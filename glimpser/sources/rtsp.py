@@ -35,5 +35,5 @@ def input_args(config: RtspConfig) -> dict[str, object]:
 def capture(config: RtspConfig, ctx: CaptureContext) -> Frame:
     check_url(config.url, ctx, RtspConfig.URL_SCHEMES)
     source = url_with_credentials(config.url, config.username, config.secret("password"))
-    cmd = grab_command(source, input_args(config))
+    cmd = grab_command(source, input_args(config), live=True)
     return run_grab(cmd, timeout=config.timeout, max_bytes=ctx.max_jpeg_bytes)

@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from glimpser.analysis.schemas import AnalysisSettings
+
 KINDS: tuple[str, ...] = ("rtsp", "http_image", "mjpeg", "video", "youtube", "website")
 KIND_LABELS = {
     "rtsp": "IP camera (RTSP)",
@@ -305,6 +307,7 @@ class StreamSpec(BaseModel):
     )
     retention_max_bytes: int | None = Field(None, ge=0, le=2**63 - 1, title="Keep at most (bytes)")
     config: SourceConfigUnion
+    analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
 
     @field_validator("groups", mode="before")
     @classmethod
@@ -336,5 +339,8 @@ def error_messages(exc: ValidationError) -> dict[str, str]:
     return out
 
 
-# The stream's own fields (besides `config`), in form order; status fields are not among them.
-STREAM_FIELDS: tuple[str, ...] = tuple(n for n in StreamSpec.model_fields if n != "config")
+# The stream's own plain fields (besides the nested `config` and `analysis`), in form order;
+# status fields are not among them.
+STREAM_FIELDS: tuple[str, ...] = tuple(
+    n for n in StreamSpec.model_fields if n not in ("config", "analysis")
+)

@@ -12,14 +12,21 @@ def init_web(app: Flask) -> None:
     from glimpser.web import (
         access_log,
         admin,
+        admin_channels,
+        admin_deliveries,
+        admin_rules,
         admin_transfer,
+        cap,
         dashboard,
         errors,
+        events,
         headers,
         health,
         live,
+        profile,
         pwa,
         streams,
+        summaries,
         timelapse,
     )
 
@@ -36,7 +43,23 @@ def init_web(app: Flask) -> None:
     def _globals() -> dict:
         return {"glimpser_version": __version__}
 
-    for module in (health, dashboard, streams, live, admin, admin_transfer, pwa, timelapse):
+    for module in (
+        health,
+        dashboard,
+        streams,
+        live,
+        events,
+        summaries,
+        admin,
+        admin_rules,
+        admin_channels,
+        admin_deliveries,
+        admin_transfer,
+        profile,
+        pwa,
+        timelapse,
+        cap,
+    ):
         app.register_blueprint(module.bp)
     errors.install(app)
     headers.install(app)

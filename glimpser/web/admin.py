@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import Blueprint, current_app, render_template
 
 from glimpser import system_status
+from glimpser.analysis.usage import usage_last_day
 from glimpser.models import AuditLog, User
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -15,4 +18,13 @@ def index():
     status = system_status.collect(current_app.extensions["glimpser.redis"])
     users = User.select().order_by(User.username)
     audit = AuditLog.select().order_by(AuditLog.at.desc()).limit(20)
-    return render_template("admin/index.html", status=status, users=users, audit=audit)
+    settings = current_app.extensions["glimpser.settings"]
+    return render_template(
+        "admin/index.html",
+        status=status,
+        users=users,
+        audit=audit,
+        ai=settings if settings.ai_configured else None,
+        ai_host=urlsplit(settings.ai_base_url).netloc if settings.ai_configured else "",
+        ai_usage=usage_last_day(),
+    )

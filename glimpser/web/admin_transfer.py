@@ -1,15 +1,16 @@
-"""Admin page to export streams as JSON and import Glimpser or glimpser-rs exports."""
+"""Admin page to export the whole set-up (streams, rules, notification channels) as JSON and
+import Glimpser or glimpser-rs exports."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, current_app, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import BooleanField, SelectField
 
 from glimpser import times
-from glimpser.models import Stream
+from glimpser.models import NotificationChannel, Rule, Stream
 from glimpser.transfer import (
     MAX_IMPORT_BYTES,
     ImportReport,
@@ -23,8 +24,11 @@ from glimpser.transfer import (
 bp = Blueprint("admin_transfer", __name__, url_prefix="/admin/transfer")
 
 MODE_CHOICES = [
-    ("skip", "Skip it: keep the existing stream"),
-    ("overwrite", "Overwrite it: keep its history and status, replace its settings"),
+    ("skip", "Skip it: keep the existing one"),
+    (
+        "overwrite",
+        "Overwrite it: keep its history, status and stored secrets, replace its settings",
+    ),
     ("rename", "Import a copy under a new name"),
 ]
 
@@ -36,7 +40,9 @@ class ImportForm(FlaskForm):
         render_kw={"accept": ".json,application/json"},
     )
     mode = SelectField(
-        "When a stream with the same name exists", choices=MODE_CHOICES, default="skip"
+        "When a stream, rule or channel with the same name exists",
+        choices=MODE_CHOICES,
+        default="skip",
     )
     dry_run = BooleanField("Dry run: only show what would happen, change nothing")
 
@@ -50,8 +56,18 @@ def _page(
         report=report,
         error=error,
         stream_count=Stream.select().count(),
+        rule_count=Rule.select().count(),
+        channel_count=NotificationChannel.select().count(),
         max_mb=MAX_IMPORT_BYTES // (1024 * 1024),
+        channels_url=_channels_url(),
     ), status
+
+
+def _channels_url() -> str:
+    """Admin → Channels, when that page is registered (it comes with the channel UI)."""
+    if "admin_channels.index" in current_app.view_functions:
+        return url_for("admin_channels.index")
+    return ""
 
 
 @bp.route("/", methods=["GET", "POST"])
@@ -88,7 +104,7 @@ def export():
         via="web",
     )
     stamp = times.utcnow().strftime("%Y%m%d-%H%M%S")
-    name = f"glimpser-streams-{stamp}{'-with-passwords' if include_secrets else ''}.json"
+    name = f"glimpser-setup-{stamp}{'-with-passwords' if include_secrets else ''}.json"
     return Response(
         dumps_document(document),
         mimetype="application/json",

@@ -71,6 +71,8 @@ _CARD_COLUMNS = (
     Stream.last_error,
     Stream.last_capture_at,
     Stream.groups,
+    Stream.ai_caption,  # the latest AI description (short), with its age
+    Stream.ai_caption_at,
 )
 
 

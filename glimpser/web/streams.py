@@ -32,7 +32,7 @@ from glimpser import scheduling, thumbnails, times
 from glimpser.auth.access import get_visible_stream, visible_streams
 from glimpser.auth.policy import admin_only
 from glimpser.db import write_transaction
-from glimpser.models import AuditLog, Event, Snapshot, Stream
+from glimpser.models import AuditLog, Snapshot, Stream
 from glimpser.queues import get_queue
 from glimpser.snapshots import delete_snapshots, latest_snapshot
 from glimpser.sources.schemas import CONFIG_BY_KIND, KIND_LABELS, KIND_QUEUE, dump_config
@@ -40,6 +40,7 @@ from glimpser.storage import ObjectNotFound, StorageError, get_storage
 from glimpser.stream_store import create_stream, update_stream
 from glimpser.timelapse import delete_stream_timelapses
 from glimpser.web import stream_form
+from glimpser.web.events import recent_events
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ def _status_version(stream: Stream, latest: Snapshot | None) -> str:
         stream.last_success_at,
         stream.next_due_at,
         latest.id if latest else None,
+        latest.analysed_at if latest else None,  # its motion result and AI description
+        stream.ai_caption_at,
     )
     return hashlib.sha1(repr(parts).encode(), usedforsecurity=False).hexdigest()[:16]
 
@@ -132,9 +135,7 @@ def _parse_cursor(raw: str) -> tuple[datetime, int]:
 def _render_detail(stream: Stream, cursor: tuple[datetime, int] | None):
     page, next_cursor = _history_page(stream, cursor)
     latest = page[0] if cursor is None and page else latest_snapshot(stream)
-    events = (
-        Event.select().where(Event.stream == stream).order_by(Event.created_at.desc()).limit(20)
-    )
+    events = recent_events(stream)
     return render_template(
         "streams/detail.html",
         stream=stream,
@@ -301,12 +302,20 @@ def _render_form(
     config_values: dict,
     errors: dict,
     status: int = 200,
+    analysis_values: dict | None = None,
 ):
     stored = frozenset(
         name
         for name in CONFIG_BY_KIND[kind].SECRET_FIELDS
         if stream is not None and stream.kind == kind and stream.config.get(name)
     )
+    ai_configured = _settings().ai_configured
+    if analysis_values is None:
+        analysis_values = (
+            stream_form.stored_analysis(stream.analysis)
+            if stream is not None
+            else stream_form.new_stream_analysis(ai_configured)
+        )
     return render_template(
         "streams/form.html",
         stream=stream,
@@ -314,6 +323,15 @@ def _render_form(
         kinds=stream_form.kind_options(),
         common=stream_form.stream_fields(stream_values, errors),
         fields=stream_form.kind_fields(kind, config_values, errors, stored),
+        analysis=stream_form.analysis_view(
+            kind, analysis_values, errors, ai_configured=ai_configured
+        ),
+        # The picture to draw masks on: the latest snapshot (a new stream: the test capture).
+        snapshot_url=(
+            url_for("streams.latest_image", stream_id=stream.id)
+            if stream is not None and latest_snapshot(stream) is not None
+            else ""
+        ),
         errors=errors,
     ), status
 
@@ -348,7 +366,12 @@ def kind_fields():
 
 def _save(stream: Stream | None):  # noqa: ANN202
     existing = stream.config if stream is not None else None
-    spec, stream_values, config_values, errors = stream_form.parse_form(request.form, existing)
+    spec, stream_values, config_values, analysis_values, errors = stream_form.parse_form(
+        request.form,
+        existing,
+        stream.analysis if stream is not None else None,
+        ai_configured=_settings().ai_configured,
+    )
     kind = request.form.get("kind", "")
     if kind not in CONFIG_BY_KIND:
         kind = stream.kind if stream is not None else "rtsp"
@@ -359,7 +382,9 @@ def _save(stream: Stream | None):  # noqa: ANN202
         if clash.exists():
             errors = {"name": "Another stream already has this name."}
     if spec is None or errors:
-        return _render_form(stream, kind, stream_values, config_values, errors, 400)
+        return _render_form(
+            stream, kind, stream_values, config_values, errors, 422, analysis_values
+        )
     try:
         with write_transaction():
             created = stream is None
@@ -367,7 +392,9 @@ def _save(stream: Stream | None):  # noqa: ANN202
             _audit("stream.create" if created else "stream.update", stream, kind=stream.kind)
     except peewee.IntegrityError:  # the same name saved concurrently
         errors = {"name": "Another stream already has this name."}
-        return _render_form(stream, kind, stream_values, config_values, errors, 400)
+        return _render_form(
+            stream, kind, stream_values, config_values, errors, 422, analysis_values
+        )
     flash(
         f"Stream “{stream.name}” created; the first capture is on its way."
         if created
@@ -409,7 +436,7 @@ def test_capture():
     if request.form.get("stream_id", "").isdigit():
         stream = Stream.get_or_none(Stream.id == int(request.form["stream_id"]))
         existing = stream.config if stream is not None else None
-    spec, _sv, _cv, errors = stream_form.parse_form(request.form, existing)
+    spec, _sv, _cv, _av, errors = stream_form.parse_form(request.form, existing)
     config_errors = {k: v for k, v in errors.items() if k == "kind" or k.startswith("config")}
     if spec is None and config_errors:
         return render_template(

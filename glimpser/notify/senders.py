@@ -1,0 +1,214 @@
+"""What every sender shares: the send context, the SSRF guard, HTTP failure classification, and
+the table of `send(config, message, ctx)` functions per channel kind.
+
+A sender makes exactly ONE attempt. It returns a SendResult only when the receiver answered
+success, and raises SendError otherwise: `retryable` for network errors, timeouts, 5xx and 429
+(with Retry-After), not for other 4xx or for a channel that cannot work as configured. Retries,
+backoff, the circuit breaker and the delivery log are the dispatcher's (glimpser.notify.dispatch).
+Error messages name what failed, never a token, password or secret URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+import requests
+
+from glimpser import times
+from glimpser.config import Settings
+from glimpser.notify.dispatch import SendError, SendResult
+from glimpser.notify.message import Message
+from glimpser.notify.schemas import ChannelConfig
+from glimpser.sources.base import CaptureContext, CaptureError
+from glimpser.sources.network_guard import address_problem, resolve
+
+__all__ = [
+    "SendContext",
+    "SendError",
+    "SendResult",
+    "check_target",
+    "http_failure",
+    "parse_retry_after",
+    "scrub",
+    "send",
+    "SEND_FUNCTIONS",
+]
+
+
+@dataclass
+class SendContext:
+    """What a send needs besides the channel's config and the message.
+
+    `session` is reused across sends by the caller when it likes (connection pooling);
+    `delivery_id`, when known, is passed to receivers (X-Glimpser-Delivery) so they can drop
+    a duplicate even if one ever reached them.
+    """
+
+    settings: Settings
+    session: requests.Session = field(default_factory=requests.Session)
+    delivery_id: int | None = None
+
+    @property
+    def guard(self) -> CaptureContext:
+        return CaptureContext.from_settings(self.settings)
+
+
+def check_host(host: str, port: int | None, ctx: SendContext) -> None:
+    """Refuse a host that resolves to an address the SSRF guard forbids.
+
+    The same policy as capture sources (glimpser.sources.network_guard): link-local and cloud
+    metadata never, loopback only with GLIMPSER_ALLOW_LOOPBACK_SOURCES=1, denied CIDRs never.
+    A name that does not resolve may be a passing DNS problem: retryable.
+    """
+    host = host.strip("[]")
+    try:
+        addresses = resolve(host, port)
+    except CaptureError as exc:
+        raise SendError(str(exc), retryable=True) from None
+    for address in addresses:
+        problem = address_problem(address, ctx.guard)
+        if problem:
+            raise SendError(f"refused to connect to {host} ({address}): {problem}", retryable=False)
+
+
+def check_target(url: str, ctx: SendContext, schemes: tuple[str, ...] = ("http", "https")) -> None:
+    """The SSRF guard for a URL an admin configured (webhook, CAP endpoint, Apprise json://)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in schemes:
+        raise SendError(f"scheme {scheme or '(none)'}:// is not allowed here", retryable=False)
+    if not parts.hostname:
+        raise SendError("the URL has no host", retryable=False)
+    try:
+        port = parts.port
+    except ValueError:
+        raise SendError("the URL has an invalid port", retryable=False) from None
+    check_host(parts.hostname, port, ctx)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date; None when absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, (when - times.utcnow()).total_seconds())
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Text with every (non-trivial) secret value replaced, for errors a receiver echoed back."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def short(text: str, limit: int = 300) -> str:
+    """One line, at most `limit` characters (receivers' answers go into the delivery log)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def http_failure(
+    what: str, response: requests.Response, secrets: Iterable[str] = (), detail: str = ""
+) -> SendError:
+    """The SendError for a non-2xx answer: 429 and 5xx retryable (Retry-After kept), others not."""
+    code = response.status_code
+    retryable = code == 429 or code >= 500
+    retry_after = parse_retry_after(response.headers.get("Retry-After")) if retryable else None
+    if 300 <= code < 400:
+        message = (
+            f"{what} answered {code} (a redirect; redirects are not followed: "
+            "configure the final URL)"
+        )
+    else:
+        if not detail:
+            try:
+                detail = response.text
+            except (UnicodeDecodeError, LookupError):
+                detail = ""
+        message = f"{what} answered HTTP {code}"
+        if detail:
+            message += f": {short(scrub(detail, secrets))}"
+    return SendError(message, retryable=retryable, status_code=code, retry_after=retry_after)
+
+
+def network_failure(what: str, exc: requests.RequestException, timeout: float) -> SendError:
+    """Timeouts and connection errors: retryable. The message names the kind of failure only
+    (requests' own messages repeat the URL, which may carry a token)."""
+    if isinstance(exc, requests.Timeout):
+        return SendError(f"{what} did not answer within {timeout:g} s", retryable=True)
+    if isinstance(exc, requests.ConnectionError):
+        return SendError(f"could not connect to {what} ({type(exc).__name__})", retryable=True)
+    return SendError(f"request to {what} failed ({type(exc).__name__})", retryable=True)
+
+
+def missing_secrets_error(config: ChannelConfig) -> SendError | None:
+    missing = config.missing_secrets()
+    if not missing:
+        return None
+    return SendError(
+        f"the channel has no {', '.join(missing)} (set it in the channel's settings)",
+        retryable=False,
+    )
+
+
+SendFunction = Callable[[ChannelConfig, Message, SendContext], SendResult]
+
+
+def _send_functions() -> dict[str, SendFunction]:
+    from glimpser.notify import apprise_sender, mail, pushover, webhook
+
+    return {
+        "webhook": webhook.send,
+        "pushover": pushover.send,
+        "email": mail.send,
+        "apprise": apprise_sender.send,
+    }
+
+
+SEND_FUNCTIONS: dict[str, SendFunction] = {}
+
+
+def send(config: ChannelConfig, message: Message, ctx: SendContext) -> SendResult:
+    """Send one message through one channel config (webhook, pushover, email or apprise)."""
+    if not SEND_FUNCTIONS:
+        SEND_FUNCTIONS.update(_send_functions())
+    function = SEND_FUNCTIONS.get(config.kind)
+    if function is None:
+        raise SendError(f"no sender for channel kind {config.kind!r} here", retryable=False)
+    return function(config, message, ctx)
+
+
+def channel_sender(channel, event, delivery, settings: Settings) -> SendResult:  # noqa: ANN001
+    """Adapter to dispatch's Sender signature (channel, event, delivery, settings) for the kinds
+    in this module: validates the stored config, builds the Message, makes one attempt."""
+    from pydantic import ValidationError
+
+    from glimpser.notify.message import message_for
+    from glimpser.notify.schemas import error_messages, parse_config
+    from glimpser.storage import get_storage
+
+    try:
+        config = parse_config({**(channel.config or {}), "kind": channel.kind})
+    except ValidationError as exc:
+        problems = "; ".join(f"{k or 'config'}: {v}" for k, v in error_messages(exc).items())
+        raise SendError(
+            f"the channel's settings are invalid ({problems})", retryable=False
+        ) from None
+    message = message_for(event, settings, get_storage(settings))
+    ctx = SendContext(settings, delivery_id=delivery.id if delivery is not None else None)
+    try:
+        return send(config, message, ctx)
+    finally:
+        ctx.session.close()

@@ -1,0 +1,247 @@
+"""Web Push: the VAPID key pair, subscriptions, and sending with pywebpush (aes128gcm).
+
+The key pair is generated once and kept in the database (Setting "webpush.vapid"), so every web
+process and worker, on any machine, signs with the same key that browsers subscribed with.
+A notification goes to the subscriptions of active users who may see the event's stream
+(optionally only the users a channel names). Push services answer 404/410 for subscriptions that
+no longer exist: those are deleted. Browsers already reached for a delivery are remembered in
+Redis, so a retry after a partial failure does not notify anyone twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import peewee
+import redis
+import requests
+from cryptography.hazmat.primitives import serialization
+from py_vapid import Vapid02
+from pywebpush import WebPushException, webpush
+
+from glimpser import times
+from glimpser.config import Settings
+from glimpser.db import write_transaction
+from glimpser.models import (
+    Delivery,
+    Event,
+    NotificationChannel,
+    PushSubscription,
+    Setting,
+    StreamAccess,
+    User,
+)
+from glimpser.notify.dispatch import SendError, SendResult
+from glimpser.sources.base import CaptureError
+from glimpser.sources.network_guard import resolve
+
+log = logging.getLogger(__name__)
+
+SETTING_KEY = "webpush.vapid"
+
+
+@dataclass(frozen=True)
+class VapidKeys:
+    private_pem: str
+    public_key: str  # base64url, uncompressed P-256 point: the browser's applicationServerKey
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def vapid_keys() -> VapidKeys:
+    """The install's VAPID key pair, generated on first use (safe when processes race)."""
+    row = Setting.get_or_none(Setting.key == SETTING_KEY)
+    if row is None:
+        vapid = Vapid02()
+        vapid.generate_keys()
+        public = vapid.public_key.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        value = {"private_pem": vapid.private_pem().decode(), "public_key": _b64url(public)}
+        try:
+            with write_transaction():
+                Setting.create(key=SETTING_KEY, value=value)
+        except peewee.IntegrityError:
+            pass  # another process generated it first: use theirs
+        row = Setting.get(Setting.key == SETTING_KEY)
+    return VapidKeys(row.value["private_pem"], row.value["public_key"])
+
+
+def endpoint_problem(endpoint: str, allow_loopback: bool) -> str | None:
+    """Why Glimpser will not POST to this push endpoint, or None.
+
+    Endpoints come from browsers, i.e. from any signed-in user, so they must point at the public
+    internet (push services do): no private, loopback, link-local or reserved addresses. Loopback
+    over plain HTTP only with GLIMPSER_ALLOW_LOOPBACK_SOURCES=1 (the tests' push service).
+    """
+    parts = urlsplit(endpoint)
+    host = parts.hostname
+    if not host:
+        return "the endpoint has no host"
+    try:
+        addresses = resolve(host, parts.port)
+    except CaptureError as exc:
+        return str(exc)
+    for addr in addresses:
+        if addr.is_loopback and allow_loopback:
+            continue
+        if not addr.is_global:
+            return f"the endpoint's address {addr} is not on the public internet"
+    loopback_only = all(a.is_loopback for a in addresses)
+    if parts.scheme != "https" and not (
+        parts.scheme == "http" and loopback_only and allow_loopback
+    ):
+        return "the endpoint must use https"
+    return None
+
+
+def save_subscription(
+    user: User, data: dict, user_agent: str = "", *, allow_loopback: bool = False
+) -> PushSubscription:
+    """Store (or move to this user) a browser's PushSubscription JSON; ValueError when invalid."""
+    endpoint = data.get("endpoint")
+    keys = data.get("keys") or {}
+    if not isinstance(endpoint, str) or len(endpoint) > 2000:
+        raise ValueError("the subscription has no endpoint (or a far too long one)")
+    problem = endpoint_problem(endpoint, allow_loopback)
+    if problem:
+        raise ValueError(problem)
+    p256dh, auth = keys.get("p256dh"), keys.get("auth")
+    for name, value, limit in (("p256dh", p256dh, 200), ("auth", auth, 100)):
+        if not isinstance(value, str) or not value or len(value) > limit:
+            raise ValueError(f"the subscription key {name} is missing or invalid")
+        try:
+            base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        except ValueError:
+            raise ValueError(f"the subscription key {name} is not base64url") from None
+    with write_transaction():
+        existing = PushSubscription.get_or_none(PushSubscription.endpoint == endpoint)
+        if existing is not None:
+            PushSubscription.update(
+                user=user.id, p256dh=p256dh, auth=auth, user_agent=user_agent[:300]
+            ).where(PushSubscription.id == existing.id).execute()
+            return PushSubscription.get_by_id(existing.id)
+        return PushSubscription.create(
+            user=user.id, endpoint=endpoint, p256dh=p256dh, auth=auth, user_agent=user_agent[:300]
+        )
+
+
+def recipients(event: Event, channel: NotificationChannel) -> list[PushSubscription]:
+    """Subscriptions of active users who may see the event's stream (and whom the channel names)."""
+    query = (
+        PushSubscription.select(PushSubscription, User)
+        .join(User)
+        .where(User.active == True)  # noqa: E712 - peewee expression
+        .order_by(PushSubscription.id)
+    )
+    users = (channel.config or {}).get("users") or []
+    if users:
+        query = query.where(User.username.in_([str(u) for u in users]))
+    if event.stream_id is not None:
+        allowed = StreamAccess.select(StreamAccess.user).where(
+            StreamAccess.stream == event.stream_id
+        )
+        query = query.where((User.role == "admin") | User.id.in_(allowed))
+    else:
+        query = query.where(User.role == "admin")
+    return list(query)
+
+
+def payload(event: Event, purpose: str) -> dict:
+    """What the service worker (static/sw.js) shows: title, body, where a click goes, tag."""
+    title = event.title if purpose == "alert" else f"Resolved: {event.title}"
+    stream = f"/streams/{event.stream_id}" if event.stream_id is not None else ""
+    data = {
+        "title": f"{title}"[:200],
+        "body": (event.description or f"{event.severity} · {event.kind}")[:500],
+        "url": f"/events?stream={event.stream_id}" if stream else "/events",
+        "tag": f"glimpser-event-{event.id}",
+        "severity": event.severity,
+    }
+    if event.snapshot_id is not None and stream:
+        # Same origin: the browser fetches it with the user's session cookie.
+        data["image"] = f"{stream}/snapshots/{event.snapshot_id}/thumb.jpg"
+    return data
+
+
+def send(
+    channel: NotificationChannel,
+    event: Event,
+    delivery: Delivery,
+    settings: Settings,
+    connection: redis.Redis,
+) -> SendResult:
+    """Push one event to every recipient browser not yet reached by this delivery."""
+    subscriptions = recipients(event, channel)
+    if not subscriptions:
+        raise SendError(
+            "no browser has subscribed (users subscribe on their profile page)", retryable=False
+        )
+    keys = vapid_keys()
+    vapid = Vapid02.from_pem(keys.private_pem.encode())
+    claims_sub = f"mailto:{settings.cap_sender}"
+    body = json.dumps(payload(event, delivery.purpose))
+    ttl = int((channel.config or {}).get("ttl", 24 * 3600))
+    done_key = f"glimpser:webpush:done:{delivery.id}"
+    reached, gone, retryable, errors, last_code = 0, 0, False, [], None
+    session = requests.Session()
+    for sub in subscriptions:
+        if connection.sismember(done_key, sub.id):
+            reached += 1
+            continue
+        problem = endpoint_problem(sub.endpoint, settings.allow_loopback_sources)
+        if problem:
+            errors.append(f"subscription {sub.id} skipped: {problem}")
+            continue
+        try:
+            response = webpush(
+                {"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": sub.auth}},
+                data=body,
+                vapid_private_key=vapid,
+                vapid_claims={"sub": claims_sub},
+                content_encoding="aes128gcm",
+                ttl=ttl,
+                timeout=10,
+                requests_session=session,
+            )
+            last_code = getattr(response, "status_code", None)
+        except WebPushException as exc:
+            code = exc.response.status_code if exc.response is not None else None
+            last_code = code
+            if code in (404, 410):
+                with write_transaction():
+                    PushSubscription.delete().where(PushSubscription.id == sub.id).execute()
+                gone += 1
+                continue
+            retryable = retryable or code is None or code == 429 or code >= 500
+            errors.append(f"push service answered {code}" if code else "push failed")
+            continue
+        except requests.RequestException as exc:
+            retryable = True
+            errors.append(f"push service unreachable: {type(exc).__name__}")
+            continue
+        connection.sadd(done_key, sub.id)
+        connection.expire(done_key, 7 * 24 * 3600)
+        PushSubscription.update(last_used_at=times.utcnow()).where(
+            PushSubscription.id == sub.id
+        ).execute()
+        reached += 1
+    total = len(subscriptions)
+    detail = f"delivered to {reached} of {total} browsers"
+    if gone:
+        detail += f"; {gone} expired subscriptions removed"
+    if errors and (retryable or reached == 0):
+        message = f"{detail}; " + "; ".join(sorted(set(errors)))
+        if reached == 0 and not retryable:
+            raise SendError(message, retryable=False, status_code=last_code)
+        if retryable:
+            raise SendError(message, retryable=True, status_code=last_code)
+    if reached == 0:
+        raise SendError(detail, retryable=False, status_code=last_code)
+    return SendResult(status_code=last_code, detail=detail)

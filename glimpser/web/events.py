@@ -1,0 +1,509 @@
+"""The event timeline: /events (filters, acknowledge, new events without reloading).
+
+One route, three answers (Hypermedia Systems style, from the blocks of one template):
+- a normal request gets the whole page;
+- an htmx request gets only the part it asked for: the results (a filter change), the next
+  page of entries (`before=<cursor>`, infinite scroll), or the events newer than the newest
+  shown (`after=<id>`, polled every few seconds; 204 while there is nothing new).
+
+Per-stream access: every query starts from `visible_events()`, so a viewer never sees, counts
+or acknowledges an event of a stream not granted to them; events without a stream are
+system-wide and shown to admins only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import peewee
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
+from werkzeug.datastructures import MultiDict
+
+from glimpser import jobs, times
+from glimpser.auth.access import visible_streams
+from glimpser.db import write_transaction
+from glimpser.models import EVENT_KINDS, SEVERITIES, AuditLog, Event, Rule, Snapshot, Stream
+
+bp = Blueprint("events", __name__, url_prefix="/events")
+
+PAGE_SIZE = 25
+POLL_SECONDS = 5
+MAX_ID = 2**31 - 1  # larger ids cannot exist (and SQLite refuses to compare them)
+MAX_BULK = 500  # ids in one acknowledge request
+KIND_LABELS: dict[str, str] = {
+    "motion": "Motion",
+    "change": "Change",
+    "ai": "AI rule",
+    "capture_failed": "Capture failed",
+    "capture_recovered": "Capture recovered",
+}
+RANGES: dict[str, tuple[str, timedelta | None]] = {
+    "hour": ("Last hour", timedelta(hours=1)),
+    "day": ("Last 24 hours", timedelta(days=1)),
+    "week": ("Last 7 days", timedelta(days=7)),
+    "custom": ("Custom range (UTC)", None),
+}
+ACK_CHOICES: dict[str, str] = {"no": "Not acknowledged", "yes": "Acknowledged"}
+SYSTEM = "system"  # the stream filter's value for events without a stream (admins only)
+LOCAL_FORMAT = "%Y-%m-%dT%H:%M"  # what <input type="datetime-local"> sends
+THREAT_LABELS = ("normal", "unusual", "threat")
+
+
+# --- filters --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The timeline's GET parameters, validated; defaults are left out of URLs."""
+
+    stream: str = ""  # a stream id, SYSTEM, or "" for all
+    severity: str = ""
+    kind: str = ""
+    range: str = ""
+    start: datetime | None = field(default=None)
+    end: datetime | None = field(default=None)
+    ack: str = ""
+
+    def params(self) -> dict[str, str]:
+        """The non-default values, as query parameters (as the filter form names them)."""
+        out = {
+            name: value
+            for name in ("stream", "severity", "kind", "range", "ack")
+            if (value := getattr(self, name))
+        }
+        if self.range == "custom":
+            if self.start is not None:
+                out["from"] = self.start.strftime(LOCAL_FORMAT)
+            if self.end is not None:
+                out["to"] = self.end.strftime(LOCAL_FORMAT)
+        return out
+
+    @property
+    def active(self) -> bool:
+        return bool(self.params())
+
+    @property
+    def stream_id(self) -> int | None:
+        return int(self.stream) if self.stream.isdigit() else None
+
+
+def _parse_local(value: str, name: str) -> datetime | None:
+    """A datetime-local value read as UTC; 400 when it is not a time."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value[:40])
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else times.to_utc(parsed)
+    except (ValueError, OverflowError):  # OverflowError: an offset beyond year 1 or 9999
+        abort(400, f"“{name}” is not a date and time (use YYYY-MM-DDTHH:MM, UTC).")
+
+
+def _choice(args: MultiDict, name: str, allowed: object, label: str) -> str:
+    value = args.get(name, "").strip()
+    if value and value not in allowed:  # type: ignore[operator]
+        abort(400, f"Unknown {label} {value[:40]!r}: use one of {', '.join(allowed)}.")  # type: ignore[arg-type]
+    return value
+
+
+def parse_filters(args: MultiDict) -> Filters:
+    """Read the filters from the query string; 400 with a clear message for bad values.
+
+    A stream the user may not see answers 404, exactly like a stream that does not exist.
+    """
+    stream = args.get("stream", "").strip()
+    if stream == SYSTEM:
+        if not current_user.is_admin:
+            abort(404)
+    elif stream:
+        if not stream.isdigit() or int(stream) > MAX_ID:
+            abort(400, "The stream filter must be a stream id.")
+        if not visible_streams().where(Stream.id == int(stream)).exists():
+            abort(404)
+    severity = _choice(args, "severity", SEVERITIES, "severity")
+    kind = _choice(args, "kind", EVENT_KINDS, "kind")
+    ack = _choice(args, "ack", ACK_CHOICES, "acknowledged state")
+    range_ = _choice(args, "range", RANGES, "time range")
+    start = end = None
+    if range_ == "custom":  # from/to apply to a custom range only (presets are relative)
+        start = _parse_local(args.get("from", ""), "From")
+        end = _parse_local(args.get("to", ""), "To")
+        if start and end and start > end:
+            abort(400, "The time range ends before it starts.")
+    return Filters(
+        stream=stream, severity=severity, kind=kind, range=range_, start=start, end=end, ack=ack
+    )
+
+
+# --- queries --------------------------------------------------------------------------------
+
+
+def visible_events(user: Any = None) -> peewee.ModelSelect:
+    """Events the user may see: their streams' events; admins also see system-wide ones."""
+    user = user or current_user
+    query = Event.select()
+    if getattr(user, "is_admin", False):
+        return query
+    return query.where(Event.stream.in_(visible_streams(user).select(Stream.id)))
+
+
+def _with_related(query: peewee.ModelSelect) -> peewee.ModelSelect:
+    """Join what an entry shows (stream name, rule name, picture size) in the same query."""
+    return (
+        query.select_extend(
+            Stream.id, Stream.name, Rule.id, Rule.name, Snapshot.id, Snapshot.width, Snapshot.height
+        )
+        .join(Stream, peewee.JOIN.LEFT_OUTER, on=(Event.stream == Stream.id))
+        .switch(Event)
+        .join(Rule, peewee.JOIN.LEFT_OUTER, on=(Event.rule == Rule.id))
+        .switch(Event)
+        .join(Snapshot, peewee.JOIN.LEFT_OUTER, on=(Event.snapshot == Snapshot.id))
+        .switch(Event)
+    )
+
+
+def _filtered(filters: Filters, now: datetime) -> peewee.ModelSelect:
+    query = visible_events()
+    if filters.stream == SYSTEM:
+        query = query.where(Event.stream.is_null())
+    elif filters.stream_id is not None:
+        query = query.where(Event.stream == filters.stream_id)
+    if filters.severity:
+        query = query.where(Event.severity == filters.severity)
+    if filters.kind:
+        query = query.where(Event.kind == filters.kind)
+    if filters.ack:
+        query = query.where(Event.acknowledged == (filters.ack == "yes"))
+    preset = RANGES.get(filters.range, ("", None))[1]
+    start = now - preset if preset is not None else filters.start
+    if start is not None:
+        query = query.where(Event.created_at >= start)
+    if filters.end is not None and preset is None:
+        query = query.where(Event.created_at <= filters.end)
+    return query
+
+
+def _newest_first(query: peewee.ModelSelect) -> peewee.ModelSelect:
+    return _with_related(query).order_by(Event.created_at.desc(), Event.id.desc())
+
+
+def event_cursor(event: Event) -> str:
+    """Keyset cursor "<created time>_<id>": stable while new events arrive and old ones go."""
+    return f"{times.to_utc(event.created_at):%Y%m%dT%H%M%S.%fZ}_{event.id}"
+
+
+def _parse_cursor(raw: str) -> tuple[datetime, int]:
+    try:
+        at_text, id_text = raw.split("_", 1)
+        at = datetime.strptime(at_text, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+        event_id = int(id_text)
+    except ValueError:
+        abort(400, "The timeline position is not valid; reload the events page.")
+    if not 0 <= event_id <= MAX_ID:
+        abort(400, "The timeline position is not valid; reload the events page.")
+    return at, event_id
+
+
+def _page(
+    query: peewee.ModelSelect, cursor: tuple[datetime, int] | None
+) -> tuple[list[Event], str | None]:
+    """One page of events, newest first, and the cursor of the next (older) page."""
+    if cursor is not None:
+        at, event_id = cursor
+        query = query.where(
+            (Event.created_at < at) | ((Event.created_at == at) & (Event.id < event_id))
+        )
+    rows = list(_newest_first(query).limit(PAGE_SIZE + 1))
+    page = rows[:PAGE_SIZE]
+    more = len(rows) > PAGE_SIZE
+    return page, (event_cursor(page[-1]) if more and page else None)
+
+
+def recent_events(stream: Stream, limit: int = 10) -> list[Event]:
+    """A stream's newest events, for its page (the caller has already checked access)."""
+    return list(_newest_first(Event.select().where(Event.stream == stream.id)).limit(limit))
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def render_block(template_name: str, block: str, **context: Any) -> str:
+    """Render one block of a template: the fragment and the page come from the same source."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app.update_template_context(context)
+    template = app.jinja_env.get_template(template_name)
+    return "".join(template.blocks[block](template.new_context(context)))
+
+
+def _is_fragment_request() -> bool:
+    return bool(request.headers.get("HX-Request")) and not request.headers.get(
+        "HX-History-Restore-Request"
+    )
+
+
+def _int_arg(name: str) -> int | None:
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) > MAX_ID:
+        abort(400, f"“{name}” must be an event id.")
+    return int(raw)
+
+
+def _newest_id() -> int:
+    """The newest event id the user may see now: the poll asks for anything after it.
+
+    Not the newest *shown*: an older-dated event inserted earlier but beyond the first page
+    must not pop up at the top as if new.
+    """
+    return visible_events().select(peewee.fn.MAX(Event.id)).scalar() or 0
+
+
+def _context(filters: Filters, events: list[Event], next_cursor: str | None, **extra: Any):
+    newest = extra.pop("newest_id")
+    return {
+        "filters": filters,
+        "events": events,
+        "next_cursor": next_cursor,
+        "poll_url": url_for("events.index", **filters.params(), after=newest),
+        "poll_seconds": POLL_SECONDS,
+        "kind_labels": KIND_LABELS,
+        "selectable": True,
+        "ack_next": url_for("events.index", **filters.params()),
+        "more_url": url_for("events.index", **filters.params(), before=next_cursor)
+        if next_cursor
+        else "",
+        **extra,
+    }
+
+
+@bp.get("")
+def index():
+    """The timeline, or for htmx the results, the next page or the newer events."""
+    filters = parse_filters(request.args)
+    now = times.utcnow()
+    query = _filtered(filters, now)
+    headers = {"Vary": "HX-Request"}
+    after = _int_arg("after")
+    before = request.args.get("before", "")
+    cursor = _parse_cursor(before) if before else None
+    fragment = _is_fragment_request()
+
+    if fragment and after is not None:
+        # The poll: only events newer than the newest shown, prepended by htmx.
+        newer = list(_newest_first(query.where(Event.id > after)).limit(PAGE_SIZE * 4))
+        if not newer:
+            return "", 204, headers
+        newest = max(after, *(e.id for e in newer))
+        context = _context(filters, newer, None, newest_id=newest, poll_oob=True)
+        return render_block("events/index.html", "newer", **context), 200, headers
+
+    newest = _newest_id()  # before the page: what arrives meanwhile comes with the next poll
+    events, next_cursor = _page(query, cursor)
+    newest = max([newest, *(e.id for e in events)])  # nor twice, if it is already shown
+    context = _context(filters, events, next_cursor, newest_id=newest, paged=cursor is not None)
+    if fragment and cursor is not None:
+        return render_block("events/index.html", "entries", **context), 200, headers
+    if fragment:
+        # A filter change: the results, and the filtered URL in the address bar.
+        headers["HX-Push-Url"] = url_for("events.index", **filters.params())
+        return render_block("events/index.html", "results", **context), 200, headers
+    streams = list(visible_streams().select(Stream.id, Stream.name).order_by(Stream.name))
+    body = render_template(
+        "events/index.html",
+        streams=streams,
+        severities=SEVERITIES,
+        kinds=EVENT_KINDS,
+        ranges=RANGES,
+        ack_choices=ACK_CHOICES,
+        system_value=SYSTEM,
+        **context,
+    )
+    return body, 200, headers
+
+
+# --- acknowledge ----------------------------------------------------------------------------
+
+
+def _safe_next(default: str) -> str:
+    """Where to go back to after a plain (non-htmx) form post: a local path only."""
+    target = request.form.get("next", "")
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return default
+
+
+def _bulk_ids() -> list[int]:
+    """The selected ids ("ids"), or with "Acknowledge all shown" every shown id ("shown")."""
+    name = "shown" if request.form.get("scope") == "shown" else "ids"
+    raw = request.form.getlist(name)
+    if len(raw) > MAX_BULK:
+        abort(400, f"Acknowledge at most {MAX_BULK} events at once.")
+    ids: set[int] = set()
+    for value in raw:
+        value = value.strip()
+        if not value.isdigit() or int(value) > MAX_ID:
+            abort(400, "Event ids must be numbers.")
+        ids.add(int(value))
+    return sorted(ids)
+
+
+@bp.get("/<int:event_id>")
+def detail(event_id: int):
+    """One event on its own page: where notifications link to."""
+    if event_id > MAX_ID:
+        abort(404)
+    event = _newest_first(visible_events().where(Event.id == event_id)).first()
+    if event is None:
+        abort(404)
+    return render_template("events/detail.html", e=event, selectable=False)
+
+
+@bp.post("/acknowledge")  # many: ids in the form
+@bp.post("/<int:event_id>/acknowledge")  # one (url_for picks this rule when given event_id)
+def acknowledge(event_id: int | None = None):
+    """Acknowledge one event (404 unless the user may see it) or many (unseen ids are ignored).
+
+    Viewers may do this (auth.policy), so access is checked here, event by event.
+    """
+    single = event_id is not None
+    if single:
+        if event_id > MAX_ID or not visible_events().where(Event.id == event_id).exists():
+            abort(404)
+        ids = [event_id]
+    else:
+        ids = _bulk_ids()
+    acknowledged: list[int] = []
+    if ids:
+        with write_transaction():
+            acknowledged = [
+                e.id
+                for e in visible_events()
+                .select(Event.id)
+                .where(Event.id.in_(ids) & (Event.acknowledged == False))  # noqa: E712
+            ]
+            if acknowledged:
+                Event.update(acknowledged=True).where(Event.id.in_(acknowledged)).execute()
+                AuditLog.create(
+                    user=current_user.id,
+                    action="event.acknowledge",
+                    target=f"event:{acknowledged[0]}" if single else "events",
+                    detail={"ids": acknowledged},
+                    ip=request.remote_addr or "",
+                )
+        if acknowledged:
+            # CAP endpoints that received an alert get its Cancel (queued, sent by a worker).
+            jobs.notify_acknowledged(current_app.extensions["glimpser.redis"], acknowledged)
+    # What the user may see of what they asked for, now (acknowledged before or just now).
+    shown = list(_newest_first(visible_events().where(Event.id.in_(ids)))) if ids else []
+    count = len(acknowledged)
+    if single:
+        message = "Event acknowledged."
+    elif not ids and request.form.get("scope") == "shown":
+        message = "No event shown needs acknowledging."
+    elif not ids:
+        message = "Select the events to acknowledge first."
+    else:
+        message = f"{count} event{'s' if count != 1 else ''} acknowledged."
+    if not _is_fragment_request():
+        flash(message, "success" if ids else "info")
+        return redirect(_safe_next(url_for("events.index")))
+    context = {"selectable": True}
+    if single:
+        return render_template("events/_entry.html", e=shown[0], **context)
+    body = render_template("events/_acknowledged.html", events=shown, message=message, **context)
+    return body, (200 if ids else 422)
+
+
+# --- analysis results shown on other pages --------------------------------------------------
+
+
+@bp.app_template_global()
+def event_kind_label(kind: str) -> str:
+    """How a kind of event is named in the UI (the stream page includes the entry too)."""
+    return KIND_LABELS.get(kind, kind)
+
+
+@bp.app_template_global()
+def ai_configured() -> bool:
+    """Whether an AI server is configured: without one the UI says so instead of describing."""
+    settings = current_app.extensions.get("glimpser.settings")
+    return bool(settings is not None and settings.ai_configured)
+
+
+@bp.app_template_global()
+def ai_view(ai: Any) -> dict | None:
+    """A snapshot's stored AI result made safe to show: the description, or its error.
+
+    Only what the model really returned is shown; malformed parts are left out, not guessed.
+    """
+    if not isinstance(ai, dict) or not ai:
+        return None
+    if ai.get("error"):
+        return {"error": str(ai["error"])}
+    objects = ai.get("objects")
+    threat = ai.get("threat")
+    confidence = ai.get("confidence")
+    return {
+        "title": str(ai.get("title") or ""),
+        "description": str(ai.get("description") or ""),
+        "objects": [str(o) for o in objects] if isinstance(objects, list) else [],
+        "threat": THREAT_LABELS[threat]
+        if isinstance(threat, int) and 0 <= threat < len(THREAT_LABELS)
+        else None,
+        "confidence": round(confidence * 100)
+        if isinstance(confidence, int | float) and 0 <= confidence <= 1
+        else None,
+    }
+
+
+@bp.app_template_global()
+def motion_summary(snapshot: Snapshot) -> str:
+    """The detection result in words: score, changed or not, changed area, the detector's note."""
+    if snapshot.analysed_at is None:
+        return "not analysed yet"
+    parts = []
+    if snapshot.motion_score is not None:
+        parts.append(f"score {snapshot.motion_score * 100:.1f} %")
+    if snapshot.changed is not None:
+        parts.append("changed" if snapshot.changed else "no change")
+    if snapshot.changed_fraction is not None:
+        parts.append(f"{snapshot.changed_fraction * 100:.1f} % of the picture differs")
+    if snapshot.analysis_note:
+        parts.append(snapshot.analysis_note)
+    return " · ".join(parts) or "no detection result"
+
+
+@bp.app_template_global()
+def motion_boxes(boxes: Any) -> list[tuple[float, float, float, float]]:
+    """Valid [x, y, w, h] fractions of a snapshot's boxes, clipped to the picture."""
+    out: list[tuple[float, float, float, float]] = []
+    if not isinstance(boxes, list):
+        return out
+    for box in boxes:
+        if (
+            isinstance(box, list | tuple)
+            and len(box) == 4
+            and all(isinstance(v, int | float) for v in box)
+        ):
+            x, y, w, h = (min(max(float(v), 0.0), 1.0) for v in box)
+            out.append((x, y, min(w, 1.0 - x), min(h, 1.0 - y)))
+    return out
+
+
+@bp.app_template_filter("fraction")
+def fraction(value: float) -> str:
+    """4 decimals are plenty for a box edge; the SVG stays short."""
+    return f"{value:.4f}".rstrip("0").rstrip(".") or "0"
