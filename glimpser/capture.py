@@ -142,16 +142,27 @@ def _record_success(
             consecutive_failures=0,
             next_due_at=due,
         ).where(Stream.id == stream.id).execute()
-        # A recovery event only answers a failure event that was raised.
+        # A recovery event only answers a failure event that was raised; it goes wherever
+        # that failure went (the same rule, hence the same channels).
+        recovered: list[Event] = []
         if failures >= settings.failure_event_after:
-            Event.create(
-                stream=stream.id,
-                snapshot=snapshot.id if snapshot else None,
-                kind="capture_recovered",
-                severity="info",
-                title=f"{stream.name} is capturing again",
-                description=f"Recovered after {failures} failed captures.",
-                data={"failures": failures},
+            failure = (
+                Event.select()
+                .where((Event.stream == stream.id) & (Event.kind == "capture_failed"))
+                .order_by(Event.created_at.desc(), Event.id.desc())
+                .first()
+            )
+            recovered.append(
+                Event.create(
+                    stream=stream.id,
+                    snapshot=snapshot.id if snapshot else None,
+                    rule=failure.rule_id if failure else None,
+                    kind="capture_recovered",
+                    severity=failure.severity if failure and failure.rule_id else "info",
+                    title=f"{stream.name} is capturing again",
+                    description=f"Recovered after {failures} failed captures.",
+                    data={"failures": failures, "failure_event": failure.id if failure else None},
+                )
             )
     return CaptureOutcome(
         ok=True,
@@ -159,6 +170,7 @@ def _record_success(
         stored=snapshot is not None,
         next_due_at=due,
         via=via,
+        events=tuple(e.id for e in recovered),
     )
 
 

@@ -225,11 +225,15 @@ def deliver_notification(delivery_id: int) -> str:
 
 
 @job
-def sweep_stuck_deliveries() -> int:
-    """Deliveries left "sending" by a worker that died are marked failed (never resent)."""
-    from glimpser.notify.dispatch import sweep_stuck
+def sweep_stuck_deliveries() -> dict:
+    """Deliveries left "sending" by a worker that died are marked failed (never resent);
+    queued ones whose job was lost are queued again."""
+    from glimpser.notify.dispatch import requeue_lost, sweep_stuck
 
-    return sweep_stuck()
+    connection = _connection()
+    failed = sweep_stuck()
+    requeued = requeue_lost(lambda i, d: enqueue_delivery(connection, i, d))
+    return {"failed": failed, "requeued": requeued}
 
 
 @job

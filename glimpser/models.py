@@ -82,7 +82,8 @@ STREAM_STATES = ("pending", "ok", "failing", "paused")
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 # motion/change: a rule matched a detection; ai: a rule that needed the AI matched;
 # capture_failed/capture_recovered: a stream stopped or started capturing again.
-EVENT_KINDS = ("motion", "change", "ai", "capture_failed", "capture_recovered")
+# test: "Send test" in Admin → Channels (never from a rule).
+EVENT_KINDS = ("motion", "change", "ai", "capture_failed", "capture_recovered", "test")
 
 
 class Stream(BaseModel):

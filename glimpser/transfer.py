@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -319,6 +320,15 @@ class EntryReport:
         return text
 
 
+def _entry_report(index: int, raw: Any) -> EntryReport:
+    """The report of one entry, named as the file names it; an error when it is no object."""
+    name = raw.get("name") if isinstance(raw, dict) else None
+    report = EntryReport(index=index, name=str(name)[:200] if name is not None else "")
+    if not isinstance(raw, dict):
+        report.outcome, report.errors[""] = "error", "not a JSON object"
+    return report
+
+
 @dataclass
 class _Entry:
     report: EntryReport
@@ -454,11 +464,9 @@ def _from_glimpser(raw: dict[str, Any], entry: EntryReport) -> dict[str, Any] | 
 
 def _prepare(index: int, raw: Any, fmt: str) -> _Entry:
     """Map and validate one entry; errors stay in its report."""
-    name = raw.get("name") if isinstance(raw, dict) else None
-    entry = _Entry(EntryReport(index=index, name=str(name)[:200] if name is not None else ""))
+    entry = _Entry(_entry_report(index, raw))
     report = entry.report
     if not isinstance(raw, dict):
-        report.outcome, report.errors[""] = "error", "not a JSON object"
         return entry
     mapped = _from_glimpser(raw, report) if fmt == FORMAT else _from_glimpser_rs(raw, report)
     if mapped is None or report.errors:
@@ -602,14 +610,22 @@ def _keep_secrets(entry: _Entry) -> None:
             entry.report.notes.append(f"stored {name} kept")
 
 
-def _decide(entries: list[_Entry], mode: str) -> list[_Entry]:
-    """Apply the mode to names in the database and earlier in the file; the writes, in order.
+def _decide_names(
+    entries: list[Any],
+    mode: str,
+    existing: dict[str, Any],
+    *,
+    entry_noun: str,
+    kind_noun: str,
+    keep_secrets: Callable[[Any], None] | None = None,
+) -> list[Any]:
+    """Apply the mode to names in the database (`existing`, by lower-case name) and earlier in
+    the file; the writes, in order. Names compare case-insensitively, as the forms do.
 
-    Names compare case-insensitively, as the stream form does.
+    `keep_secrets`, where the entries carry secrets, keeps an overwritten row's stored ones.
     """
-    existing = {s.name.lower(): s for s in Stream.select()}
     taken = set(existing)
-    claimed: dict[str, _Entry] = {}  # final name (lower case) -> the entry that writes it
+    claimed: dict[str, Any] = {}  # final name (lower case) -> the entry that writes it
     for entry in entries:
         if entry.spec is None:
             continue
@@ -621,9 +637,9 @@ def _decide(entries: list[_Entry], mode: str) -> list[_Entry]:
         elif mode == "skip":
             report.outcome = "skipped"
             report.reason = (
-                f"same name as entry {earlier.report.index} of this file"
+                f"same name as {entry_noun} {earlier.report.index} of this file"
                 if earlier is not None
-                else "a stream with this name exists"
+                else f"a {kind_noun} with this name exists"
             )
             continue
         elif mode == "rename":
@@ -634,19 +650,28 @@ def _decide(entries: list[_Entry], mode: str) -> list[_Entry]:
             if earlier is not None:
                 earlier.report.outcome = "skipped"
                 earlier.report.reason = (
-                    f"replaced by entry {report.index} of this file, which has the same name"
+                    f"replaced by {entry_noun} {report.index} of this file, which has the same name"
                 )
-                earlier.kept_secrets.clear()
-                earlier.report.notes = [
-                    n for n in earlier.report.notes if not n.startswith("stored ")
-                ]
+                if keep_secrets is not None:
+                    earlier.kept_secrets.clear()
+                    earlier.report.notes = [
+                        n for n in earlier.report.notes if not n.startswith("stored ")
+                    ]
             entry.target = existing.get(name.lower())
             report.outcome = "overwritten" if entry.target is not None else "imported"
-            if entry.target is not None:
-                _keep_secrets(entry)
+            if entry.target is not None and keep_secrets is not None:
+                keep_secrets(entry)
         claimed[name.lower()] = entry
         taken.add(name.lower())
     return [e for e in entries if e.report.written]
+
+
+def _decide(entries: list[_Entry], mode: str) -> list[_Entry]:
+    """Apply the mode to stream names in the database and earlier in the file; the writes."""
+    existing = {s.name.lower(): s for s in Stream.select()}
+    return _decide_names(
+        entries, mode, existing, entry_noun="entry", kind_noun="stream", keep_secrets=_keep_secrets
+    )
 
 
 def _write(entry: _Entry) -> None:
@@ -674,24 +699,25 @@ class _ChannelEntry:
     kept_secrets: dict[str, str] = field(default_factory=dict)
 
 
-def _channel_entries(data: dict[str, Any], fmt: str) -> list[Any]:
-    if fmt != FORMAT or "channels" not in data:
+def _section(data: dict[str, Any], fmt: str, key: str, what: str) -> list[Any]:
+    """The entries of an optional list beside the streams (Glimpser's format only)."""
+    if fmt != FORMAT or key not in data:
         return []
-    channels = data["channels"]
-    if not isinstance(channels, list):
-        raise TransferError('"channels" must be a list of notification channels.')
-    return channels
+    entries = data[key]
+    if not isinstance(entries, list):
+        raise TransferError(f'"{key}" must be a list of {what}.')
+    return entries
+
+
+def _channel_entries(data: dict[str, Any], fmt: str) -> list[Any]:
+    return _section(data, fmt, "channels", "notification channels")
 
 
 def _prepare_channel(index: int, raw: Any) -> _ChannelEntry:
     """Check one channel entry with ChannelSpec, the schema the channel form and API use."""
-    name = raw.get("name") if isinstance(raw, dict) else None
-    entry = _ChannelEntry(
-        EntryReport(index=index, name=str(name)[:200] if name is not None else "")
-    )
+    entry = _ChannelEntry(_entry_report(index, raw))
     report = entry.report
     if not isinstance(raw, dict):
-        report.outcome, report.errors[""] = "error", "not a JSON object"
         return entry
     config = raw.get("config")
     if not isinstance(config, dict):
@@ -802,42 +828,14 @@ def _missing_secrets_note(entry: _ChannelEntry) -> None:
 def _decide_channels(entries: list[_ChannelEntry], mode: str) -> list[_ChannelEntry]:
     """The same modes as for streams, on channel names (case-insensitive); the writes."""
     existing = {c.name.lower(): c for c in NotificationChannel.select()}
-    taken = set(existing)
-    claimed: dict[str, _ChannelEntry] = {}
-    for entry in entries:
-        if entry.spec is None:
-            continue
-        report, name = entry.report, entry.spec.name
-        earlier = claimed.get(name.lower())
-        if earlier is None and name.lower() not in existing:
-            report.outcome = "imported"
-        elif mode == "skip":
-            report.outcome = "skipped"
-            report.reason = (
-                f"same name as channel {earlier.report.index} of this file"
-                if earlier is not None
-                else "a channel with this name exists"
-            )
-            continue
-        elif mode == "rename":
-            name = _free_name(name, taken)
-            entry.spec = entry.spec.model_copy(update={"name": name})
-            report.outcome, report.new_name = "renamed", name
-        else:  # overwrite: the last entry with a name wins
-            if earlier is not None:
-                earlier.report.outcome = "skipped"
-                earlier.report.reason = (
-                    f"replaced by channel {report.index} of this file, which has the same name"
-                )
-                earlier.kept_secrets.clear()
-                earlier.report.notes = []
-            entry.target = existing.get(name.lower())
-            report.outcome = "overwritten" if entry.target is not None else "imported"
-            if entry.target is not None:
-                _keep_channel_secrets(entry)
-        claimed[name.lower()] = entry
-        taken.add(name.lower())
-    writes = [e for e in entries if e.report.written]
+    writes = _decide_names(
+        entries,
+        mode,
+        existing,
+        entry_noun="channel",
+        kind_noun="channel",
+        keep_secrets=_keep_channel_secrets,
+    )
     for entry in writes:
         _missing_secrets_note(entry)
     return writes
@@ -881,12 +879,7 @@ class _RuleEntry:
 
 
 def _rule_entries(data: dict[str, Any], fmt: str) -> list[Any]:
-    if fmt != FORMAT or "rules" not in data:
-        return []
-    rules = data["rules"]
-    if not isinstance(rules, list):
-        raise TransferError('"rules" must be a list of rules.')
-    return rules
+    return _section(data, fmt, "rules", "rules")
 
 
 def _name_list(value: Any) -> list[str] | None:
@@ -898,11 +891,9 @@ def _name_list(value: Any) -> list[str] | None:
 
 def _prepare_rule(index: int, raw: Any) -> _RuleEntry:
     """Check one rule entry with RuleSpec (stream and channel names are resolved later)."""
-    name = raw.get("name") if isinstance(raw, dict) else None
-    entry = _RuleEntry(EntryReport(index=index, name=str(name)[:200] if name is not None else ""))
+    entry = _RuleEntry(_entry_report(index, raw))
     report = entry.report
     if not isinstance(raw, dict):
-        report.outcome, report.errors[""] = "error", "not a JSON object"
         return entry
     values = {k: v for k, v in raw.items() if k in _RULE_ENTRY_KEYS}
     for key in raw:
@@ -950,6 +941,37 @@ def _renamed(entries: list[_Entry] | list[_ChannelEntry]) -> dict[str, str]:
     return final
 
 
+def _resolve_names(
+    entry: _RuleEntry,
+    names: list[str],
+    final: dict[str, str],
+    ids: dict[str, int | None],
+    *,
+    field_name: str,
+    noun: str,
+) -> None:
+    """Map a rule's names (as in the file) to ids into `field_name` of its spec: a row of this
+    file (also when renamed on import, `final`) or one that exists. Unknown names are an error
+    under `<noun>s`, and the rule is not written."""
+    assert entry.spec is not None
+    found, missing = [], []
+    for name in names:
+        key = final.get(name.lower(), name.lower())
+        if key in ids:
+            found.append(ids[key])
+        else:
+            missing.append(name)
+    if missing:
+        entry.spec = None
+        entry.report.outcome = "error"
+        entry.report.errors[noun + "s"] = f"no {noun} named " + ", ".join(
+            repr(n[:100]) for n in missing
+        )
+        return
+    real = sorted({i for i in found if i is not None})
+    entry.spec = entry.spec.model_copy(update={field_name: real})
+
+
 def _resolve_rule_streams(
     rules: list[_RuleEntry], stream_entries: list[_Entry], ids: dict[str, int | None]
 ) -> None:
@@ -959,22 +981,9 @@ def _resolve_rule_streams(
     for entry in rules:
         if entry.spec is None or entry.spec.applies_to != "chosen":
             continue
-        found, missing = [], []
-        for name in entry.stream_names:
-            key = final.get(name.lower(), name.lower())
-            if key in ids:
-                found.append(ids[key])
-            else:
-                missing.append(name)
-        if missing:
-            entry.spec = None
-            entry.report.outcome = "error"
-            entry.report.errors["streams"] = "no stream named " + ", ".join(
-                repr(n[:100]) for n in missing
-            )
-            continue
-        real = sorted({i for i in found if i is not None})
-        entry.spec = entry.spec.model_copy(update={"stream_ids": real})
+        _resolve_names(
+            entry, entry.stream_names, final, ids, field_name="stream_ids", noun="stream"
+        )
 
 
 def _resolve_rule_channels(
@@ -986,59 +995,15 @@ def _resolve_rule_channels(
     for entry in rules:
         if entry.spec is None or entry.channel_names is None:
             continue
-        found, missing = [], []
-        for name in entry.channel_names:
-            key = final.get(name.lower(), name.lower())
-            if key in ids:
-                found.append(ids[key])
-            else:
-                missing.append(name)
-        if missing:
-            entry.spec = None
-            entry.report.outcome = "error"
-            entry.report.errors["channels"] = "no channel named " + ", ".join(
-                repr(n[:100]) for n in missing
-            )
-            continue
-        real = sorted({i for i in found if i is not None})
-        entry.spec = entry.spec.model_copy(update={"channels": real})
+        _resolve_names(
+            entry, entry.channel_names, final, ids, field_name="channels", noun="channel"
+        )
 
 
 def _decide_rules(entries: list[_RuleEntry], mode: str) -> list[_RuleEntry]:
     """The same modes as for streams, on rule names (case-insensitive)."""
     existing = {r.name.lower(): r for r in Rule.select()}
-    taken = set(existing)
-    claimed: dict[str, _RuleEntry] = {}
-    for entry in entries:
-        if entry.spec is None:
-            continue
-        report, name = entry.report, entry.spec.name
-        earlier = claimed.get(name.lower())
-        if earlier is None and name.lower() not in existing:
-            report.outcome = "imported"
-        elif mode == "skip":
-            report.outcome = "skipped"
-            report.reason = (
-                f"same name as rule {earlier.report.index} of this file"
-                if earlier is not None
-                else "a rule with this name exists"
-            )
-            continue
-        elif mode == "rename":
-            name = _free_name(name, taken)
-            entry.spec = entry.spec.model_copy(update={"name": name})
-            report.outcome, report.new_name = "renamed", name
-        else:  # overwrite: the last entry with a name wins
-            if earlier is not None:
-                earlier.report.outcome = "skipped"
-                earlier.report.reason = (
-                    f"replaced by rule {report.index} of this file, which has the same name"
-                )
-            entry.target = existing.get(name.lower())
-            report.outcome = "overwritten" if entry.target is not None else "imported"
-        claimed[name.lower()] = entry
-        taken.add(name.lower())
-    return [e for e in entries if e.report.written]
+    return _decide_names(entries, mode, existing, entry_noun="rule", kind_noun="rule")
 
 
 def _write_rule(entry: _RuleEntry) -> None:

@@ -550,7 +550,7 @@ def test_send_test_reaches_the_webhook_receiver_and_the_card_says_sent(admin, no
         delivery = Delivery.get(Delivery.channel == channel.id)
         event = Event.get_by_id(delivery.event_id)
     assert (event.kind, event.severity, event.title) == (
-        "motion",
+        "test",
         "info",
         "Test notification from Glimpser",
     )

@@ -492,3 +492,16 @@ def test_usage_kept_when_the_stream_is_gone(make_client, openai_server: FakeOpen
     ai.describe(BIG_JPEG, stream_id=987654)  # deleted while the job ran
     [call] = calls()
     assert call.ok and call.stream_id is None and call.total_tokens == 120
+
+
+def test_what_the_model_did_not_say_stays_unsaid():
+    """A missing threat level or confidence is None (shown as nothing), never "normal" or 0 %."""
+    from glimpser.analysis.ai import Description, parse_description
+
+    said = parse_description('{"title": "Gate", "description": "An open gate."}')
+    assert (said.threat, said.confidence) == (None, None)
+    assert Description.from_cache(said.as_dict()) == Description(
+        "Gate", "An open gate.", [], None, None, cached=True
+    )
+    full = parse_description('{"title": "t", "description": "d", "threat": 1, "confidence": 0.5}')
+    assert (full.threat, full.confidence) == (1, 0.5)

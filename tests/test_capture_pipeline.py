@@ -258,3 +258,40 @@ def test_concurrent_workers_never_fail_on_database_locks(capture_app, camera):
     with database.connection_context():
         assert Snapshot.select().count() == 40
         assert Stream.select().where(Stream.state == "ok").count() == 40
+
+
+def test_a_failing_rule_notifies_the_failure_and_then_the_recovery(capture_app, camera):
+    """A "capture failing" rule's channel hears that the camera stopped and that it is back."""
+    from glimpser.models import Delivery, NotificationChannel, Rule
+    from tests.notify.receivers import HttpReceiver
+
+    redis = capture_app.extensions["glimpser.redis"]
+    settings = capture_app.extensions["glimpser.settings"]
+    with HttpReceiver() as hook:
+        with database.connection_context():
+            channel = NotificationChannel.create(
+                name="Ops", kind="webhook", config={"kind": "webhook", "url": hook.url("/ops")}
+            )
+            Rule.create(
+                name="Camera down",
+                conditions={"capture_failing": True},
+                severity="high",
+                channels=[channel.id],
+            )
+        stream = make_stream(camera, path="/missing.jpg", interval=10)
+        for _ in range(settings.failure_event_after):
+            with database.connection_context():
+                assert scheduling.capture_now(redis, reload(stream))
+            run_queued_jobs(capture_app, ("capture", "notify"))
+        with database.connection_context():
+            config = dict(reload(stream).config, url=f"{camera.url}/snapshot.jpg")
+            Stream.update(config=config).where(Stream.id == stream.id).execute()
+            assert scheduling.capture_now(redis, reload(stream))
+        run_queued_jobs(capture_app, ("capture", "notify"))
+
+        [failed] = events(stream, "capture_failed")
+        [recovered] = events(stream, "capture_recovered")
+        assert failed.rule_id == recovered.rule_id and recovered.severity == "high"
+        assert [r.json()["kind"] for r in hook.requests] == ["capture_failed", "capture_recovered"]
+        with database.connection_context():
+            assert [d.status for d in Delivery.select().order_by(Delivery.id)] == ["sent", "sent"]

@@ -392,6 +392,15 @@ def test_viewers_see_only_summaries_of_what_they_may_see(db_ai_app):
     filtered = viewer.get(f"/summaries/?stream={a.id}").get_data(as_text=True)
     assert "<p>TEXT-A</p>" in filtered and "<p>TEXT-BOBS</p>" not in filtered
 
+    # Once the grant is revoked, even what bob asked for himself is gone.
+    with database.connection_context():
+        StreamAccess.delete().where(StreamAccess.user == bob.id).execute()
+    html = viewer.get("/summaries/").get_data(as_text=True)
+    assert "<p>TEXT-BOBS</p>" not in html and "<p>TEXT-A</p>" not in html
+    assert viewer.get(f"/summaries/{bobs.id}").status_code == 404
+    with database.connection_context():
+        StreamAccess.create(user=bob, stream=a)
+
     # Admins see everything.
     html = admin.get("/summaries/").get_data(as_text=True)
     for text in ("TEXT-A", "TEXT-B", "TEXT-GLOBAL", "TEXT-BOBS", "TEXT-ALICES"):

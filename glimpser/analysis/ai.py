@@ -99,8 +99,9 @@ class Description:
     title: str
     description: str
     objects: list[str]
-    threat: int  # 0 normal, 1 unusual, 2 threat
-    confidence: float
+    # 0 normal, 1 unusual, 2 threat; None when the model did not say (never guessed as "normal")
+    threat: int | None
+    confidence: float | None  # None when the model did not say
     cached: bool = False
 
     def as_dict(self) -> dict:
@@ -113,6 +114,19 @@ class Description:
             "confidence": self.confidence,
         }
 
+    @classmethod
+    def from_cache(cls, data: dict) -> Description:
+        """A cached description (as_dict's form); KeyError, TypeError or ValueError when the
+        entry is not one."""
+        return cls(
+            title=data["title"],
+            description=data["description"],
+            objects=list(data["objects"]),
+            threat=None if data["threat"] is None else int(data["threat"]),
+            confidence=None if data["confidence"] is None else float(data["confidence"]),
+            cached=True,
+        )
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -122,6 +136,21 @@ class Answer:
     confidence: float
     reason: str
     cached: bool = False
+
+    def as_dict(self) -> dict:
+        """The cached form, without the cache flag."""
+        return {"match": self.match, "confidence": self.confidence, "reason": self.reason}
+
+    @classmethod
+    def from_cache(cls, data: dict) -> Answer:
+        """A cached answer (as_dict's form); KeyError, TypeError or ValueError when the entry
+        is not one."""
+        return cls(
+            match=bool(data["match"]),
+            confidence=float(data["confidence"]),
+            reason=str(data["reason"]),
+            cached=True,
+        )
 
 
 @dataclass
@@ -210,16 +239,25 @@ def _confidence(value: Any) -> float:
     return round(min(1.0, max(0.0, number)), 3)
 
 
+def _said_confidence(value: Any) -> float | None:
+    """A description's confidence, or None when the model gave none (shown as nothing)."""
+    number = _number(value)
+    if number is None or number != number:
+        return None
+    return _confidence(number)
+
+
 _THREAT_WORDS = {"normal": 0, "none": 0, "low": 0, "unusual": 1, "medium": 1, "threat": 2}
 
 
-def _threat(value: Any) -> int:
-    """0..2; absent → 0. Words the prompt uses are accepted too."""
+def _threat(value: Any) -> int | None:
+    """0..2; absent or unreadable → None (not said is not "normal"). Words the prompt uses are
+    accepted too."""
     if isinstance(value, str) and value.strip().lower() in _THREAT_WORDS:
         return _THREAT_WORDS[value.strip().lower()]
     number = _number(value)
     if number is None or number != number:
-        return 0
+        return None
     return int(min(2, max(0, round(number))))
 
 
@@ -262,7 +300,7 @@ def parse_description(content: str) -> Description:
         description=description,
         objects=_objects(data.get("objects")),
         threat=_threat(data.get("threat")),
-        confidence=_confidence(data.get("confidence")),
+        confidence=_said_confidence(data.get("confidence")),
     )
 
 
@@ -409,18 +447,6 @@ class AIClient:
         user_text = "Describe this snapshot as JSON."
         if prompt:
             user_text += f"\nInstructions for this stream: {prompt}"
-        cache_key = self._cache_key("describe", stream_id, phash, prompt)
-
-        def from_cache(data: dict) -> Description:
-            return Description(
-                title=data["title"],
-                description=data["description"],
-                objects=list(data["objects"]),
-                threat=int(data["threat"]),
-                confidence=float(data["confidence"]),
-                cached=True,
-            )
-
         return self._vision_call(
             "describe",
             jpeg,
@@ -428,10 +454,9 @@ class AIClient:
             user_text,
             stream_id=stream_id,
             budget=budget,
-            cache_key=cache_key,
+            cache_key=self._cache_key("describe", stream_id, phash, prompt),
             parse=parse_description,
-            from_cache=from_cache,
-            to_cache=lambda d: d.as_dict(),
+            result_type=Description,
         )
 
     def ask(
@@ -447,16 +472,6 @@ class AIClient:
         question = (question or "").strip()
         if not question:
             raise AIError("no question to ask the AI")
-        cache_key = self._cache_key("rule", stream_id, phash, question)
-
-        def from_cache(data: dict) -> Answer:
-            return Answer(
-                match=bool(data["match"]),
-                confidence=float(data["confidence"]),
-                reason=str(data["reason"]),
-                cached=True,
-            )
-
         return self._vision_call(
             "rule",
             jpeg,
@@ -464,10 +479,9 @@ class AIClient:
             f"Question: {question}\nAnswer as JSON.",
             stream_id=stream_id,
             budget=budget,
-            cache_key=cache_key,
+            cache_key=self._cache_key("rule", stream_id, phash, question),
             parse=parse_answer,
-            from_cache=from_cache,
-            to_cache=lambda a: {"match": a.match, "confidence": a.confidence, "reason": a.reason},
+            result_type=Answer,
         )
 
     def summarise(
@@ -538,15 +552,16 @@ class AIClient:
         budget: int | None,
         cache_key: str | None,
         parse: Any,
-        from_cache: Any,
-        to_cache: Any,
+        result_type: type[Description] | type[Answer],
     ) -> Any:
+        """One picture and a prompt to the model, `parse`d into `result_type`; a cached result
+        (by `cache_key`) of the same-looking picture costs nothing."""
         started = time.monotonic()
         if cache_key:
             raw = self.connection.get(cache_key)
             if raw:
                 try:
-                    result = from_cache(json.loads(raw))
+                    result = result_type.from_cache(json.loads(raw))
                 except (ValueError, KeyError, TypeError):
                     self.connection.delete(cache_key)  # unreadable entry: ask again
                 else:
@@ -577,7 +592,7 @@ class AIClient:
         self._record(purpose, stream_id, started, outcome.attempts, outcome.usage)
         if cache_key:
             self.connection.set(
-                cache_key, json.dumps(to_cache(result)), ex=self.settings.ai_cache_seconds
+                cache_key, json.dumps(result.as_dict()), ex=self.settings.ai_cache_seconds
             )
         return result
 

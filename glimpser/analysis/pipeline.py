@@ -15,6 +15,7 @@ Results are written with targeted UPDATEs, so an admin editing the stream meanwh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -77,9 +78,18 @@ def _detect(
     config = motion.DetectorConfig.for_stream(settings, stream.kind, float(stream.interval))
     last_key = f"glimpser:analysis:last:{stream.id}"
     stamp = snapshot.captured_at.timestamp()
-    with connection.lock(
+    lock = connection.lock(
         f"glimpser:analysis:lock:{stream.id}", timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
-    ):
+    )
+    if not lock.acquire():
+        # Another worker held the stream for a whole minute (stuck or very slow): compare with
+        # the stored background anyway, but leave the state to the holder.
+        log.warning("analysis lock busy", extra={"stream_id": stream.id})
+        try:
+            return motion.detect(jpeg, motion.load_state(connection, stream.id), config)[0]
+        except ValueError:
+            return motion.DetectionResult(0.0, 0.0, [], False, "unreadable")
+    try:
         state = motion.load_state(connection, stream.id)
         try:
             result, new_state = motion.detect(jpeg, state, config)
@@ -94,16 +104,41 @@ def _detect(
         if last is None or stamp >= float(last):
             motion.save_state(connection, stream.id, new_state)
             connection.set(last_key, stamp, ex=7 * 24 * 3600)
+    finally:
+        with contextlib.suppress(redis.exceptions.LockError):  # expired meanwhile
+            lock.release()
     return result
 
 
-def _periodic_due(stream: Stream, settings: AnalysisSettings) -> bool:
-    if settings.describe_every_minutes <= 0:
+def _periodic_due(stream: Stream, settings: AnalysisSettings, connection: redis.Redis) -> bool:
+    """Is the stream's periodic description due? At most one try per period, successful or
+    not: a failing or over-budget AI is not asked again with every snapshot."""
+    minutes = settings.describe_every_minutes
+    if minutes <= 0:
         return False
-    if stream.ai_caption_at is None:
-        return True
-    elapsed = times.utcnow() - stream.ai_caption_at
-    return elapsed >= timedelta(minutes=settings.describe_every_minutes)
+    if stream.ai_caption_at is not None and times.utcnow() - stream.ai_caption_at < timedelta(
+        minutes=minutes
+    ):
+        return False
+    return bool(connection.set(f"glimpser:ai:periodic:{stream.id}", "1", nx=True, ex=minutes * 60))
+
+
+def _cache_key(snapshot: Snapshot, result: motion.DetectionResult | None) -> str:
+    """The AI cache key: the perceptual hash, plus where the motion is.
+
+    A small object moving in a large picture may leave the 64-bit perceptual hash unchanged,
+    so the hash alone could serve the description of an empty scene for a frame with someone
+    in it. The motion boxes (on a coarse 8×8 grid) tell such frames apart.
+    """
+    if result is None or not result.boxes:
+        return snapshot.phash
+    cells = sorted(
+        {
+            f"{int(x * 8)}{int(y * 8)}{int((x + w) * 8)}{int((y + h) * 8)}"
+            for x, y, w, h in result.boxes
+        }
+    )
+    return f"{snapshot.phash}:{'.'.join(cells)}"
 
 
 def _needs_description(applicable: list[Rule]) -> bool:
@@ -161,7 +196,8 @@ def analyse_snapshot(
         result is not None
         and result.changed
         and (stream_settings.describe_on_change or _needs_description(applicable))
-    ) or _periodic_due(stream, stream_settings)
+    ) or _periodic_due(stream, stream_settings, connection)
+    cache_key = _cache_key(snapshot, result)
     if wants_description:
         if ai is None:
             pass  # AI not configured: nothing is described and nothing pretends to be
@@ -171,7 +207,7 @@ def analyse_snapshot(
                     jpeg,
                     stream_id=stream.id,
                     prompt=stream_settings.describe_prompt,
-                    phash=snapshot.phash,
+                    phash=cache_key,
                     budget=stream_settings.daily_token_budget,
                 )
             except AIError as exc:
@@ -209,7 +245,7 @@ def analyse_snapshot(
             jpeg,
             question,
             stream_id=stream.id,
-            phash=snapshot.phash,
+            phash=cache_key,
             budget=stream_settings.daily_token_budget,
         )
 

@@ -301,7 +301,7 @@ def _cheap_match(c: RuleConditions, obs: Observation) -> _Match | None:
         ]
         if not match.matched_objects:
             return None
-    if c.threat_at_least is not None and d.threat < c.threat_at_least:
+    if c.threat_at_least is not None and (d.threat is None or d.threat < c.threat_at_least):
         return None
     if c.keywords:
         text = f"{d.title}\n{d.description}"

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from glimpser import schema_helpers
 from glimpser.models import SEVERITIES
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
@@ -219,16 +220,7 @@ class RuleConditions(BaseModel):
     @field_validator("objects_any", "keywords", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = v.split(",")
-        if isinstance(v, list):
-            out: list[str] = []
-            for item in v:
-                item = str(item).strip().lower()
-                if item and item not in out:
-                    out.append(item)
-            return out
-        return v
+        return schema_helpers.split_list(v, lower=True)
 
     @model_validator(mode="after")
     def _something_and_consistent(self) -> RuleConditions:
@@ -287,16 +279,7 @@ class RuleSpec(BaseModel):
     @field_validator("groups", mode="before")
     @classmethod
     def _split_groups(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = v.split(",")
-        if isinstance(v, list):
-            out: list[str] = []
-            for g in v:
-                g = str(g).strip()
-                if g and g not in out:
-                    out.append(g)
-            return out
-        return v
+        return schema_helpers.split_list(v)
 
     @field_validator("stream_ids", "channels")
     @classmethod

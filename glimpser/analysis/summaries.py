@@ -115,7 +115,23 @@ def visible_summaries(user: User) -> peewee.ModelSelect:
         for (ids,) in sets.tuples()
         if ids and set(ids) <= (visible & existing)
     ]
-    condition = Summary.requested_by == user.id
+    # Their own requests too, but only while they may still see every stream that still
+    # exists in it: a revoked grant hides what was written about that stream.
+    own_sets = (
+        Summary.select(Summary.stream_ids)
+        .where(Summary.stream.is_null() & (Summary.requested_by == user.id))
+        .distinct()
+    )
+    own_allowed = [
+        Summary.stream_ids.db_value(ids)
+        for (ids,) in own_sets.tuples()
+        if set(ids or []) & existing <= visible
+    ]
+    condition = Summary.id.is_null()  # nothing, then widened below
+    if own_allowed:
+        condition |= (Summary.requested_by == user.id) & Summary.stream_ids.in_(
+            peewee.Value(own_allowed, converter=False)
+        )
     if visible:
         condition |= Summary.stream.in_(list(visible))
     if allowed:

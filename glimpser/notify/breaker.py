@@ -58,6 +58,10 @@ class CircuitBreaker:
         ttl = max(1, int(self.cooldown))
         return bool(self.connection.set(self.trial_key, "1", nx=True, ex=ttl))
 
+    def trial_seconds_left(self) -> float:
+        """How long another worker's half-open trial may still hold the circuit."""
+        return float(max(self.connection.ttl(self.trial_key), 0))
+
     def record_success(self) -> None:
         self.connection.delete(self.key, self.trial_key)
 

@@ -65,6 +65,7 @@ CATEGORY_MAP: dict[str, str] = {
     "ai": "Security",
     "capture_failed": "Infra",
     "capture_recovered": "Infra",
+    "test": "Other",
 }
 # The CAP <event> text: the kind in words.
 EVENT_WORDS: dict[str, str] = {
@@ -73,6 +74,7 @@ EVENT_WORDS: dict[str, str] = {
     "ai": "AI rule matched",
     "capture_failed": "Capture failed",
     "capture_recovered": "Capture recovered",
+    "test": "Test notification",
 }
 
 # CAP forbids white space, commas and the XML-restricted < and & in identifiers and senders.
@@ -152,8 +154,10 @@ def _mapping(event: Event, msg_type: str) -> tuple[str, str, str]:
     urgency, severity, certainty = SEVERITY_MAP.get(event.severity, SEVERITY_MAP["info"])
     if event.kind == "ai" and certainty == "Observed":
         certainty = "Likely"  # a model's reading of a picture, not a measurement
-    if event.kind in ("capture_failed", "capture_recovered"):
-        certainty = "Observed"  # Glimpser saw its own capture fail or work again
+    if event.kind in ("motion", "change", "capture_failed", "capture_recovered"):
+        # Measured, not guessed: motion or a change in the pictures, or Glimpser's own capture
+        # failing or working again. The rule's severity says how much it matters, not how sure.
+        certainty = "Observed"
     if event.kind == "capture_recovered" or msg_type == "Cancel":
         urgency = "Past"  # responsive action is no longer required
     return urgency, severity, certainty
@@ -217,7 +221,8 @@ def build_alert(
     _sub(alert, "identifier", identifier)
     _sub(alert, "sender", cap_sender(settings))
     _sub(alert, "sent", sent_text)
-    _sub(alert, "status", "Actual")
+    # A "Send test" from Admin → Channels must never read as a real alert.
+    _sub(alert, "status", "Test" if event.kind == "test" else "Actual")
     _sub(alert, "msgType", msg_type)
     _sub(alert, "scope", "Public")
     if msg_type == "Cancel":

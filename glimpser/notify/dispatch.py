@@ -132,11 +132,11 @@ def route(
             .order_by(NotificationChannel.id)
         )
         stream_key = event.stream_id or 0
-        global_quiet = _cooling_down(
-            connection,
-            f"glimpser:notify:cooldown:stream:{stream_key}",
-            settings.notify_cooldown_seconds,
-        )
+        global_key = f"glimpser:notify:cooldown:stream:{stream_key}"
+        # The global cooldown starts only when something is actually sent (below), so an
+        # event that no channel takes does not silence a more severe one after it.
+        global_quiet = settings.notify_cooldown_seconds > 0 and bool(connection.exists(global_key))
+        sent_any = False
         for channel in channels:
             reason = ""
             if not channel.enabled:
@@ -155,6 +155,9 @@ def route(
             if delivery is not None and not reason:
                 enqueue(delivery.id, 0.0)
                 queued.append(delivery.id)
+                sent_any = True
+        if sent_any and settings.notify_cooldown_seconds > 0:
+            connection.set(global_key, "1", ex=settings.notify_cooldown_seconds)
     return queued
 
 
@@ -206,10 +209,16 @@ def deliver(
     event = Event.get_or_none(Event.id == delivery.event_id)
     if channel is None or event is None:
         return _finish(delivery, "failed", error="the channel or event was deleted")
+    if not channel.enabled and event.kind != "test":
+        # Disabled while this delivery waited: nothing more goes out (a test still may).
+        return _finish(
+            delivery, "skipped", attempts=delivery.attempts - 1, error="channel disabled"
+        )
 
     breaker = breaker_for(connection, channel, settings)
     if not breaker.allow():
-        wait = max(breaker.state().retry_in, 1.0)
+        # Open: wait out the cool-down; half-open: another worker's trial is in flight.
+        wait = max(breaker.state().retry_in, breaker.trial_seconds_left(), 1.0)
         # Held back, not tried: the attempt is given back.
         _finish(
             delivery,
@@ -290,7 +299,11 @@ def retry_by_hand(delivery: Delivery, enqueue: Callable[[int, float], None]) -> 
     with write_transaction():
         updated = (
             Delivery.update(
-                status="queued", error="", next_attempt_at=None, updated_at=times.utcnow()
+                status="queued",
+                error="",
+                attempts=0,  # a fresh set of attempts
+                next_attempt_at=None,
+                updated_at=times.utcnow(),
             )
             .where((Delivery.id == delivery.id) & (Delivery.status.in_(("failed", "skipped"))))
             .execute()
@@ -314,3 +327,23 @@ def sweep_stuck() -> int:
             .where((Delivery.status == "sending") & (Delivery.updated_at < cutoff))
             .execute()
         )
+
+
+LOST_AFTER = timedelta(minutes=5)
+
+
+def requeue_lost(enqueue: Callable[[int, float], None]) -> int:
+    """Deliveries still waiting long after their time (a lost or never-queued job) are queued
+    again. Harmless when the first job is alive after all: only one can claim the row."""
+    cutoff = times.utcnow() - LOST_AFTER
+    due = Delivery.select(Delivery.id).where(
+        Delivery.status.in_(("queued", "retrying"))
+        & (
+            (Delivery.next_attempt_at.is_null() & (Delivery.updated_at < cutoff))
+            | (Delivery.next_attempt_at < cutoff)
+        )
+    )
+    ids = [d.id for d in due]
+    for delivery_id in ids:
+        enqueue(delivery_id, 0.0)
+    return len(ids)

@@ -11,6 +11,7 @@ permanent (bad credentials, refused recipients, ...). The password never appears
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -152,12 +153,18 @@ def send(config: ChannelConfig, message: Message, ctx: SendContext) -> SendResul
             )
         else:
             smtp = smtplib.SMTP(config.host, config.port, timeout=config.timeout)
-        with smtp:
+        try:
             if config.security == "starttls":
                 smtp.starttls(context=context)  # raises when the server does not offer it
             if config.username:
                 smtp.login(config.username, password)
             refused = smtp.send_message(email, from_addr=config.from_addr, to_addrs=config.to)
+        finally:
+            # Once the message is accepted it counts as sent: a failing QUIT must not make the
+            # delivery retry (and the mail arrive twice).
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                smtp.quit()
+            smtp.close()
     except smtplib.SMTPException as exc:
         raise _smtp_error(exc, password) from None
     except ssl.SSLCertVerificationError as exc:

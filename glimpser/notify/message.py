@@ -26,6 +26,7 @@ _KIND_SENTENCES = {
     "ai": "The AI description of {stream} matched a rule.",
     "capture_failed": "{stream} stopped capturing.",
     "capture_recovered": "{stream} is capturing again.",
+    "test": "A test notification from Glimpser: this channel works.",
 }
 
 

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from glimpser import schema_helpers
 from glimpser.models import CHANNEL_KINDS
 from glimpser.notify.message import TEMPLATE_FIELDS
 
@@ -125,12 +126,6 @@ def _parse_header_lines(value: Any) -> Any:
     return headers
 
 
-def _lines(value: Any) -> Any:
-    if isinstance(value, str):
-        return [line.strip() for line in value.splitlines() if line.strip()]
-    return value
-
-
 def _secret_field(title: str, description: str = _SECRET_HELP, **extra: Any) -> Any:
     return Field(
         SecretStr(""), title=title, description=description, json_schema_extra=_PASSWORD, **extra
@@ -149,8 +144,7 @@ class ChannelConfig(BaseModel):
 
     def secret_value(self, name: str) -> str:
         """The plain value of a (secret) field; "" when unset."""
-        value = getattr(self, name)
-        return value.get_secret_value() if isinstance(value, SecretStr) else str(value or "")
+        return schema_helpers.secret_text(self, name)
 
     def missing_secrets(self) -> list[str]:
         """Titles of the required secrets that are empty (for the form and the sender)."""
@@ -160,6 +154,26 @@ class ChannelConfig(BaseModel):
             for name in sorted(type(self).REQUIRED_SECRETS)
             if not self.secret_value(name)
         ]
+
+
+class _HttpHeaders(ChannelConfig):
+    """Checks for the `headers` and `authorization` fields of the kinds that send over HTTP."""
+
+    @field_validator("headers", mode="before", check_fields=False)
+    @classmethod
+    def _headers_from_lines(cls, v: Any) -> Any:
+        return _parse_header_lines(v)
+
+    @field_validator("headers", check_fields=False)
+    @classmethod
+    def _check_headers(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_headers(v)
+
+    @field_validator("authorization", check_fields=False)
+    @classmethod
+    def _one_line_secret(cls, v: SecretStr) -> SecretStr:
+        schema_helpers.check_one_line(v.get_secret_value())
+        return v
 
 
 # --- webhook ----------------------------------------------------------------------------------
@@ -193,7 +207,7 @@ def _check_template_strings(node: Any) -> None:
                 )
 
 
-class WebhookConfig(ChannelConfig):
+class WebhookConfig(_HttpHeaders):
     SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"secret", "authorization"})
 
     kind: Literal["webhook"] = "webhook"
@@ -240,16 +254,6 @@ class WebhookConfig(ChannelConfig):
     def _check_url(cls, v: str) -> str:
         return http_url(v)
 
-    @field_validator("headers", mode="before")
-    @classmethod
-    def _headers_from_lines(cls, v: Any) -> Any:
-        return _parse_header_lines(v)
-
-    @field_validator("headers")
-    @classmethod
-    def _check_headers(cls, v: dict[str, str]) -> dict[str, str]:
-        return check_headers(v)
-
     @field_validator("body_template")
     @classmethod
     def _check_template(cls, v: str) -> str:
@@ -262,13 +266,6 @@ class WebhookConfig(ChannelConfig):
         if not isinstance(document, dict | list):
             raise ValueError("must be a JSON object or array")
         _check_template_strings(document)
-        return v
-
-    @field_validator("authorization")
-    @classmethod
-    def _one_line_secret(cls, v: SecretStr) -> SecretStr:
-        if any(c in v.get_secret_value() for c in "\r\n\x00"):
-            raise ValueError("must be one line")
         return v
 
 
@@ -416,8 +413,7 @@ class EmailConfig(ChannelConfig):
     @field_validator("subject_prefix")
     @classmethod
     def _one_line(cls, v: str) -> str:
-        if any(c in v for c in "\r\n\x00"):
-            raise ValueError("must be one line")
+        schema_helpers.check_one_line(v)
         return v
 
     def missing_secrets(self) -> list[str]:
@@ -455,7 +451,7 @@ class WebPushConfig(ChannelConfig):
     @field_validator("users", mode="before")
     @classmethod
     def _user_lines(cls, v: Any) -> Any:
-        return _lines(v)
+        return schema_helpers.split_lines(v)
 
     @field_validator("users")
     @classmethod
@@ -469,7 +465,7 @@ class WebPushConfig(ChannelConfig):
 # --- CAP 1.2 (builder and sender elsewhere) ---------------------------------------------------
 
 
-class CapConfig(ChannelConfig):
+class CapConfig(_HttpHeaders):
     SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"authorization"})
 
     kind: Literal["cap"] = "cap"
@@ -502,29 +498,12 @@ class CapConfig(ChannelConfig):
     @field_validator("endpoints", mode="before")
     @classmethod
     def _endpoint_lines(cls, v: Any) -> Any:
-        return _lines(v)
+        return schema_helpers.split_lines(v)
 
     @field_validator("endpoints")
     @classmethod
     def _check_endpoints(cls, v: list[str]) -> list[str]:
         return list(dict.fromkeys(http_url(u) for u in v))
-
-    @field_validator("headers", mode="before")
-    @classmethod
-    def _headers_from_lines(cls, v: Any) -> Any:
-        return _parse_header_lines(v)
-
-    @field_validator("headers")
-    @classmethod
-    def _check_headers(cls, v: dict[str, str]) -> dict[str, str]:
-        return check_headers(v)
-
-    @field_validator("authorization")
-    @classmethod
-    def _one_line_secret(cls, v: SecretStr) -> SecretStr:
-        if any(c in v.get_secret_value() for c in "\r\n\x00"):
-            raise ValueError("must be one line")
-        return v
 
 
 # --- Apprise ----------------------------------------------------------------------------------
@@ -616,13 +595,7 @@ def parse_config(data: dict[str, Any]) -> ChannelConfig:
 
 def dump_config(config: ChannelConfig, *, include_secrets: bool) -> dict[str, Any]:
     """The dict stored in the database (with secrets) or exported/shown (without)."""
-    data = config.model_dump(mode="python")
-    for name in type(config).SECRET_FIELDS:
-        if include_secrets:
-            data[name] = config.secret_value(name)
-        else:
-            data.pop(name, None)
-    return data
+    return schema_helpers.dump_config(config, include_secrets=include_secrets)
 
 
 class ChannelSpec(BaseModel):
@@ -655,13 +628,7 @@ def error_messages(exc: ValidationError) -> dict[str, str]:
     never contain the submitted value of a secret field (pydantic's messages do not echo input,
     and ours name only line numbers and schemes).
     """
-    out: dict[str, str] = {}
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"] if p not in KINDS and not str(p).startswith("function-")]
-        key = ".".join(loc)
-        message = err["msg"].removeprefix("Value error, ")
-        out.setdefault(key, message)
-    return out
+    return schema_helpers.error_messages(exc, KINDS)
 
 
 CHANNEL_FIELDS: tuple[str, ...] = tuple(n for n in ChannelSpec.model_fields if n != "config")

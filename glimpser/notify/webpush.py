@@ -107,11 +107,10 @@ def save_subscription(
     """Store (or move to this user) a browser's PushSubscription JSON; ValueError when invalid."""
     endpoint = data.get("endpoint")
     keys = data.get("keys") or {}
+    if not isinstance(keys, dict):
+        raise ValueError("the subscription keys must be an object with p256dh and auth")
     if not isinstance(endpoint, str) or len(endpoint) > 2000:
         raise ValueError("the subscription has no endpoint (or a far too long one)")
-    problem = endpoint_problem(endpoint, allow_loopback)
-    if problem:
-        raise ValueError(problem)
     p256dh, auth = keys.get("p256dh"), keys.get("auth")
     for name, value, limit in (("p256dh", p256dh, 200), ("auth", auth, 100)):
         if not isinstance(value, str) or not value or len(value) > limit:
@@ -120,6 +119,10 @@ def save_subscription(
             base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         except ValueError:
             raise ValueError(f"the subscription key {name} is not base64url") from None
+    # Last: it resolves the host name.
+    problem = endpoint_problem(endpoint, allow_loopback)
+    if problem:
+        raise ValueError(problem)
     with write_transaction():
         existing = PushSubscription.get_or_none(PushSubscription.endpoint == endpoint)
         if existing is not None:
@@ -160,7 +163,7 @@ def payload(event: Event, purpose: str) -> dict:
     data = {
         "title": f"{title}"[:200],
         "body": (event.description or f"{event.severity} · {event.kind}")[:500],
-        "url": f"/events?stream={event.stream_id}" if stream else "/events",
+        "url": f"/events/{event.id}",
         "tag": f"glimpser-event-{event.id}",
         "severity": event.severity,
     }

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from glimpser import schema_helpers
 from glimpser.analysis.schemas import AnalysisSettings
 
 KINDS: tuple[str, ...] = ("rtsp", "http_image", "mjpeg", "video", "youtube", "website")
@@ -111,8 +112,7 @@ class SourceConfig(BaseModel):
         return self
 
     def secret(self, name: str) -> str:
-        value = getattr(self, name)
-        return value.get_secret_value() if isinstance(value, SecretStr) else str(value or "")
+        return schema_helpers.secret_text(self, name)
 
 
 _PASSWORD = {"widget": "password"}
@@ -245,9 +245,7 @@ class WebsiteConfig(SourceConfig, _Credentials):
     @field_validator("hide_selectors", mode="before")
     @classmethod
     def _lines(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return [line.strip() for line in v.splitlines() if line.strip()]
-        return v
+        return schema_helpers.split_lines(v)
 
     @model_validator(mode="after")
     def _wait_needs(self) -> WebsiteConfig:
@@ -278,13 +276,7 @@ def parse_config(data: dict[str, Any]) -> SourceConfig:
 
 def dump_config(config: SourceConfig, *, include_secrets: bool) -> dict[str, Any]:
     """The dict stored in the database (with secrets) or exported/shown (without)."""
-    data = config.model_dump(mode="python")
-    for name in type(config).SECRET_FIELDS:
-        if include_secrets:
-            data[name] = config.secret(name)
-        else:
-            data.pop(name, None)
-    return data
+    return schema_helpers.dump_config(config, include_secrets=include_secrets)
 
 
 class StreamSpec(BaseModel):
@@ -312,16 +304,7 @@ class StreamSpec(BaseModel):
     @field_validator("groups", mode="before")
     @classmethod
     def _split_groups(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = v.split(",")
-        if isinstance(v, list):
-            seen: list[str] = []
-            for g in v:
-                g = str(g).strip()
-                if g and g not in seen:
-                    seen.append(g[:64])
-            return seen
-        return v
+        return schema_helpers.split_list(v, max_chars=64)
 
 
 def error_messages(exc: ValidationError) -> dict[str, str]:
@@ -330,13 +313,7 @@ def error_messages(exc: ValidationError) -> dict[str, str]:
     The union's kind tag is dropped from paths, so `config.rtsp.url` reads `config.url`;
     errors that belong to no single field are under "config" or "" (the whole entry).
     """
-    out: dict[str, str] = {}
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"] if p not in KINDS and not str(p).startswith("function-")]
-        key = ".".join(loc)
-        message = err["msg"].removeprefix("Value error, ")
-        out.setdefault(key, message)
-    return out
+    return schema_helpers.error_messages(exc, KINDS)
 
 
 # The stream's own plain fields (besides the nested `config` and `analysis`), in form order;

@@ -13,6 +13,11 @@ from glimpser.models import AuditLog, User
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
+def _host_port(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else (parts.hostname or "")
+
+
 @bp.get("/")
 def index():
     status = system_status.collect(current_app.extensions["glimpser.redis"])
@@ -25,6 +30,7 @@ def index():
         users=users,
         audit=audit,
         ai=settings if settings.ai_configured else None,
-        ai_host=urlsplit(settings.ai_base_url).netloc if settings.ai_configured else "",
+        # Host and port only: a URL may carry user:password@ (never shown).
+        ai_host=_host_port(settings.ai_base_url) if settings.ai_configured else "",
         ai_usage=usage_last_day(),
     )

@@ -44,7 +44,6 @@ from glimpser.config import Settings
 from glimpser.db import write_transaction
 from glimpser.models import (
     DELIVERY_STATES,
-    AuditLog,
     Delivery,
     Event,
     NotificationChannel,
@@ -66,6 +65,8 @@ from glimpser.notify.schemas import (
 )
 from glimpser.sources.base import CaptureContext
 from glimpser.sources.network_guard import address_problem
+from glimpser.web.audit import audit
+from glimpser.web.htmx import is_fragment_request as _is_htmx
 from glimpser.web.stream_form import FieldView, _default, _form_value, _view
 
 log = logging.getLogger(__name__)
@@ -383,19 +384,7 @@ def _get_channel(channel_id: int) -> NotificationChannel:
 
 
 def _audit(action: str, channel: NotificationChannel, **detail: object) -> None:
-    AuditLog.create(
-        user=current_user.id,
-        action=action,
-        target=f"channel:{channel.id}",
-        detail={"name": channel.name, "kind": channel.kind, **detail},
-        ip=request.remote_addr or "",
-    )
-
-
-def _is_htmx() -> bool:
-    return bool(request.headers.get("HX-Request")) and not request.headers.get(
-        "HX-History-Restore-Request"
-    )
+    audit(action, f"channel:{channel.id}", {"name": channel.name, "kind": channel.kind, **detail})
 
 
 def _render_form(
@@ -630,7 +619,7 @@ def send_test(channel_id: int):
             stream=None,
             snapshot=None,
             rule=None,
-            kind="motion",
+            kind="test",
             severity="info",
             title=TEST_TITLE,
             description=f"A test of the channel “{channel.name}”, sent by "

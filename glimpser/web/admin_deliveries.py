@@ -24,12 +24,13 @@ from flask import (
     request,
     url_for,
 )
-from flask_login import current_user
 
 from glimpser import jobs
 from glimpser.db import write_transaction
-from glimpser.models import DELIVERY_STATES, AuditLog, Delivery, Event, NotificationChannel
+from glimpser.models import DELIVERY_STATES, Delivery, Event, NotificationChannel
 from glimpser.notify.dispatch import retry_by_hand
+from glimpser.web.audit import audit
+from glimpser.web.htmx import is_fragment_request as _is_htmx
 
 bp = Blueprint("admin_deliveries", __name__, url_prefix="/admin/deliveries")
 
@@ -131,12 +132,6 @@ def _page(filters: Filters, before: int | None) -> tuple[list[Delivery], int | N
     return page, (page[-1].id if len(rows) > PAGE_SIZE and page else None)
 
 
-def _is_htmx() -> bool:
-    return bool(request.headers.get("HX-Request")) and not request.headers.get(
-        "HX-History-Restore-Request"
-    )
-
-
 def _context(filters: Filters, before: int | None) -> dict[str, Any]:
     deliveries, next_before = _page(filters, before)
     args = filters.args()
@@ -224,12 +219,10 @@ def retry(delivery_id: int):
         abort(503, "Redis is not reachable; the delivery was not queued.")
     if queued:
         with write_transaction():
-            AuditLog.create(
-                user=current_user.id,
-                action="delivery.retry",
-                target=f"delivery:{delivery.id}",
-                detail={"channel": delivery.channel.name, "event_id": delivery.event_id},
-                ip=request.remote_addr or "",
+            audit(
+                "delivery.retry",
+                f"delivery:{delivery.id}",
+                {"channel": delivery.channel.name, "event_id": delivery.event_id},
             )
     filters = parse_filters(request.args)
     if _is_htmx():

@@ -23,7 +23,6 @@ from flask import (
     request,
     url_for,
 )
-from flask_login import current_user
 from pydantic import ValidationError
 from werkzeug.datastructures import MultiDict
 
@@ -42,9 +41,10 @@ from glimpser.analysis.schemas import (
     TimeWindow,
 )
 from glimpser.db import write_transaction
-from glimpser.models import AuditLog, Event, NotificationChannel, Rule, Stream
+from glimpser.models import Event, NotificationChannel, Rule, Stream
 from glimpser.notify.schemas import KIND_LABELS
 from glimpser.sources.schemas import error_messages
+from glimpser.web.audit import audit
 from glimpser.web.stream_form import FieldView, _view
 
 bp = Blueprint("admin_rules", __name__, url_prefix="/admin/rules")
@@ -319,13 +319,7 @@ def _get_rule(rule_id: int) -> Rule:
 
 
 def _audit(action: str, rule: Rule, **detail: object) -> None:
-    AuditLog.create(
-        user=current_user.id,
-        action=action,
-        target=f"rule:{rule.id}",
-        detail={"name": rule.name, **detail},
-        ip=request.remote_addr or "",
-    )
+    audit(action, f"rule:{rule.id}", {"name": rule.name, **detail})
 
 
 @dataclass

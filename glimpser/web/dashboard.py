@@ -18,6 +18,7 @@ from glimpser import times
 from glimpser.auth.access import visible_streams
 from glimpser.models import STREAM_STATES, Snapshot, Stream
 from glimpser.sources.schemas import KIND_LABELS
+from glimpser.web.htmx import is_fragment_request
 
 bp = Blueprint("dashboard", __name__)
 
@@ -142,9 +143,7 @@ def index():
     # Which empty state to show (none, or "no match") is part of what the grid renders.
     any_streams = bool(streams) or visible_streams().exists()
     version = _version(streams, filters, any_streams)
-    fragment = bool(request.headers.get("HX-Request")) and not request.headers.get(
-        "HX-History-Restore-Request"
-    )
+    fragment = is_fragment_request()
     if fragment and request.args.get("v") == version:
         return "", 204, {"Vary": "HX-Request"}
     if fragment:

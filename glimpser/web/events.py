@@ -34,7 +34,10 @@ from werkzeug.datastructures import MultiDict
 from glimpser import jobs, times
 from glimpser.auth.access import visible_streams
 from glimpser.db import write_transaction
-from glimpser.models import EVENT_KINDS, SEVERITIES, AuditLog, Event, Rule, Snapshot, Stream
+from glimpser.models import EVENT_KINDS, SEVERITIES, Event, Rule, Snapshot, Stream
+from glimpser.web import keyset
+from glimpser.web.audit import audit
+from glimpser.web.htmx import is_fragment_request as _is_fragment_request
 
 bp = Blueprint("events", __name__, url_prefix="/events")
 
@@ -48,6 +51,7 @@ KIND_LABELS: dict[str, str] = {
     "ai": "AI rule",
     "capture_failed": "Capture failed",
     "capture_recovered": "Capture recovered",
+    "test": "Test notification",
 }
 RANGES: dict[str, tuple[str, timedelta | None]] = {
     "hour": ("Last hour", timedelta(hours=1)),
@@ -201,19 +205,13 @@ def _newest_first(query: peewee.ModelSelect) -> peewee.ModelSelect:
 
 def event_cursor(event: Event) -> str:
     """Keyset cursor "<created time>_<id>": stable while new events arrive and old ones go."""
-    return f"{times.to_utc(event.created_at):%Y%m%dT%H%M%S.%fZ}_{event.id}"
+    return keyset.make_cursor(event.created_at, event.id)
 
 
 def _parse_cursor(raw: str) -> tuple[datetime, int]:
-    try:
-        at_text, id_text = raw.split("_", 1)
-        at = datetime.strptime(at_text, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
-        event_id = int(id_text)
-    except ValueError:
-        abort(400, "The timeline position is not valid; reload the events page.")
-    if not 0 <= event_id <= MAX_ID:
-        abort(400, "The timeline position is not valid; reload the events page.")
-    return at, event_id
+    return keyset.parse_cursor(
+        raw, "The timeline position is not valid; reload the events page.", MAX_ID
+    )
 
 
 def _page(
@@ -221,14 +219,9 @@ def _page(
 ) -> tuple[list[Event], str | None]:
     """One page of events, newest first, and the cursor of the next (older) page."""
     if cursor is not None:
-        at, event_id = cursor
-        query = query.where(
-            (Event.created_at < at) | ((Event.created_at == at) & (Event.id < event_id))
-        )
+        query = keyset.older_than(query, Event.created_at, Event.id, cursor)
     rows = list(_newest_first(query).limit(PAGE_SIZE + 1))
-    page = rows[:PAGE_SIZE]
-    more = len(rows) > PAGE_SIZE
-    return page, (event_cursor(page[-1]) if more and page else None)
+    return keyset.split_page(rows, PAGE_SIZE, event_cursor)
 
 
 def recent_events(stream: Stream, limit: int = 10) -> list[Event]:
@@ -245,12 +238,6 @@ def render_block(template_name: str, block: str, **context: Any) -> str:
     app.update_template_context(context)
     template = app.jinja_env.get_template(template_name)
     return "".join(template.blocks[block](template.new_context(context)))
-
-
-def _is_fragment_request() -> bool:
-    return bool(request.headers.get("HX-Request")) and not request.headers.get(
-        "HX-History-Restore-Request"
-    )
 
 
 def _int_arg(name: str) -> int | None:
@@ -396,12 +383,10 @@ def acknowledge(event_id: int | None = None):
             ]
             if acknowledged:
                 Event.update(acknowledged=True).where(Event.id.in_(acknowledged)).execute()
-                AuditLog.create(
-                    user=current_user.id,
-                    action="event.acknowledge",
-                    target=f"event:{acknowledged[0]}" if single else "events",
-                    detail={"ids": acknowledged},
-                    ip=request.remote_addr or "",
+                audit(
+                    "event.acknowledge",
+                    f"event:{acknowledged[0]}" if single else "events",
+                    {"ids": acknowledged},
                 )
         if acknowledged:
             # CAP endpoints that received an alert get its Cancel (queued, sent by a worker).

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 
 import peewee
 from flask import (
@@ -22,7 +22,6 @@ from flask import (
     session,
     url_for,
 )
-from flask_login import current_user
 from PIL import Image
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -32,15 +31,17 @@ from glimpser import scheduling, thumbnails, times
 from glimpser.auth.access import get_visible_stream, visible_streams
 from glimpser.auth.policy import admin_only
 from glimpser.db import write_transaction
-from glimpser.models import AuditLog, Snapshot, Stream
+from glimpser.models import Snapshot, Stream
 from glimpser.queues import get_queue
 from glimpser.snapshots import delete_snapshots, latest_snapshot
 from glimpser.sources.schemas import CONFIG_BY_KIND, KIND_LABELS, KIND_QUEUE, dump_config
 from glimpser.storage import ObjectNotFound, StorageError, get_storage
 from glimpser.stream_store import create_stream, update_stream
 from glimpser.timelapse import delete_stream_timelapses
-from glimpser.web import stream_form
+from glimpser.web import keyset, stream_form
+from glimpser.web.audit import audit
 from glimpser.web.events import recent_events
+from glimpser.web.htmx import is_fragment_request as _is_fragment_request
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,7 @@ def _settings():  # noqa: ANN202
 
 
 def _audit(action: str, stream: Stream, **detail: object) -> None:
-    AuditLog.create(
-        user=current_user.id,
-        action=action,
-        target=f"stream:{stream.id}",
-        detail={"name": stream.name, **detail},
-        ip=request.remote_addr or "",
-    )
+    audit(action, f"stream:{stream.id}", {"name": stream.name, **detail})
 
 
 @bp.get("/")
@@ -76,12 +71,6 @@ def index():
 HISTORY_PAGE = 24
 IMMUTABLE = "private, max-age=31536000, immutable"
 REVALIDATE = "private, no-cache"
-
-
-def _is_fragment_request() -> bool:
-    return bool(request.headers.get("HX-Request")) and not request.headers.get(
-        "HX-History-Restore-Request"
-    )
 
 
 def _status_version(stream: Stream, latest: Snapshot | None) -> str:
@@ -105,31 +94,20 @@ def _history_page(stream: Stream, cursor: tuple[datetime, int] | None):
     """One page of the stream's snapshots, newest first, and the cursor of the next page."""
     query = Snapshot.select().where(Snapshot.stream == stream)
     if cursor is not None:
-        at, snap_id = cursor
-        query = query.where(
-            (Snapshot.captured_at < at) | ((Snapshot.captured_at == at) & (Snapshot.id < snap_id))
-        )
+        query = keyset.older_than(query, Snapshot.captured_at, Snapshot.id, cursor)
     rows = list(
         query.order_by(Snapshot.captured_at.desc(), Snapshot.id.desc()).limit(HISTORY_PAGE + 1)
     )
-    page = rows[:HISTORY_PAGE]
-    more = len(rows) > HISTORY_PAGE
-    return page, (history_cursor(page[-1]) if more and page else None)
+    return keyset.split_page(rows, HISTORY_PAGE, history_cursor)
 
 
 def history_cursor(snapshot: Snapshot) -> str:
     """Keyset cursor "<capture time>_<id>": stable while retention deletes older pictures."""
-    return f"{times.to_utc(snapshot.captured_at):%Y%m%dT%H%M%S.%fZ}_{snapshot.id}"
+    return keyset.make_cursor(snapshot.captured_at, snapshot.id)
 
 
 def _parse_cursor(raw: str) -> tuple[datetime, int]:
-    try:
-        at_text, id_text = raw.split("_", 1)
-        at = datetime.strptime(at_text, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
-        snap_id = int(id_text)
-    except ValueError:
-        abort(400, "The history position is not valid; reload the stream page.")
-    return at, snap_id
+    return keyset.parse_cursor(raw, "The history position is not valid; reload the stream page.")
 
 
 def _render_detail(stream: Stream, cursor: tuple[datetime, int] | None):

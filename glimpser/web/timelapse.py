@@ -30,8 +30,9 @@ from glimpser import timelapse as builder
 from glimpser import times
 from glimpser.auth.access import get_visible_stream
 from glimpser.db import write_transaction
-from glimpser.models import AuditLog, Stream, Timelapse
+from glimpser.models import Stream, Timelapse
 from glimpser.storage import ObjectNotFound, get_storage
+from glimpser.web.audit import audit
 
 bp = Blueprint("timelapse", __name__)
 
@@ -249,12 +250,10 @@ def delete(stream_id: int, timelapse_id: int):
     timelapse = _get_timelapse(stream, timelapse_id)
     builder.delete_timelapses([timelapse], get_storage(_settings()))
     with write_transaction():
-        AuditLog.create(
-            user=current_user.id,
-            action="timelapse.delete",
-            target=f"stream:{stream.id}",
-            detail={"name": stream.name, "timelapse": timelapse.id},
-            ip=request.remote_addr or "",
+        audit(
+            "timelapse.delete",
+            f"stream:{stream.id}",
+            {"name": stream.name, "timelapse": timelapse.id},
         )
     if _is_htmx():
         return ""

@@ -103,7 +103,8 @@ def test_every_severity_and_kind_makes_a_schema_valid_alert(app, settings, schem
         root = assert_valid(schemas, message.xml)
         assert root.tag == f"{{{cap.CAP_NS}}}alert"
         assert text(root, "cap:msgType") == "Alert"
-        assert text(root, "cap:status") == "Actual" and text(root, "cap:scope") == "Public"
+        status = "Test" if kind == "test" else "Actual"  # a "Send test" never reads as real
+        assert text(root, "cap:status") == status and text(root, "cap:scope") == "Public"
         assert text(root, "cap:identifier") == f"glimpser-localhost-event-{event.id}-1"
         assert re.fullmatch(r"[^\s,<&]+", text(root, "cap:identifier"))
         assert text(root, "cap:sender") == "glimpser@localhost"
@@ -123,7 +124,7 @@ def test_every_severity_and_kind_makes_a_schema_valid_alert(app, settings, schem
             assert text(info, "cap:certainty") == (
                 "Likely" if certainty == "Observed" else certainty
             )
-        elif kind.startswith("capture_"):
+        elif kind.startswith("capture_") or kind in ("motion", "change"):
             assert text(info, "cap:certainty") == "Observed"
         else:
             assert text(info, "cap:certainty") == certainty

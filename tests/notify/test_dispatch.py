@@ -229,11 +229,57 @@ def test_a_delivery_stuck_in_sending_is_failed_not_resent(app, hook):
         (delivery,) = Delivery.select()
         Delivery.update(status="sending", updated_at=times.utcnow() - timedelta(hours=1)).execute()
     with database.connection_context():
-        assert jobs.sweep_stuck_deliveries() == 1
+        assert jobs.sweep_stuck_deliveries() == {"failed": 1, "requeued": 0}
     run_queued_jobs(app, ("notify",))
     (delivery,) = deliveries()
     assert delivery.status == "failed" and "outcome unknown" in delivery.error
     assert hook.requests == []
+
+
+def test_a_delivery_whose_job_was_lost_is_queued_again_and_sent_once(app, hook):
+    notify(app, raise_event([webhook(hook)]))
+    connection = app.extensions["glimpser.redis"]
+    connection.delete("rq:queue:notify")  # the job is lost (e.g. Redis restarted)
+    with database.connection_context():
+        Delivery.update(updated_at=times.utcnow() - timedelta(minutes=10)).execute()
+        assert jobs.sweep_stuck_deliveries() == {"failed": 0, "requeued": 1}
+        jobs.enqueue_delivery(connection, deliveries()[0].id)  # and a duplicate on top
+    run_queued_jobs(app, ("notify",))
+    assert deliveries()[0].status == "sent"
+    assert len(hook.requests) == 1
+
+
+def test_a_channel_disabled_while_a_delivery_waits_sends_nothing_more(app, hook):
+    hook.script(Reply(503))
+    channel = webhook(hook)
+    notify(app, raise_event([channel]))
+    run_queued_jobs(app, ("notify",))
+    assert deliveries()[0].status == "retrying"
+    with database.connection_context():
+        NotificationChannel.update(enabled=False).execute()
+    run_queued_jobs(app, ("notify",), wait_for_scheduled=1.5)
+    (delivery,) = deliveries()
+    assert (delivery.status, delivery.error) == ("skipped", "channel disabled")
+    assert len(hook.requests) == 1
+
+
+def test_the_global_cooldown_starts_only_when_something_is_sent(app_factory, hook):
+    app = app_factory(GLIMPSER_ALLOW_LOOPBACK_SOURCES="1", GLIMPSER_NOTIFY_COOLDOWN_SECONDS="600")
+    jobs.configure(app.extensions["glimpser.settings"])
+    try:
+        pager = webhook(hook, "Pager", min_severity="critical")
+        with database.connection_context():
+            stream = Stream.create(name="Vault", kind="rtsp", config={})
+        notify(app, raise_event([pager], severity="info", stream=stream))  # taken by nobody
+        notify(app, raise_event([pager], severity="critical", stream=stream))
+        notify(app, raise_event([pager], severity="critical", stream=stream))
+        assert [(d.status, d.error.split(" (")[0]) for d in deliveries()] == [
+            ("skipped", "below the channel's minimum severity"),
+            ("queued", ""),
+            ("skipped", "global notification cooldown for this stream"),
+        ]
+    finally:
+        jobs.configure(None)
 
 
 def test_a_failed_delivery_can_be_retried_by_hand(app, hook):

@@ -94,7 +94,7 @@ def test_push_is_encrypted_signed_and_shows_the_event(world, capture_app, push_s
     assert push_service.problems == []
     (push,) = push_service.pushes_to("admin")
     assert push.payload["title"] == "Motion at Gate"
-    assert push.payload["url"].startswith("/events")
+    assert push.payload["url"] == f"/events/{events['Gate'].id}"
     with database.connection_context():
         assert push.vapid_key == webpush.vapid_keys().public_key
     assert (delivery.status, delivery.response_code, delivery.attempts) == ("sent", 201, 1)
@@ -164,6 +164,18 @@ def test_subscriptions_must_point_at_the_public_internet(world, endpoint):
     assert response.status_code == 422
     with database.connection_context():
         assert PushSubscription.select().count() == 0
+
+
+def test_malformed_subscription_keys_are_a_clear_422(world):
+    client, _channel, _events = world
+    for keys, message in (
+        ("abc", "must be an object"),
+        (["p256dh"], "must be an object"),
+        ({"p256dh": 5, "auth": "AAAA"}, "p256dh is missing or invalid"),
+    ):
+        response = subscribe(client, {"endpoint": "https://push.example.com/x", "keys": keys})
+        assert response.status_code == 422, keys
+        assert message in response.get_json()["error"]
 
 
 def test_subscribing_needs_csrf_and_valid_json(world):
