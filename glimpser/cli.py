@@ -341,7 +341,14 @@ def import_command(settings: Settings, file: str, mode: str, dry_run: bool) -> N
     try:
         data = load_document(raw)
         with db.database.connection_context():
-            report = import_streams(data, mode, dry_run, via="cli", source=os.path.basename(file))
+            report = import_streams(
+                data,
+                mode,
+                dry_run,
+                via="cli",
+                source=os.path.basename(file),
+                ai_configured=settings.ai_configured,
+            )
     except TransferError as exc:
         _fail(str(exc))
     for line in report.lines():

@@ -166,6 +166,7 @@ def analyse_snapshot(snapshot_id: int) -> dict:
         if ai is not None:
             ai.close()
     notify_events(connection, outcome.events)
+    notify_repeats(connection, outcome.repeated)
     return asdict(outcome)
 
 
@@ -195,6 +196,17 @@ def notify_events(connection: Any, event_ids: list[int]) -> list[int]:
         return []
     events = list(Event.select().where(Event.id.in_(event_ids)).order_by(Event.id))
     return route(events, connection, settings(), lambda i, d: enqueue_delivery(connection, i, d))
+
+
+def notify_repeats(connection: Any, event_ids: list[int]) -> list[int]:
+    """Open events that matched again: CAP endpoints get an Update (throttled)."""
+    from glimpser.models import Event
+    from glimpser.notify.dispatch import route_updates
+
+    if not event_ids:
+        return []
+    events = list(Event.select().where(Event.id.in_(event_ids)).order_by(Event.id))
+    return route_updates(events, lambda i, d: enqueue_delivery(connection, i, d))
 
 
 def notify_acknowledged(connection: Any, event_ids: list[int]) -> list[int]:

@@ -462,8 +462,10 @@ def _from_glimpser(raw: dict[str, Any], entry: EntryReport) -> dict[str, Any] | 
     return spec
 
 
-def _prepare(index: int, raw: Any, fmt: str) -> _Entry:
-    """Map and validate one entry; errors stay in its report."""
+def _prepare(index: int, raw: Any, fmt: str, describe_by_default: bool = False) -> _Entry:
+    """Map and validate one entry; errors stay in its report. An entry without analysis
+    settings (glimpser-rs, older exports) gets the defaults a new stream gets in the form:
+    describe on change when AI is configured."""
     entry = _Entry(_entry_report(index, raw))
     report = entry.report
     if not isinstance(raw, dict):
@@ -472,6 +474,8 @@ def _prepare(index: int, raw: Any, fmt: str) -> _Entry:
     if mapped is None or report.errors:
         report.outcome = "error"
         return entry
+    if "analysis" not in mapped and describe_by_default:
+        mapped = {**mapped, "analysis": {"describe_on_change": True}}
     try:
         entry.spec = StreamSpec.model_validate(mapped)
     except ValidationError as exc:
@@ -1032,6 +1036,7 @@ def import_streams(
     ip: str = "",
     via: str = "cli",
     source: str = "",
+    ai_configured: bool = False,
 ) -> ImportReport:
     """Import a whole set-up (streams, notification channels, rules): validate every entry,
     then write the valid ones in one transaction (or none at all)."""
@@ -1040,7 +1045,10 @@ def import_streams(
     fmt = detect_format(data)
     raw_entries = _entries(data)
     report = ImportReport(format=fmt, mode=mode, dry_run=dry_run, notes=_document_notes(data, fmt))
-    entries = [_prepare(i, raw, fmt) for i, raw in enumerate(raw_entries, start=1)]
+    entries = [
+        _prepare(i, raw, fmt, describe_by_default=ai_configured)
+        for i, raw in enumerate(raw_entries, start=1)
+    ]
     report.entries = [e.report for e in entries]
     rules = [_prepare_rule(i, raw) for i, raw in enumerate(_rule_entries(data, fmt), start=1)]
     report.rules = [r.report for r in rules]

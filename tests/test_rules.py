@@ -381,6 +381,25 @@ def test_cooldown_per_rule_and_stream(both_db, redis_client):
     assert Event.select().where(Event.stream == door.id).count() == 3
 
 
+def test_repeats_during_the_cooldown_are_counted_on_the_open_event(both_db, redis_client):
+    door = make_stream("Front door")
+    make_rule(cooldown_seconds=300)
+    first = make_snapshot(door)
+    [event] = evaluate(redis_client, door, first)
+    obs = Observation(door, make_snapshot(door), None)
+    result = rules.evaluate(obs, redis_client, MONDAY_NOON)
+    assert result.created == [] and [e.id for e in result.repeated] == [event.id]
+    again = rules.evaluate(obs, redis_client, MONDAY_NOON)  # the same snapshot: no second count
+    assert again.repeated == []
+    later = make_snapshot(door)
+    rules.evaluate(Observation(door, later, None), redis_client, MONDAY_NOON)
+    event = Event.get_by_id(event.id)
+    assert event.data["repeats"] == 2 and event.data["last_snapshot_id"] == later.id
+    assert event.snapshot_id == first.id  # the picture that raised it stays
+    Event.update(acknowledged=True).execute()  # an acknowledged event is closed
+    assert rules.evaluate(Observation(door, make_snapshot(door), None), redis_client).repeated == []
+
+
 def test_the_same_snapshot_never_raises_two_events(both_db, redis_client):
     stream = make_stream()
     make_rule("No cooldown", cooldown_seconds=0)

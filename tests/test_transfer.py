@@ -715,3 +715,15 @@ def test_numbers_too_big_for_the_database_are_reported_per_entry(db_app):
         assert "retention_max_count" in report.entries[0].errors
         assert "retention_max_bytes" in report.entries[1].errors
         assert Stream.get(Stream.name == "Fine").retention_max_bytes == 10**12
+
+
+@pytest.mark.parametrize("ai_configured", [True, False])
+def test_imported_streams_without_analysis_settings_get_a_new_streams_defaults(app, ai_configured):
+    """As in the stream form: with AI configured, a new stream describes its changes."""
+    data = transfer.load_document(RS_EXPORT.read_bytes())
+    with database.connection_context():
+        report = transfer.import_streams(data, ai_configured=ai_configured)
+        assert report.count("imported") == 5
+        assert {s.analysis.get("describe_on_change", False) for s in Stream.select()} == {
+            ai_configured
+        }

@@ -47,6 +47,7 @@ class AnalysisOutcome:
     described: bool = False
     ai_error: str = ""
     events: list[int] = field(default_factory=list)
+    repeated: list[int] = field(default_factory=list)  # open events that matched again
     skipped: str = ""
 
 
@@ -256,8 +257,10 @@ def analyse_snapshot(
         ai_error=ai_error,
         ask=ask if ai is not None else None,
     )
-    events: list[Event] = rules.evaluate_snapshot(observation, connection)
+    evaluation = rules.evaluate(observation, connection)
+    events: list[Event] = evaluation.created
     outcome.events = [e.id for e in events]
+    outcome.repeated = [e.id for e in evaluation.repeated]
     log.info(
         "analysed",
         extra={

@@ -450,14 +450,59 @@ def _event_fields(rule: Rule, spec: RuleSpec, obs: Observation, match: _Match) -
     return {"kind": kind, "title": title[:TITLE_MAX], "description": description, "data": data}
 
 
+@dataclass
+class Evaluation:
+    """What the rules made of one snapshot: new events, and open events that matched again."""
+
+    created: list[Event] = field(default_factory=list)
+    repeated: list[Event] = field(default_factory=list)
+
+
 def evaluate_snapshot(
     obs: Observation, connection: redis.Redis, now: datetime | None = None
 ) -> list[Event]:
     """Evaluate every applicable rule for one analysed snapshot; the events created."""
+    return evaluate(obs, connection, now).created
+
+
+def _record_repeat(
+    rule: Rule, spec: RuleSpec, stream: Stream, snapshot: Snapshot, now: datetime
+) -> Event | None:
+    """De-duplication: a rule that matches again while cooling down does not raise a new event;
+    the open (unacknowledged) event it raised counts the repeat and notes the latest picture."""
+    since = times.to_utc(now) - timedelta(seconds=spec.cooldown_seconds)
+    with write_transaction():
+        event = (
+            Event.select()
+            .where(
+                (Event.rule == rule.id)
+                & (Event.stream == stream.id)
+                & (Event.acknowledged == False)  # noqa: E712 - peewee expression
+                & (Event.created_at > since)
+            )
+            .order_by(Event.created_at.desc(), Event.id.desc())
+            .first()
+        )
+        if event is None or snapshot.id in (
+            event.snapshot_id,
+            (event.data or {}).get("last_snapshot_id"),
+        ):
+            return None
+        data = dict(event.data or {})
+        data["repeats"] = int(data.get("repeats") or 0) + 1
+        data["last_snapshot_id"] = snapshot.id
+        data["last_seen_at"] = times.isoformat_precise(times.to_utc(now))
+        Event.update(data=data).where(Event.id == event.id).execute()
+    return Event.get_by_id(event.id)
+
+
+def evaluate(obs: Observation, connection: redis.Redis, now: datetime | None = None) -> Evaluation:
+    """Evaluate every applicable rule for one analysed snapshot (see Evaluation)."""
     from glimpser.analysis.ai import AIError
 
     now = now or times.utcnow()
-    events: list[Event] = []
+    result = Evaluation()
+    events = result.created
     for rule, spec in _applicable(obs.stream):
         c = spec.conditions
         if not c.snapshot_conditions() or not in_schedule(spec.schedule, now):
@@ -480,6 +525,11 @@ def evaluate_snapshot(
                 if not (answer.match and answer.confidence >= c.min_confidence):
                     continue
                 match.answer = answer
+        elif _cooling_down(spec, rule, obs.stream, connection, now):
+            repeat = _record_repeat(rule, spec, obs.stream, obs.snapshot, now)
+            if repeat is not None:
+                result.repeated.append(repeat)
+            continue
         event = _store(
             rule,
             spec,
@@ -495,7 +545,7 @@ def evaluate_snapshot(
                 "rule matched",
                 extra={"rule_id": rule.id, "stream_id": obs.stream.id, "event_id": event.id},
             )
-    return events
+    return result
 
 
 # --- capture failures -----------------------------------------------------------------------

@@ -252,6 +252,10 @@ def build_alert(
         ("eventKind", event.kind),
         ("eventSeverity", event.severity),
         ("snapshotId", str(event.snapshot_id) if event.snapshot_id is not None else ""),
+        # The rule matched again while cooling down (rules.py merges repeats into the event):
+        # how often, and the latest picture. A change here makes the next message an Update.
+        ("repeats", str((event.data or {}).get("repeats") or "")),
+        ("lastSnapshotId", str((event.data or {}).get("last_snapshot_id") or "")),
     ]
     for name, value in parameters:
         if value:

@@ -161,23 +161,46 @@ def route(
     return queued
 
 
+def _cap_channels_alerted(event: Event) -> list[NotificationChannel]:
+    """CAP channels that received this event's alert."""
+    return [
+        d.channel
+        for d in Delivery.select(Delivery, NotificationChannel)
+        .join(NotificationChannel)
+        .where(
+            (Delivery.event == event.id)
+            & (Delivery.purpose == "alert")
+            & (Delivery.status == "sent")
+            & (NotificationChannel.kind == "cap")
+        )
+    ]
+
+
+def route_updates(events: list[Event], enqueue: Callable[[int, float], None]) -> list[int]:
+    """An open event that matched again (rules.py counts the repeats) is re-issued to the CAP
+    endpoints that got its alert, as an Update. Throttled: at the 1st, 2nd, 4th, 8th … repeat,
+    so a busy scene makes a handful of Updates, not one per snapshot. Other channels stay
+    quiet: that is what the rule's cooldown is for."""
+    queued: list[int] = []
+    for event in events:
+        repeats = int((event.data or {}).get("repeats") or 0)
+        if repeats < 1 or repeats & (repeats - 1):
+            continue  # not a power of two
+        for channel in _cap_channels_alerted(event):
+            delivery = _record(event, channel, f"update-{repeats}", "queued")
+            if delivery is not None:
+                enqueue(delivery.id, 0.0)
+                queued.append(delivery.id)
+    return queued
+
+
 def route_cancellations(events: list[Event], enqueue: Callable[[int, float], None]) -> list[int]:
     """Acknowledged events are withdrawn where that means something: CAP endpoints that got
     the alert receive a Cancel referencing it (one "cancel" delivery per event × channel)."""
     queued: list[int] = []
     for event in events:
-        alerted = (
-            Delivery.select(Delivery, NotificationChannel)
-            .join(NotificationChannel)
-            .where(
-                (Delivery.event == event.id)
-                & (Delivery.purpose == "alert")
-                & (Delivery.status == "sent")
-                & (NotificationChannel.kind == "cap")
-            )
-        )
-        for sent in alerted:
-            delivery = _record(event, sent.channel, "cancel", "queued")
+        for channel in _cap_channels_alerted(event):
+            delivery = _record(event, channel, "cancel", "queued")
             if delivery is not None:
                 enqueue(delivery.id, 0.0)
                 queued.append(delivery.id)

@@ -88,6 +88,7 @@ def index():
             ip=request.remote_addr or "",
             via="web",
             source=upload.filename or "",
+            ai_configured=current_app.extensions["glimpser.settings"].ai_configured,
         )
     except TransferError as exc:
         return _page(form, error=str(exc), status=exc.status)

@@ -321,3 +321,37 @@ def test_acknowledging_sends_a_cap_cancel_referencing_the_alert(app):
         assert identifier in cancel.findtext("cap:references", namespaces=CAP_NS)
         assert [d.purpose for d in deliveries()] == ["alert", "cancel"]
         assert all(d.status == "sent" for d in deliveries())
+
+
+def test_repeats_of_an_open_event_send_throttled_cap_updates(app):
+    with HttpReceiver() as endpoint:
+        channel = make_channel(
+            "Warnings",
+            kind="cap",
+            config={"kind": "cap", "endpoints": [endpoint.url("/cap")], "timeout": 2},
+        )
+        event = raise_event([channel])
+        notify(app, event)
+        run_queued_jobs(app, ("notify",))
+        connection = app.extensions["glimpser.redis"]
+        for repeats in (1, 2, 3, 4):  # as rules.py counts them on the open event
+            with database.connection_context():
+                Event.update(data={"repeats": repeats, "last_snapshot_id": None}).where(
+                    Event.id == event.id
+                ).execute()
+                jobs.notify_repeats(connection, [event.id])
+            run_queued_jobs(app, ("notify",))
+
+        messages = [etree.fromstring(r.body) for r in endpoint.requests]
+        kinds = [m.findtext("cap:msgType", namespaces=CAP_NS) for m in messages]
+        assert kinds == ["Alert", "Update", "Update", "Update"]  # repeats 1, 2 and 4; not 3
+        repeats = [
+            m.xpath("//cap:parameter[cap:valueName='repeats']/cap:value/text()", namespaces=CAP_NS)
+            for m in messages
+        ]
+        assert repeats == [[], ["1"], ["2"], ["4"]]
+        alert_id = messages[0].findtext("cap:identifier", namespaces=CAP_NS)
+        assert all(
+            alert_id in m.findtext("cap:references", namespaces=CAP_NS) for m in messages[1:]
+        )
+        assert [d.purpose for d in deliveries()] == ["alert", "update-1", "update-2", "update-4"]
