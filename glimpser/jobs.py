@@ -25,12 +25,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 AUDIT_RETENTION = timedelta(days=365)
 
 _settings: Settings | None = None
+# The worker's AI client with the settings and Redis connection it was made for (see _ai_client).
+_ai: tuple[Settings, Any, Any] | None = None
 
 
 def configure(settings: Settings | None) -> None:
     """Called once by the worker process with the settings it started with."""
     global _settings
     _settings = settings
+    _drop_ai_client()
 
 
 def settings() -> Settings:
@@ -47,6 +50,38 @@ def _connection():  # noqa: ANN202 - the Redis connection of the running job
 
         return connect_redis(settings().redis_url)
     return job.connection
+
+
+def _ai_client(connection: Any) -> Any:
+    """The AI client (None when AI is not configured), kept between jobs.
+
+    The worker runs every job in one long-lived process (SimpleWorker, no fork), so each
+    analysis or summary reuses the HTTP connections of the last instead of opening new ones.
+    Made anew when the settings or the Redis connection change."""
+    global _ai
+    from glimpser.analysis.ai import AIClient
+
+    current = settings()
+    if _ai is not None and _ai[0] is current and _ai[1] is connection:
+        return _ai[2]
+    _drop_ai_client()
+    client = AIClient.from_settings(current, connection)
+    _ai = (current, connection, client)
+    return client
+
+
+def _drop_ai_client() -> None:
+    global _ai
+    if _ai is not None and _ai[2] is not None:
+        _ai[2].close()
+    _ai = None
+
+
+def _events(event_ids: list[int]) -> list[Any]:
+    """The events with these ids, oldest first."""
+    from glimpser.models import Event
+
+    return list(Event.select().where(Event.id.in_(event_ids)).order_by(Event.id))
 
 
 def job(func: F) -> F:
@@ -154,17 +189,12 @@ def analyse_snapshot(snapshot_id: int) -> dict:
     """Detect motion/change on one snapshot, describe it with AI if asked, apply the rules."""
     from dataclasses import asdict
 
-    from glimpser.analysis.ai import AIClient
     from glimpser.analysis.pipeline import analyse_snapshot as run
     from glimpser.storage import get_storage
 
     connection = _connection()
-    ai = AIClient.from_settings(settings(), connection)
-    try:
-        outcome = run(snapshot_id, settings(), connection, get_storage(settings()), ai)
-    finally:
-        if ai is not None:
-            ai.close()
+    ai = _ai_client(connection)
+    outcome = run(snapshot_id, settings(), connection, get_storage(settings()), ai)
     notify_events(connection, outcome.events)
     notify_repeats(connection, outcome.repeated)
     return asdict(outcome)
@@ -189,35 +219,31 @@ def enqueue_delivery(connection: Any, delivery_id: int, delay: float = 0.0) -> N
 
 def notify_events(connection: Any, event_ids: list[int]) -> list[int]:
     """Create the deliveries of new events (their rules' channels) and queue them."""
-    from glimpser.models import Event
     from glimpser.notify.dispatch import route
 
     if not event_ids:
         return []
-    events = list(Event.select().where(Event.id.in_(event_ids)).order_by(Event.id))
-    return route(events, connection, settings(), lambda i, d: enqueue_delivery(connection, i, d))
+    return route(
+        _events(event_ids), connection, settings(), lambda i, d: enqueue_delivery(connection, i, d)
+    )
 
 
 def notify_repeats(connection: Any, event_ids: list[int]) -> list[int]:
     """Open events that matched again: CAP endpoints get an Update (throttled)."""
-    from glimpser.models import Event
     from glimpser.notify.dispatch import route_updates
 
     if not event_ids:
         return []
-    events = list(Event.select().where(Event.id.in_(event_ids)).order_by(Event.id))
-    return route_updates(events, lambda i, d: enqueue_delivery(connection, i, d))
+    return route_updates(_events(event_ids), lambda i, d: enqueue_delivery(connection, i, d))
 
 
 def notify_acknowledged(connection: Any, event_ids: list[int]) -> list[int]:
     """Withdraw acknowledged events where channels support it (CAP Cancel messages)."""
-    from glimpser.models import Event
     from glimpser.notify.dispatch import route_cancellations
 
     if not event_ids:
         return []
-    events = list(Event.select().where(Event.id.in_(event_ids)).order_by(Event.id))
-    return route_cancellations(events, lambda i, d: enqueue_delivery(connection, i, d))
+    return route_cancellations(_events(event_ids), lambda i, d: enqueue_delivery(connection, i, d))
 
 
 @job
@@ -309,16 +335,10 @@ def prune_timelapses() -> dict:
 @job
 def build_summary(summary_id: int) -> dict:
     """Build one AI summary (see glimpser.analysis.summaries); the row records the outcome."""
-    from glimpser.analysis.ai import AIClient
     from glimpser.analysis.summaries import build
 
     connection = _connection()
-    client = AIClient.from_settings(settings(), connection)
-    try:
-        return build(summary_id, client, connection)
-    finally:
-        if client is not None:
-            client.close()
+    return build(summary_id, _ai_client(connection), connection)
 
 
 @job

@@ -44,6 +44,11 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
+def frame_key(stream_id: int) -> str:
+    """The hash where a reader leaves a stream's newest frame ("jpeg", "at")."""
+    return f"glimpser:frame:{stream_id}"
+
+
 def viewers_key(stream_id: int) -> str:
     return f"glimpser:live:viewers:{stream_id}"
 
@@ -248,7 +253,7 @@ class FrameBroker:
             latest = self._streams.get(stream_id)
         if latest is None:
             return
-        jpeg = self.connection.hget(f"glimpser:frame:{stream_id}", "jpeg")
+        jpeg = self.connection.hget(frame_key(stream_id), "jpeg")
         if jpeg:
             latest.put(jpeg)
 

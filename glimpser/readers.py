@@ -54,8 +54,7 @@ FULL_DECODE_MAX_INTERVAL = 2
 Command = list[str] | Callable[[], list[str]]
 
 
-def frame_key(stream_id: int) -> str:
-    return f"glimpser:frame:{stream_id}"
+frame_key = live.frame_key  # one key builder, shared with the web's frame broker
 
 
 def latest_frame(connection: redis.Redis, stream_id: int, max_age: float) -> bytes | None:

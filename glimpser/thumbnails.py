@@ -47,14 +47,17 @@ def render_thumbnail(jpeg: bytes, width: int = THUMB_WIDTH) -> bytes:
     return out.getvalue()
 
 
-def ensure_thumbnail(snapshot: Snapshot, storage: Storage) -> str:
-    """The key of the snapshot's thumbnail, generating and storing it the first time only."""
+def ensure_thumbnail(snapshot: Snapshot, storage: Storage, jpeg: bytes | None = None) -> str:
+    """The key of the snapshot's thumbnail, generating and storing it the first time only.
+
+    The analysis job makes it from the picture it already holds (`jpeg`), so the web process
+    normally finds it made; a request only renders one the job has not reached yet."""
     if not needs_thumbnail(snapshot):
         return snapshot.storage_key
     key = thumbnail_key(snapshot.storage_key)
     if storage.exists(key):
         return key
-    data = render_thumbnail(storage.get(snapshot.storage_key))
+    data = render_thumbnail(jpeg if jpeg is not None else storage.get(snapshot.storage_key))
     storage.put(key, data, "image/jpeg")
     log.info(
         "thumbnail generated",

@@ -29,6 +29,7 @@ from glimpser.analysis.rules import rule_columns, rule_values
 from glimpser.analysis.schemas import RuleSpec
 from glimpser.db import write_transaction
 from glimpser.models import AuditLog, NotificationChannel, Rule, Stream, User
+from glimpser.notify import channel_store
 from glimpser.notify import schemas as channel_schemas
 from glimpser.sources.schemas import (
     CONFIG_BY_KIND,
@@ -846,25 +847,21 @@ def _decide_channels(entries: list[_ChannelEntry], mode: str) -> list[_ChannelEn
 
 
 def _write_channel(entry: _ChannelEntry) -> None:
-    """Store the channel as the channel form does: config with its secrets, validated."""
+    """Store the channel through channel_store, as the channel form does. The secrets are
+    already decided (`_keep_channel_secrets` checks kind and address): the kept ones go into
+    the spec, and every other secret the file left empty is written empty, not kept."""
     assert entry.spec is not None
     spec = entry.spec
-    config = channel_schemas.dump_config(spec.config, include_secrets=True)
-    config.update(entry.kept_secrets)
-    columns = {
-        "name": spec.name,
-        "kind": spec.config.kind,
-        "config": config,
-        "enabled": spec.enabled,
-        "min_severity": spec.min_severity,
-        "cooldown_seconds": spec.cooldown_seconds,
-    }
+    if entry.kept_secrets:
+        config = spec.config.model_copy(
+            update={n: SecretStr(v) for n, v in entry.kept_secrets.items()}
+        )
+        spec = spec.model_copy(update={"config": config})
     if entry.target is None:
-        NotificationChannel.create(**columns)
+        channel_store.create_channel(spec)
     else:  # keeps its id, so rules and the delivery log still point at it
-        NotificationChannel.update(**columns, updated_at=times.utcnow()).where(
-            NotificationChannel.id == entry.target.id
-        ).execute()
+        not_kept = type(spec.config).SECRET_FIELDS - entry.kept_secrets.keys()
+        channel_store.update_channel(entry.target, spec, remove_secrets=not_kept)
 
 
 # --- rules ------------------------------------------------------------------------------------

@@ -18,9 +18,8 @@ import redis as redis_lib
 import requests
 
 from glimpser.sources import website
-from tests.helpers import free_port, wait_for_http
+from tests.helpers import ROOT, free_port, jobs_configured, start_redis, wait_for_http
 
-ROOT = Path(__file__).resolve().parent.parent
 PG_BIN = Path(os.environ.get("GLIMPSER_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 CHROMIUM = os.environ.get("GLIMPSER_CHROMIUM", "/usr/bin/chromium")
 
@@ -31,37 +30,9 @@ CHROMIUM = os.environ.get("GLIMPSER_CHROMIUM", "/usr/bin/chromium")
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real redis-server on a free loopback port for the whole session."""
-    port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="glimpser-redis-"))
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis_lib.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis_lib.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
+    proc, url = start_redis(workdir)
+    yield url
     proc.terminate()
     proc.wait(timeout=10)
     shutil.rmtree(workdir, ignore_errors=True)
@@ -309,12 +280,9 @@ def rtsp(media_root: Path):
 @pytest.fixture
 def capture_app(app_factory, media_root: Path):
     """An app whose sources may reach loopback (the test peers), media dir = test media."""
-    from glimpser import jobs
-
     app = app_factory(GLIMPSER_ALLOW_LOOPBACK_SOURCES="1", GLIMPSER_MEDIA_DIR=str(media_root))
-    jobs.configure(app.extensions["glimpser.settings"])
-    yield app
-    jobs.configure(None)
+    with jobs_configured(app):
+        yield app
 
 
 def run_queued_jobs(

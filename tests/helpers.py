@@ -1,13 +1,24 @@
-"""Small helpers the tests share: ports, waiting, CSRF-aware form posts."""
+"""Small helpers the tests share: ports, waiting, Redis, CSRF-aware form posts, signed-in
+clients, and rows (streams, snapshots) made through the real models and storage."""
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
 
 import requests
+
+PASSWORD = "correct horse battery"
+ROOT = Path(__file__).resolve().parent.parent
 
 _CSRF_FIELD = re.compile(
     r'name="csrf_token"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="csrf_token"'
@@ -36,6 +47,56 @@ def wait_for_http(url: str, timeout: float = 20, proc: subprocess.Popen | None =
     raise TimeoutError(f"{url} did not answer within {timeout} s: {last}")
 
 
+def start_redis(workdir: Path, timeout: float = 10) -> tuple[subprocess.Popen, str]:
+    """A real redis-server (no persistence) on a free loopback port; returns (process, URL)."""
+    import redis as redis_lib
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis_lib.Redis(port=port)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            break
+        except redis_lib.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+    client.close()
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None):
+    """`python -m glimpser.cli ARGS` from the repo root with env on top of os.environ."""
+    return subprocess.run(
+        [sys.executable, "-m", "glimpser.cli", *args],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def csrf_from(html: str) -> str:
     """The CSRF token from a rendered form (or the page's htmx header)."""
     match = _CSRF_FIELD.search(html)
@@ -55,13 +116,32 @@ def form_post(
     return client.post(post_url or page_url, data={"csrf_token": token, **(data or {})}, **kwargs)
 
 
-def setup_admin(client, username: str = "admin", password: str = "correct horse battery"):
+def setup_admin(client, username: str = "admin", password: str = PASSWORD):
     """Complete first-run setup; the client is signed in as that admin afterwards."""
     response = form_post(
         client, "/setup", data={"username": username, "password": password, "confirm": password}
     )
     assert response.status_code == 302, response.get_data(as_text=True)
     return response
+
+
+@contextmanager
+def jobs_configured(app) -> Iterator:
+    """Point glimpser.jobs (what RQ jobs run with) at app's settings, and back afterwards."""
+    from glimpser import jobs
+
+    jobs.configure(app.extensions["glimpser.settings"])
+    try:
+        yield app
+    finally:
+        jobs.configure(None)
+
+
+def signed_in_admin(app, username: str = "alice", password: str = PASSWORD):
+    """A test client of app, signed in as the first-run admin (the usual `admin` fixture)."""
+    client = app.test_client()
+    setup_admin(client, username, password)
+    return client
 
 
 def login(client, username: str, password: str):
@@ -76,7 +156,7 @@ def first_run_in_browser(
     page,
     url: str,
     username: str = "alice",  # noqa: ANN001
-    password: str = "correct horse battery",
+    password: str = PASSWORD,
 ) -> None:
     """Create the first admin through /setup in a real browser; it is signed in afterwards."""
     from playwright.sync_api import expect
@@ -87,3 +167,60 @@ def first_run_in_browser(
     page.get_by_label("Repeat password").fill(password)
     page.get_by_role("button", name="Create administrator").click()
     expect(page).to_have_url(url + "/")
+
+
+def labelled(html: str) -> None:
+    """Every visible input, select and textarea of a rendered form has a <label for=...>."""
+    labels = set(re.findall(r'<label[^>]*\bfor="([^"]+)"', html))
+    for attrs in re.findall(r"<(?:input|select|textarea)\b([^>]*)>", html):
+        if 'type="hidden"' in attrs:
+            continue
+        ident = re.search(r'\bid="([^"]+)"', attrs)
+        assert ident and ident.group(1) in labels, attrs
+
+
+def add_stream(name: str, **fields: object):
+    """An http_image stream row (its camera address is never reached)."""
+    from glimpser.db import database
+    from glimpser.models import Stream
+
+    with database.connection_context():
+        return Stream.create(
+            name=name,
+            kind="http_image",
+            config={"kind": "http_image", "url": "http://192.0.2.1/x.jpg"},
+            **fields,
+        )
+
+
+def paused_stream(name: str = "Garden"):
+    """A disabled, paused http_image stream (nothing captures it); call in a connection."""
+    from glimpser.models import Stream
+
+    return Stream.create(
+        name=name,
+        kind="http_image",
+        config={"kind": "http_image", "url": "http://192.168.1.50/snapshot.jpg"},
+        enabled=False,
+        state="paused",
+    )
+
+
+def add_snapshot(app, stream, picture: bytes, seconds_ago: float = 0):
+    """Store a picture through the real storage backend and snapshot code."""
+    from PIL import Image
+
+    from glimpser import times
+    from glimpser.db import database
+    from glimpser.snapshots import save_snapshot
+    from glimpser.sources.base import Frame
+    from glimpser.storage import get_storage
+
+    image = Image.open(io.BytesIO(picture))
+    frame = Frame(jpeg=picture, width=image.width, height=image.height)
+    at = times.utcnow() - timedelta(seconds=seconds_ago)
+    storage = get_storage(app.extensions["glimpser.settings"])
+    with database.connection_context():
+        snap = save_snapshot(stream, frame, at, storage, store_identical=True)
+    assert snap is not None
+    return snap

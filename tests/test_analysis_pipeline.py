@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from PIL import Image
 
 from glimpser import jobs, readers
 from glimpser.db import database
@@ -71,9 +73,15 @@ def capture_and_analyse(app, stream: Stream, count: int) -> None:
             assert time.monotonic() < deadline, "the reader delivered no frame"
             time.sleep(0.1)
         for _ in range(count):
+            published = redis.hget(readers.frame_key(stream.id), "at")
             result = jobs.capture_stream(stream.id, manual=True)
             assert result["ok"], result
-            time.sleep(0.7)  # the ball moves on between snapshots
+            # The next capture takes the reader's next frame (the ball has moved on by then),
+            # however slow the machine: wait for it to be published rather than for a time.
+            deadline = time.monotonic() + 20
+            while redis.hget(readers.frame_key(stream.id), "at") == published:
+                assert time.monotonic() < deadline, "the reader published no new frame"
+                time.sleep(0.05)
     run_queued_jobs(app, ("analysis",))
 
 
@@ -203,3 +211,58 @@ def test_without_ai_nothing_is_described_and_events_still_come(capture_app, rtsp
     shots = snapshots_of(stream)
     assert all(s.ai is None for s in shots)
     assert len(events_of(stream)) == 1, [(s.analysis_note, s.motion_score) for s in shots]
+
+
+@pytest.mark.parametrize("store_identical", ["1", "0"])
+def test_identical_snapshot_is_recognised_only_when_identical_frames_are_stored(
+    app_factory, store_identical
+):
+    """With GLIMPSER_STORE_IDENTICAL_FRAMES a repeated frame is "identical" without decoding;
+    otherwise capture never stores one, and the analysis does not look the previous one up."""
+    import io
+    from datetime import timedelta
+
+    from PIL import Image
+
+    from glimpser import times
+    from glimpser.analysis.pipeline import analyse_snapshot
+    from glimpser.snapshots import save_snapshot
+    from glimpser.sources.base import Frame
+    from glimpser.storage import get_storage
+
+    app = app_factory(GLIMPSER_STORE_IDENTICAL_FRAMES=store_identical)
+    settings = app.extensions["glimpser.settings"]
+    storage = get_storage(settings)
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (40, 90, 160)).save(out, "JPEG")
+    frame = Frame(jpeg=out.getvalue(), width=64, height=48)
+    with database.connection_context():
+        stream = Stream.create(
+            name="Still", kind="http_image", interval=60, config={"kind": "http_image"}
+        )
+        now = times.utcnow()
+        first = save_snapshot(stream, frame, now, storage, store_identical=True)
+        second = save_snapshot(
+            stream, frame, now + timedelta(seconds=60), storage, store_identical=True
+        )
+        connection = app.extensions["glimpser.redis"]
+        analyse_snapshot(first.id, settings, connection, storage, None)
+        outcome = analyse_snapshot(second.id, settings, connection, storage, None)
+    assert (outcome.note == "identical") is (store_identical == "1")
+    assert not outcome.changed
+
+
+def test_the_analysis_job_makes_the_thumbnail_so_the_web_process_need_not(capture_app):
+    from glimpser.storage import get_storage
+    from glimpser.thumbnails import THUMB_WIDTH, thumbnail_key
+    from tests.helpers import add_snapshot, add_stream
+    from tests.media_servers import jpeg
+
+    stream = add_stream("Wide")
+    snapshot = add_snapshot(capture_app, stream, jpeg((30, 90, 150), size=(1280, 720)))
+    storage = get_storage(capture_app.extensions["glimpser.settings"])
+    key = thumbnail_key(snapshot.storage_key)
+    assert not storage.exists(key)
+    jobs.analyse_snapshot(snapshot.id)
+    thumb = Image.open(io.BytesIO(storage.get(key)))
+    assert thumb.width == THUMB_WIDTH

@@ -7,9 +7,15 @@ import pytest
 from glimpser.auth.users import create_user
 from glimpser.db import database
 from glimpser.models import AuditLog, User
-from tests.helpers import csrf_from, form_post, login, logout, setup_admin
-
-PASSWORD = "correct horse battery"
+from tests.helpers import (
+    PASSWORD,
+    csrf_from,
+    form_post,
+    login,
+    logout,
+    setup_admin,
+    signed_in_admin,
+)
 
 
 def session_cookie(client):
@@ -141,8 +147,7 @@ def test_session_id_is_rotated_at_login(app, redis_client):
 
 
 def test_old_cookie_is_dead_after_logout(app, redis_client):
-    client = app.test_client()
-    setup_admin(client, "alice", PASSWORD)
+    client = signed_in_admin(app)
     old = session_cookie(client).value
     assert logout(client).status_code == 302
     assert not redis_client.exists(f"glimpser:session:{old}")
@@ -153,8 +158,7 @@ def test_old_cookie_is_dead_after_logout(app, redis_client):
 
 
 def test_deactivating_a_user_ends_their_sessions(db_app):
-    admin = db_app.test_client()
-    setup_admin(admin, "alice", PASSWORD)
+    setup_admin(db_app.test_client(), "alice", PASSWORD)
     with database.connection_context():
         create_user("bob", PASSWORD, "viewer")
     bob = db_app.test_client()
@@ -167,8 +171,7 @@ def test_deactivating_a_user_ends_their_sessions(db_app):
 
 
 def test_bumping_the_session_epoch_ends_sessions(app):
-    client = app.test_client()
-    setup_admin(client, "alice", PASSWORD)
+    client = signed_in_admin(app)
     with database.connection_context():
         User.update(session_epoch=User.session_epoch + 1).execute()
     assert client.get("/").status_code == 302

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
+from tests.helpers import PASSWORD
 
-PASSWORD = "correct horse battery"
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
 def collect_console_errors(page: Page) -> list[str]:

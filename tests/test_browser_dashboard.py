@@ -14,8 +14,6 @@ from tests.media_servers import jpeg
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-PASSWORD = "correct horse battery"
-
 
 def add_stream(page: Page, url: str, name: str, image_url: str, interval: int, groups: str = ""):
     page.goto(url + "/streams/new")
@@ -92,6 +90,8 @@ def test_history_enlarges_and_steps_with_the_arrow_keys(live_stack, page: Page, 
             if thumbs.count() > count:
                 break
             page.wait_for_timeout(500)
+        else:
+            pytest.fail(f"picture {i} never reached the history ({count} thumbnails)")
     hrefs = [thumbs.nth(i).get_attribute("href") for i in range(3)]
     viewer = page.locator("dialog#viewer")
     big = viewer.locator("img")

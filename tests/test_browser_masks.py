@@ -12,9 +12,8 @@ from glimpser import create_app
 from glimpser.config import load_settings
 from glimpser.db import database
 from glimpser.models import Stream
-from tests.helpers import first_run_in_browser
+from tests.helpers import add_snapshot, add_stream, first_run_in_browser
 from tests.media_servers import jpeg
-from tests.test_images import add_snapshot, add_stream
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

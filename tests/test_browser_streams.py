@@ -14,8 +14,6 @@ from tests.helpers import first_run_in_browser
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-PASSWORD = "correct horse battery"
-
 
 def kinds(camera, media_server, rtsp) -> list[tuple[str, str, dict[str, str]]]:
     return [
@@ -72,12 +70,20 @@ def test_admin_creates_every_kind_with_a_test_capture(
     stream_url = page.url
     from tests.media_servers import jpeg
 
-    counts = []
+    thumbs = page.locator("ul.thumbs li")
+    page.goto(stream_url)
+    counts = [thumbs.count()]
     for i in range(3):
         camera.state.picture = jpeg((40 * i, 100, 200 - 40 * i), label=f"tick {i}")
-        time.sleep(2.5)
-        page.goto(stream_url)
-        counts.append(page.locator("ul.thumbs li").count())
+        # Each new picture must arrive by itself; poll the page instead of guessing a sleep.
+        deadline = time.monotonic() + 30
+        while True:
+            page.goto(stream_url)
+            if thumbs.count() > counts[-1]:
+                break
+            assert time.monotonic() < deadline, f"tick {i} never arrived: {counts}"
+            page.wait_for_timeout(500)
+        counts.append(thumbs.count())
     assert counts[-1] > counts[0], counts
 
 

@@ -15,9 +15,9 @@ from playwright.sync_api import Page, expect
 from glimpser import times
 from glimpser.config import load_settings
 from glimpser.db import database, init_database
-from glimpser.models import Event, Stream
+from glimpser.models import Event
 from tests.conftest import ROOT, LiveStack, start_live_server, stop_process
-from tests.helpers import first_run_in_browser
+from tests.helpers import first_run_in_browser, paused_stream
 from tests.openai_server import Reply
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -48,13 +48,7 @@ def seed(env: dict[str, str]) -> int:
     """A paused stream with one event in the last hour."""
     init_database(load_settings(env).database_url)
     with database.connection_context():
-        stream = Stream.create(
-            name="Garden",
-            kind="http_image",
-            config={"kind": "http_image", "url": "http://192.168.1.50/snapshot.jpg"},
-            enabled=False,
-            state="paused",
-        )
+        stream = paused_stream("Garden")
         Event.create(
             stream=stream.id,
             kind="motion",

@@ -13,15 +13,12 @@ from playwright.sync_api import Page, expect
 from glimpser import times
 from glimpser.config import load_settings
 from glimpser.db import database, init_database
-from glimpser.models import Stream
 from glimpser.snapshots import save_snapshot
 from glimpser.sources.base import Frame
 from glimpser.storage import LocalStorage
-from tests.helpers import first_run_in_browser
+from tests.helpers import first_run_in_browser, paused_stream
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-PASSWORD = "correct horse battery"
 
 
 def seed_stream(env: dict[str, str], frames: int) -> int:
@@ -31,13 +28,7 @@ def seed_stream(env: dict[str, str], frames: int) -> int:
     storage = LocalStorage(settings.snapshot_dir)
     start = times.utcnow() - timedelta(minutes=10)
     with database.connection_context():
-        stream = Stream.create(
-            name="Garden",
-            kind="http_image",
-            config={"kind": "http_image", "url": "http://192.168.1.50/snapshot.jpg"},
-            enabled=False,
-            state="paused",
-        )
+        stream = paused_stream("Garden")
         for i in range(frames):
             image = Image.new("RGB", (320, 240), (i * 8 % 256, 255 - i * 8 % 256, 120))
             data = io.BytesIO()

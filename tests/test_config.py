@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from glimpser.config import ConfigError, load_settings
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import run_cli
 
 
 def test_defaults(tmp_path, monkeypatch):
@@ -70,21 +64,9 @@ def test_secure_cookies_switch(tmp_path):
     assert load_settings({**base, "GLIMPSER_SECURE_COOKIES": "yes"}).secure_cookies is True
 
 
-def _glimpser(args: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "glimpser.cli", *args],
-        env={**os.environ, **env},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        **kwargs,
-    )
-
-
 @pytest.mark.parametrize("url", ["mysql://db/glimpser", "postgresql://nobody@127.0.0.1:1/nope"])
 def test_bad_database_url_fails_at_start_with_one_line(tmp_path, url):
-    result = _glimpser(
+    result = run_cli(
         ["migrate"], {"GLIMPSER_DATA_DIR": str(tmp_path), "GLIMPSER_DATABASE_URL": url}
     )
     assert result.returncode == 2
@@ -94,7 +76,7 @@ def test_bad_database_url_fails_at_start_with_one_line(tmp_path, url):
 
 
 def test_database_password_is_not_echoed_in_errors(tmp_path):
-    result = _glimpser(
+    result = run_cli(
         ["migrate"],
         {
             "GLIMPSER_DATA_DIR": str(tmp_path),

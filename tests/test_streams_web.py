@@ -377,6 +377,25 @@ def test_viewers_see_only_granted_streams_and_change_nothing(admin, capture_app,
         assert User.get(User.username == "bob").role == "viewer"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/streams/{huge}",
+        "/streams/{huge}/edit",
+        "/streams/1/snapshots/{huge}.jpg",
+        "/admin/rules/{huge}/edit",
+        "/admin/channels/{huge}/edit",
+        "/admin/deliveries/{huge}/card",
+        "/events/{huge}",
+        "/summaries/{huge}",
+    ],
+)
+@pytest.mark.parametrize("huge", [2**31, 2**63, 10**30])
+def test_ids_beyond_any_row_are_not_found(admin, url, huge):
+    """Every <int:…> in a URL is a row id: too large for the database is a plain 404."""
+    assert admin.get(url.format(huge=huge)).status_code == 404
+
+
 def test_a_new_form_has_no_placeholder_values(admin):
     html = admin.get("/streams/new").get_data(as_text=True)
     assert "Undefined" not in html and "None" not in html

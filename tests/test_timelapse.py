@@ -300,6 +300,7 @@ def test_an_empty_range_fails_with_a_clear_message(tl_app):
     [
         ({"start": "2026-01-02T10:00", "end": "2026-01-01T10:00"}, "end must be after the start"),
         ({"start": "yesterday", "end": "2026-01-01T10:00"}, "Enter the start"),
+        ({"start": "0001-01-01T00:00+01:00", "end": "2026-01-01T10:00"}, "Enter the start"),
         ({"preset": "forever"}, "Choose a time range"),
         ({"preset": "hour", "fps": "7"}, "Choose one of 5, 10, 24, 30 fps"),
         ({"preset": "hour", "fps": "abc"}, "Choose one of"),

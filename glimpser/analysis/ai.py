@@ -28,7 +28,6 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn
 
 import openai
@@ -40,6 +39,7 @@ from glimpser.config import Settings
 from glimpser.db import write_transaction
 from glimpser.logs import redact
 from glimpser.models import AICall
+from glimpser.retry_after import retry_after_seconds as parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +367,7 @@ def prepare_image(jpeg: bytes, max_px: int) -> bytes:
 
 
 def retry_after_seconds(headers: Any, now: float | None = None) -> float | None:
-    """Seconds the server asked to wait (Retry-After seconds or HTTP date, retry-after-ms)."""
+    """Seconds the server asked to wait (retry-after-ms, as OpenAI sends it, or Retry-After)."""
     if headers is None:
         return None
     raw_ms = headers.get("retry-after-ms")
@@ -376,21 +376,7 @@ def retry_after_seconds(headers: Any, now: float | None = None) -> float | None:
             return max(0.0, float(raw_ms) / 1000)
         except ValueError:
             pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now = time.time() if now is None else now
-    return max(0.0, when.timestamp() - now)
+    return parse_retry_after(headers.get("retry-after"), now)
 
 
 # --- the client -------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 1. Detection (motion.py) with the stream's own state in Redis, under a per-stream lock so two
    workers never blend frames of one stream into its background at the same time. A snapshot
-   byte-for-byte equal to the previous one is "identical" without decoding it. (A perceptual hash
-   is not used to skip detection: a small object moving in a large frame does not change a 64-bit
-   hash, so it would hide real motion. It keys the AI cache instead.)
+   byte-for-byte equal to the previous one is "identical" without decoding it (such snapshots
+   exist only with GLIMPSER_STORE_IDENTICAL_FRAMES; otherwise capture does not store them).
+   (A perceptual hash is not used to skip detection: a small object moving in a large frame
+   does not change a 64-bit hash, so it would hide real motion. It keys the AI cache instead.)
 2. The AI description (ai.py), only when the snapshot changed and the stream asks for it (or a
    rule needs it), or when the stream's periodic description is due. Failures fail open: the
    snapshot records {"error": ...} and rules still raise their events, saying the AI failed.
@@ -25,11 +26,12 @@ import redis
 from glimpser import times
 from glimpser.analysis import motion, rules
 from glimpser.analysis.ai import AIClient, AIError, Answer, Description
-from glimpser.analysis.schemas import AnalysisSettings, RuleConditions, analysis_settings
+from glimpser.analysis.schemas import AnalysisSettings, analysis_settings
 from glimpser.config import Settings
 from glimpser.db import write_transaction
-from glimpser.models import Event, Rule, Snapshot, Stream
+from glimpser.models import Event, Snapshot, Stream
 from glimpser.storage import Storage, StorageError
+from glimpser.thumbnails import ensure_thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +75,9 @@ def _detect(
     jpeg: bytes,
     settings: AnalysisSettings,
     connection: redis.Redis,
+    check_identical: bool,
 ) -> motion.DetectionResult:
-    if _previous_sha(snapshot) == snapshot.sha256:
+    if check_identical and _previous_sha(snapshot) == snapshot.sha256:
         return motion.DetectionResult(0.0, 0.0, [], False, "identical")
     config = motion.DetectorConfig.for_stream(settings, stream.kind, float(stream.interval))
     last_key = f"glimpser:analysis:last:{stream.id}"
@@ -142,17 +145,6 @@ def _cache_key(snapshot: Snapshot, result: motion.DetectionResult | None) -> str
     return f"{snapshot.phash}:{'.'.join(cells)}"
 
 
-def _needs_description(applicable: list[Rule]) -> bool:
-    for rule in applicable:
-        try:
-            conditions = RuleConditions.model_validate(rule.conditions)
-        except ValueError:
-            continue
-        if conditions.objects_any or conditions.keywords or conditions.threat_at_least:
-            return True
-    return False
-
-
 def analyse_snapshot(
     snapshot_id: int,
     settings: Settings,
@@ -181,22 +173,35 @@ def analyse_snapshot(
         # Deleted by retention before its turn came: nothing left to look at.
         outcome.skipped = f"the snapshot file is gone: {exc}"
         return outcome
+    try:
+        # Here, off the web process: the dashboard asks for it as soon as the snapshot shows.
+        ensure_thumbnail(snapshot, storage, jpeg)
+    except (StorageError, OSError, ValueError) as exc:
+        log.warning("thumbnail not made", extra={"snapshot_id": snapshot.id, "error": str(exc)})
 
     result = (
-        _detect(stream, snapshot, jpeg, stream_settings, connection)
+        # Unless identical frames are stored, capture already skipped a frame equal to the
+        # previous one: no need to look the previous snapshot up again for every snapshot.
+        _detect(
+            stream, snapshot, jpeg, stream_settings, connection, settings.store_identical_frames
+        )
         if stream_settings.detect
         else None
     )
     if result is not None:
         outcome.note, outcome.changed, outcome.score = result.note, result.changed, result.score
 
-    applicable = rules.rules_for(stream)
+    # Read and validated once: the same list decides the description and is evaluated below.
+    applicable = rules.applicable_rules(stream)
     description: Description | None = None
     ai_error = ""
     wants_description = (
         result is not None
         and result.changed
-        and (stream_settings.describe_on_change or _needs_description(applicable))
+        and (
+            stream_settings.describe_on_change
+            or any(rules.needs_description(spec.conditions) for _rule, spec in applicable)
+        )
     ) or _periodic_due(stream, stream_settings, connection)
     cache_key = _cache_key(snapshot, result)
     if wants_description:
@@ -238,7 +243,9 @@ def analyse_snapshot(
                 (Stream.id == stream.id)
                 & (Stream.ai_caption_at.is_null() | (Stream.ai_caption_at < snapshot.captured_at))
             ).execute()
-    snapshot = Snapshot.get_by_id(snapshot.id)
+    # The rules read what was just written: set it on the row in hand instead of reading it back.
+    for name, value in values.items():
+        setattr(snapshot, name, value)
 
     def ask(question: str) -> Answer:
         assert ai is not None
@@ -257,7 +264,7 @@ def analyse_snapshot(
         ai_error=ai_error,
         ask=ask if ai is not None else None,
     )
-    evaluation = rules.evaluate(observation, connection)
+    evaluation = rules.evaluate(observation, connection, applicable=applicable)
     events: list[Event] = evaluation.created
     outcome.events = [e.id for e in events]
     outcome.repeated = [e.id for e in evaluation.repeated]

@@ -131,7 +131,9 @@ def applies_to_stream(spec: RuleSpec, stream: Stream) -> bool:
     return stream.id in spec.stream_ids
 
 
-def _applicable(stream: Stream) -> list[tuple[Rule, RuleSpec]]:
+def applicable_rules(stream: Stream) -> list[tuple[Rule, RuleSpec]]:
+    """The enabled rules that apply to a stream, each with its validated spec (rules that no
+    longer validate are skipped). Read once per snapshot: pass it on to `evaluate`."""
     out = []
     for rule in Rule.select().where(Rule.enabled == True).order_by(Rule.id):  # noqa: E712
         spec = _valid_spec(rule)
@@ -142,7 +144,7 @@ def _applicable(stream: Stream) -> list[tuple[Rule, RuleSpec]]:
 
 def rules_for(stream: Stream) -> list[Rule]:
     """The enabled rules that apply to a stream (rules that no longer validate are skipped)."""
-    return [rule for rule, _spec in _applicable(stream)]
+    return [rule for rule, _spec in applicable_rules(stream)]
 
 
 # --- schedule -------------------------------------------------------------------------------
@@ -270,7 +272,8 @@ class _Match:
     answer: Answer | None = None
 
 
-def _needs_description(c: RuleConditions) -> bool:
+def needs_description(c: RuleConditions) -> bool:
+    """Whether the conditions look at the AI description (objects, keywords, threat)."""
     return bool(c.objects_any or c.keywords) or c.threat_at_least is not None
 
 
@@ -287,7 +290,7 @@ def _cheap_match(c: RuleConditions, obs: Observation) -> _Match | None:
     ):
         return None
     match = _Match()
-    if not _needs_description(c):
+    if not needs_description(c):
         return match
     d = obs.description
     if d is None:
@@ -496,14 +499,23 @@ def _record_repeat(
     return Event.get_by_id(event.id)
 
 
-def evaluate(obs: Observation, connection: redis.Redis, now: datetime | None = None) -> Evaluation:
-    """Evaluate every applicable rule for one analysed snapshot (see Evaluation)."""
+def evaluate(
+    obs: Observation,
+    connection: redis.Redis,
+    now: datetime | None = None,
+    applicable: list[tuple[Rule, RuleSpec]] | None = None,
+) -> Evaluation:
+    """Evaluate every applicable rule for one analysed snapshot (see Evaluation).
+
+    `applicable` is `applicable_rules(obs.stream)` when the caller has read it already."""
     from glimpser.analysis.ai import AIError
 
     now = now or times.utcnow()
+    if applicable is None:
+        applicable = applicable_rules(obs.stream)
     result = Evaluation()
     events = result.created
-    for rule, spec in _applicable(obs.stream):
+    for rule, spec in applicable:
         c = spec.conditions
         if not c.snapshot_conditions() or not in_schedule(spec.schedule, now):
             continue  # a capture-failure rule, or outside its hours
@@ -562,7 +574,7 @@ def evaluate_capture_failure(
     respected). The capture job stores a plain system event only when this returns none."""
     now = now or times.utcnow()
     events: list[Event] = []
-    for rule, spec in _applicable(stream):
+    for rule, spec in applicable_rules(stream):
         if not spec.conditions.capture_failing or not in_schedule(spec.schedule, now):
             continue
         event = _store(

@@ -25,11 +25,11 @@ from glimpser.models import AuditLog, User
 bp = Blueprint("auth", __name__)
 
 
-def _safe_next(target: str | None) -> str:
-    """Only same-site paths; anything else goes to the dashboard."""
+def safe_next(target: str | None, default: str | None = None) -> str:
+    """Only same-site paths; anything else goes to `default` (the dashboard when not given)."""
     if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
         return target
-    return url_for("dashboard.index")
+    return default if default is not None else url_for("dashboard.index")
 
 
 def _login_limit() -> str:
@@ -84,7 +84,7 @@ def login():
     if setup_open():
         return redirect(url_for("auth.setup"))
     if current_user.is_authenticated:
-        return redirect(_safe_next(request.args.get("next")))
+        return redirect(safe_next(request.args.get("next")))
     form = LoginForm()
     if form.validate_on_submit():
         username = form.username.data.strip()
@@ -100,7 +100,7 @@ def login():
             user.save()
             AuditLog.create(user=user, action="auth.login", ip=request.remote_addr or "")
             _start_session(user)
-            return redirect(_safe_next(request.args.get("next")))
+            return redirect(safe_next(request.args.get("next")))
         current_app.logger.info(
             "login failed", extra={"username": username[:64], "ip": request.remote_addr}
         )

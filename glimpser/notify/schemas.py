@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from glimpser import schema_helpers
+from glimpser.analysis.schemas import Severity
 from glimpser.models import CHANNEL_KINDS
 from glimpser.notify.message import TEMPLATE_FIELDS
 
@@ -39,7 +40,6 @@ KIND_LABELS = {
     "cap": "CAP 1.2 alerts (OASIS Common Alerting Protocol)",
     "apprise": "Apprise (many other services)",
 }
-SEVERITY_CHOICES = ("info", "low", "medium", "high", "critical")
 
 _PASSWORD = {"widget": "password"}
 _SECRET_HELP = "Stored, never shown again. Leave empty to keep."  # noqa: S105 - help text
@@ -605,7 +605,7 @@ class ChannelSpec(BaseModel):
 
     name: str = Field(min_length=1, max_length=200, title="Name")
     enabled: bool = Field(True, title="Enabled")
-    min_severity: Literal["info", "low", "medium", "high", "critical"] = Field(
+    min_severity: Severity = Field(
         "info",
         title="Minimum severity",
         description="Events below this severity are not sent to this channel.",

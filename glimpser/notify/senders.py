@@ -12,16 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import requests
 
-from glimpser import times
 from glimpser.config import Settings
 from glimpser.notify.dispatch import SendError, SendResult
 from glimpser.notify.message import Message
 from glimpser.notify.schemas import ChannelConfig
+from glimpser.retry_after import retry_after_seconds as parse_retry_after
 from glimpser.sources.base import CaptureContext, CaptureError
 from glimpser.sources.network_guard import address_problem, resolve
 
@@ -87,22 +86,6 @@ def check_target(url: str, ctx: SendContext, schemes: tuple[str, ...] = ("http",
     except ValueError:
         raise SendError("the URL has an invalid port", retryable=False) from None
     check_host(parts.hostname, port, ctx)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date; None when absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None or when.tzinfo is None:
-        return None
-    return max(0.0, (when - times.utcnow()).total_seconds())
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

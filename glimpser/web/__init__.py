@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter
 
 from glimpser import __version__
 from glimpser.db import database
+from glimpser.web.keyset import MAX_ID
+
+
+class RowIdConverter(IntegerConverter):
+    """`<int:…>` in every URL is a row id: above MAX_ID nothing matches (a 404), so no view
+    needs its own check and no query gets an id the database refuses to compare."""
+
+    def __init__(self, map, *args, **kwargs) -> None:  # noqa: A002, ANN001, ANN003 - werkzeug's
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
 
 
 def init_web(app: Flask) -> None:
@@ -43,6 +54,7 @@ def init_web(app: Flask) -> None:
     def _globals() -> dict:
         return {"glimpser_version": __version__}
 
+    app.url_map.converters["int"] = RowIdConverter  # before the blueprints add their rules
     for module in (
         health,
         dashboard,

@@ -29,7 +29,12 @@ def index():
         status=status,
         users=users,
         audit=audit,
-        ai=settings if settings.ai_configured else None,
+        # Only what the page shows: never the Settings object, which holds the secrets.
+        ai=(
+            {"ai_model": settings.ai_model, "ai_daily_token_budget": settings.ai_daily_token_budget}
+            if settings.ai_configured
+            else None
+        ),
         # Host and port only: a URL may carry user:password@ (never shown).
         ai_host=_host_port(settings.ai_base_url) if settings.ai_configured else "",
         ai_usage=usage_last_day(),

@@ -140,11 +140,6 @@ def kind_fields(
         elif widget == "headers":
             view.widget = "textarea"
             view.value = _header_lines(value)
-        elif widget == "lines":
-            view.widget = "lines"
-            view.value = "\n".join(value) if isinstance(value, list) else (value or "")
-        elif widget == "textarea":
-            view.widget = "textarea"
         out.append(
             ChannelField(
                 view=view,

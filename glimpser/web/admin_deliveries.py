@@ -31,6 +31,7 @@ from glimpser.models import DELIVERY_STATES, Delivery, Event, NotificationChanne
 from glimpser.notify.dispatch import retry_by_hand
 from glimpser.web.audit import audit
 from glimpser.web.htmx import is_fragment_request as _is_htmx
+from glimpser.web.keyset import MAX_ID
 
 bp = Blueprint("admin_deliveries", __name__, url_prefix="/admin/deliveries")
 
@@ -38,7 +39,6 @@ PAGE_SIZE = 50
 PURPOSES = ("alert", "cancel")
 PENDING_STATES = frozenset({"queued", "sending", "retrying"})
 RETRYABLE_STATES = frozenset({"failed", "skipped"})
-MAX_ID = 2**31 - 1  # larger ids cannot exist (and SQLite refuses to compare them)
 
 
 def _redis() -> redis.Redis:
@@ -167,8 +167,6 @@ def index():
 
 
 def _get_delivery(delivery_id: int) -> Delivery:
-    if delivery_id > MAX_ID:
-        abort(404)
     delivery = (
         Delivery.select(Delivery, Event, NotificationChannel)
         .join(Event)

@@ -14,7 +14,7 @@ system-wide and shown to admins only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import peewee
@@ -33,17 +33,20 @@ from werkzeug.datastructures import MultiDict
 
 from glimpser import jobs, times
 from glimpser.auth.access import visible_streams
+from glimpser.auth.views import safe_next
 from glimpser.db import write_transaction
 from glimpser.models import EVENT_KINDS, SEVERITIES, Event, Rule, Snapshot, Stream
 from glimpser.web import keyset
 from glimpser.web.audit import audit
 from glimpser.web.htmx import is_fragment_request as _is_fragment_request
+from glimpser.web.htmx import render_block
+from glimpser.web.keyset import MAX_ID
+from glimpser.web.local_time import LOCAL_FORMAT, parse_local
 
 bp = Blueprint("events", __name__, url_prefix="/events")
 
 PAGE_SIZE = 25
 POLL_SECONDS = 5
-MAX_ID = 2**31 - 1  # larger ids cannot exist (and SQLite refuses to compare them)
 MAX_BULK = 500  # ids in one acknowledge request
 KIND_LABELS: dict[str, str] = {
     "motion": "Motion",
@@ -61,7 +64,6 @@ RANGES: dict[str, tuple[str, timedelta | None]] = {
 }
 ACK_CHOICES: dict[str, str] = {"no": "Not acknowledged", "yes": "Acknowledged"}
 SYSTEM = "system"  # the stream filter's value for events without a stream (admins only)
-LOCAL_FORMAT = "%Y-%m-%dT%H:%M"  # what <input type="datetime-local"> sends
 THREAT_LABELS = ("normal", "unusual", "threat")
 
 
@@ -105,13 +107,9 @@ class Filters:
 
 def _parse_local(value: str, name: str) -> datetime | None:
     """A datetime-local value read as UTC; 400 when it is not a time."""
-    value = value.strip()
-    if not value:
-        return None
     try:
-        parsed = datetime.fromisoformat(value[:40])
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else times.to_utc(parsed)
-    except (ValueError, OverflowError):  # OverflowError: an offset beyond year 1 or 9999
+        return parse_local(value)
+    except ValueError:
         abort(400, f"“{name}” is not a date and time (use YYYY-MM-DDTHH:MM, UTC).")
 
 
@@ -232,14 +230,6 @@ def recent_events(stream: Stream, limit: int = 10) -> list[Event]:
 # --- rendering ------------------------------------------------------------------------------
 
 
-def render_block(template_name: str, block: str, **context: Any) -> str:
-    """Render one block of a template: the fragment and the page come from the same source."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    app.update_template_context(context)
-    template = app.jinja_env.get_template(template_name)
-    return "".join(template.blocks[block](template.new_context(context)))
-
-
 def _int_arg(name: str) -> int | None:
     raw = request.args.get(name, "").strip()
     if not raw:
@@ -324,14 +314,6 @@ def index():
 # --- acknowledge ----------------------------------------------------------------------------
 
 
-def _safe_next(default: str) -> str:
-    """Where to go back to after a plain (non-htmx) form post: a local path only."""
-    target = request.form.get("next", "")
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return default
-
-
 def _bulk_ids() -> list[int]:
     """The selected ids ("ids"), or with "Acknowledge all shown" every shown id ("shown")."""
     name = "shown" if request.form.get("scope") == "shown" else "ids"
@@ -350,8 +332,6 @@ def _bulk_ids() -> list[int]:
 @bp.get("/<int:event_id>")
 def detail(event_id: int):
     """One event on its own page: where notifications link to."""
-    if event_id > MAX_ID:
-        abort(404)
     event = _newest_first(visible_events().where(Event.id == event_id)).first()
     if event is None:
         abort(404)
@@ -367,7 +347,7 @@ def acknowledge(event_id: int | None = None):
     """
     single = event_id is not None
     if single:
-        if event_id > MAX_ID or not visible_events().where(Event.id == event_id).exists():
+        if not visible_events().where(Event.id == event_id).exists():
             abort(404)
         ids = [event_id]
     else:
@@ -404,7 +384,7 @@ def acknowledge(event_id: int | None = None):
         message = f"{count} event{'s' if count != 1 else ''} acknowledged."
     if not _is_fragment_request():
         flash(message, "success" if ids else "info")
-        return redirect(_safe_next(url_for("events.index")))
+        return redirect(safe_next(request.form.get("next"), url_for("events.index")))
     context = {"selectable": True}
     if single:
         return render_template("events/_entry.html", e=shown[0], **context)

@@ -17,6 +17,10 @@ from glimpser import times
 
 _TIME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 
+# The largest row id: larger ids cannot exist (and the databases refuse to compare them), so
+# ids from URLs, forms and cursors are checked against it before they reach a query.
+MAX_ID = 2**31 - 1
+
 
 def make_cursor(at: datetime, row_id: int) -> str:
     """The cursor "<time>_<id>" of a row."""

@@ -16,6 +16,7 @@ from glimpser.auth.access import get_visible_stream
 from glimpser.models import Stream
 from glimpser.readers import frame_key
 from glimpser.snapshots import latest_snapshot
+from glimpser.web.htmx import render_block
 
 bp = Blueprint("live", __name__, url_prefix="/streams")
 
@@ -70,9 +71,7 @@ def page(stream_id: int):
 
 def _render_block(block: str, **context: object) -> str:
     """One block of the live page (the htmx fragment), rendered from the same template."""
-    template = current_app.jinja_env.get_template("streams/live.html")
-    current_app.update_template_context(context)
-    return "".join(template.blocks[block](template.new_context(context)))
+    return render_block("streams/live.html", block, **context)
 
 
 @bp.get("/<int:stream_id>/live/status")

@@ -93,7 +93,9 @@ def _view(name: str, info: FieldInfo, value: Any, error: str) -> FieldView:
         view.widget, view.value = "password", ""
     elif extra.get("widget") == "lines":
         view.widget = "lines"
-        view.value = "\n".join(value or []) if isinstance(value, list) else value
+        view.value = "\n".join(value) if isinstance(value, list) else (value or "")
+    elif extra.get("widget") == "textarea":
+        view.widget = "textarea"
     elif annotation is bool:
         view.widget = "checkbox"
     elif typing.get_origin(annotation) is Literal:

@@ -25,23 +25,18 @@ from werkzeug.datastructures import MultiDict
 from glimpser.analysis import summaries as service
 from glimpser.auth.access import get_visible_stream, visible_streams
 from glimpser.models import Stream, Summary
+from glimpser.web.htmx import is_fragment_request as _is_htmx
+from glimpser.web.keyset import MAX_ID
 
 bp = Blueprint("summaries", __name__, url_prefix="/summaries")
 
 PAGE_SIZE = 20
-MAX_ID = 2**31 - 1  # larger ids cannot exist (and the databases refuse to compare them)
 MAX_PAGE = 100_000
 PERIODS: dict[str, str] = {"hour": "Hourly", "day": "Daily", "custom": "On demand"}
 
 
 def _settings():  # noqa: ANN202
     return current_app.extensions["glimpser.settings"]
-
-
-def _is_htmx() -> bool:
-    return request.headers.get("HX-Request") == "true" and not request.headers.get(
-        "HX-History-Restore-Request"
-    )
 
 
 def _form_context(form: MultiDict | None = None, errors: dict | None = None) -> dict:
@@ -114,8 +109,6 @@ def index():
 
 
 def _visible_summary(summary_id: int) -> Summary:
-    if summary_id > MAX_ID:
-        abort(404)
     summary = service.visible_summaries(current_user).where(Summary.id == summary_id).first()
     if summary is None:
         abort(404)

@@ -9,7 +9,7 @@ get_visible_stream(), so a stream the user may not see answers 404.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from flask import (
     Blueprint,
@@ -33,6 +33,8 @@ from glimpser.db import write_transaction
 from glimpser.models import Stream, Timelapse
 from glimpser.storage import ObjectNotFound, get_storage
 from glimpser.web.audit import audit
+from glimpser.web.htmx import is_fragment_request as _is_htmx
+from glimpser.web.local_time import LOCAL_FORMAT, parse_local
 
 bp = Blueprint("timelapse", __name__)
 
@@ -42,7 +44,6 @@ PRESETS: dict[str, str] = {
     "today": "Today (since 00:00 UTC)",
     "custom": "Custom range (UTC)",
 }
-LOCAL_FORMAT = "%Y-%m-%dT%H:%M"  # what <input type="datetime-local"> sends
 LIST_LIMIT = 50
 
 
@@ -59,17 +60,12 @@ def _settings():  # noqa: ANN202
     return current_app.extensions["glimpser.settings"]
 
 
-def _is_htmx() -> bool:
-    return request.headers.get("HX-Request") == "true"
-
-
 def _parse_utc(value: str) -> datetime | None:
-    """A datetime-local value (no offset) read as UTC; None when it is not a time."""
+    """A datetime-local value read as UTC; None when it is blank or not a time."""
     try:
-        parsed = datetime.fromisoformat(value.strip())
+        return parse_local(value)
     except ValueError:
         return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else times.to_utc(parsed)
 
 
 def parse_build_form(form: MultiDict, now: datetime) -> tuple[BuildRequest | None, dict]:
