@@ -300,7 +300,7 @@ def bench_mjpeg(seconds: float) -> dict:
     url = f"http://127.0.0.1:{port}/stream.mjpg"
     republish = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-        "import time, requests\nfrom glimpser.imaging import split_jpegs\n"
+        "import time, requests\nfrom glimpser.media.imaging import split_jpegs\n"
         "print('ready', flush=True)\n"
         f"r = requests.get('{url}', stream=True)\n"
         "last = 0\nn = 0\n"

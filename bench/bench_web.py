@@ -111,10 +111,10 @@ def seed(env: dict[str, str], first: int, count: int, snaps_per_stream: int) -> 
     from glimpser import db, times
     from glimpser.auth.users import create_user
     from glimpser.config import load_settings
+    from glimpser.media.snapshots import save_snapshot
+    from glimpser.media.storage import get_storage
     from glimpser.models import Stream, User
-    from glimpser.snapshots import save_snapshot
     from glimpser.sources.base import Frame
-    from glimpser.storage import get_storage
 
     settings = load_settings(env)
     db.init_database(settings.database_url)

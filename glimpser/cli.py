@@ -151,7 +151,7 @@ def readers(settings: Settings) -> None:
     """Keep one ffmpeg reader open per RTSP stream whose interval is short (see docs)."""
     import signal
 
-    from glimpser.readers import ReaderHub
+    from glimpser.capture.readers import ReaderHub
 
     _bind_database(settings)
     hub = ReaderHub(settings, _redis(settings))

@@ -1,7 +1,7 @@
 """gunicorn settings derived from GLIMPSER_* (used by `glimpser web` and the Procfile)."""
 
+from glimpser.capture.live import max_live_responses
 from glimpser.config import load_settings
-from glimpser.live import max_live_responses
 
 _settings = load_settings()
 

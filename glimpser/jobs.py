@@ -121,8 +121,8 @@ def prune_audit_log() -> int:
 @job
 def capture_stream(stream_id: int, due_at: str | None = None, manual: bool = False) -> dict:
     """Capture one stream, record the outcome, and schedule its next capture."""
-    from glimpser import scheduling
-    from glimpser.capture import run_capture
+    from glimpser.capture import scheduling
+    from glimpser.capture.run import run_capture
     from glimpser.models import Stream
 
     connection = _connection()
@@ -190,7 +190,7 @@ def analyse_snapshot(snapshot_id: int) -> dict:
     from dataclasses import asdict
 
     from glimpser.analysis.pipeline import analyse_snapshot as run
-    from glimpser.storage import get_storage
+    from glimpser.media.storage import get_storage
 
     connection = _connection()
     ai = _ai_client(connection)
@@ -276,8 +276,8 @@ def sweep_stuck_deliveries() -> dict:
 
 @job
 def sweep_due_streams() -> int:
-    """Schedule the captures that are due soon (see glimpser.scheduling)."""
-    from glimpser import scheduling
+    """Schedule the captures that are due soon (see glimpser.capture.scheduling)."""
+    from glimpser.capture import scheduling
 
     return scheduling.sweep_due_streams(_connection())
 
@@ -286,7 +286,7 @@ def test_capture(config: dict) -> dict:
     """Capture once from an unsaved configuration, for the stream form's preview."""
     import base64
 
-    from glimpser.capture import grab
+    from glimpser.capture.run import grab
     from glimpser.sources.base import CaptureError
 
     try:
@@ -307,8 +307,8 @@ def apply_retention() -> dict:
     """Delete snapshots (files with rows) and events past their retention."""
     from dataclasses import asdict
 
-    from glimpser.retention import apply_retention as run
-    from glimpser.storage import get_storage
+    from glimpser.media.retention import apply_retention as run
+    from glimpser.media.storage import get_storage
 
     report = run(settings(), get_storage(settings()))
     return {**asdict(report), "snapshots_deleted": report.snapshots_deleted}
@@ -316,9 +316,9 @@ def apply_retention() -> dict:
 
 @job
 def build_timelapse(timelapse_id: int) -> dict:
-    """Build one timelapse MP4 (see glimpser.timelapse); the row records progress and outcome."""
-    from glimpser.storage import get_storage
-    from glimpser.timelapse import build
+    """Build one timelapse MP4 (media.timelapse); the row records progress and outcome."""
+    from glimpser.media.storage import get_storage
+    from glimpser.media.timelapse import build
 
     return build(timelapse_id, get_storage(settings()))
 
@@ -326,8 +326,8 @@ def build_timelapse(timelapse_id: int) -> dict:
 @job
 def prune_timelapses() -> dict:
     """Delete timelapses past GLIMPSER_TIMELAPSE_RETENTION_DAYS, files with rows."""
-    from glimpser.storage import get_storage
-    from glimpser.timelapse import prune_timelapses as run
+    from glimpser.media.storage import get_storage
+    from glimpser.media.timelapse import prune_timelapses as run
 
     return run(settings(), get_storage(settings()))
 

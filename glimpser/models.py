@@ -186,7 +186,7 @@ TIMELAPSE_STATES = ("queued", "running", "done", "failed")
 
 
 class Timelapse(BaseModel):
-    """An MP4 built from a stream's snapshots over a time range (see glimpser.timelapse)."""
+    """An MP4 built from a stream's snapshots over a time range (see glimpser.media.timelapse)."""
 
     stream = peewee.ForeignKeyField(Stream, backref="timelapses", on_delete="CASCADE")
     requested_by = peewee.ForeignKeyField(

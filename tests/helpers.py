@@ -212,9 +212,9 @@ def add_snapshot(app, stream, picture: bytes, seconds_ago: float = 0):
 
     from glimpser import times
     from glimpser.db import database
-    from glimpser.snapshots import save_snapshot
+    from glimpser.media.snapshots import save_snapshot
+    from glimpser.media.storage import get_storage
     from glimpser.sources.base import Frame
-    from glimpser.storage import get_storage
 
     image = Image.open(io.BytesIO(picture))
     frame = Frame(jpeg=picture, width=image.width, height=image.height)

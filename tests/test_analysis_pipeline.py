@@ -11,10 +11,11 @@ from contextlib import contextmanager
 import pytest
 from PIL import Image
 
-from glimpser import jobs, readers
+from glimpser import jobs
+from glimpser.capture import readers
+from glimpser.capture.readers import ReaderHub
 from glimpser.db import database
 from glimpser.models import AICall, Event, Rule, Snapshot, Stream
-from glimpser.readers import ReaderHub
 from tests.conftest import run_queued_jobs
 from tests.openai_server import Reply, Request
 
@@ -226,9 +227,9 @@ def test_identical_snapshot_is_recognised_only_when_identical_frames_are_stored(
 
     from glimpser import times
     from glimpser.analysis.pipeline import analyse_snapshot
-    from glimpser.snapshots import save_snapshot
+    from glimpser.media.snapshots import save_snapshot
+    from glimpser.media.storage import get_storage
     from glimpser.sources.base import Frame
-    from glimpser.storage import get_storage
 
     app = app_factory(GLIMPSER_STORE_IDENTICAL_FRAMES=store_identical)
     settings = app.extensions["glimpser.settings"]
@@ -253,8 +254,8 @@ def test_identical_snapshot_is_recognised_only_when_identical_frames_are_stored(
 
 
 def test_the_analysis_job_makes_the_thumbnail_so_the_web_process_need_not(capture_app):
-    from glimpser.storage import get_storage
-    from glimpser.thumbnails import THUMB_WIDTH, thumbnail_key
+    from glimpser.media.storage import get_storage
+    from glimpser.media.thumbnails import THUMB_WIDTH, thumbnail_key
     from tests.helpers import add_snapshot, add_stream
     from tests.media_servers import jpeg
 

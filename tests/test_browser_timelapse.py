@@ -13,9 +13,9 @@ from playwright.sync_api import Page, expect
 from glimpser import times
 from glimpser.config import load_settings
 from glimpser.db import database, init_database
-from glimpser.snapshots import save_snapshot
+from glimpser.media.snapshots import save_snapshot
+from glimpser.media.storage import LocalStorage
 from glimpser.sources.base import Frame
-from glimpser.storage import LocalStorage
 from tests.helpers import first_run_in_browser, paused_stream
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]

@@ -9,8 +9,9 @@ import pytest
 from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
-from glimpser import scheduling, times
-from glimpser.capture import backoff_delay, next_due
+from glimpser import times
+from glimpser.capture import scheduling
+from glimpser.capture.run import backoff_delay, next_due
 from glimpser.db import database
 from glimpser.models import Event, Snapshot, Stream
 from tests.conftest import run_queued_jobs

@@ -13,11 +13,11 @@ from PIL import Image
 from glimpser import times
 from glimpser.auth.users import create_user
 from glimpser.db import database
+from glimpser.media.snapshots import delete_snapshots, save_snapshot
+from glimpser.media.storage import get_storage
+from glimpser.media.thumbnails import THUMB_WIDTH, thumbnail_key
 from glimpser.models import Snapshot, Stream, StreamAccess
-from glimpser.snapshots import delete_snapshots, save_snapshot
 from glimpser.sources.base import Frame
-from glimpser.storage import get_storage
-from glimpser.thumbnails import THUMB_WIDTH, thumbnail_key
 from tests.helpers import login, setup_admin
 from tests.media_servers import jpeg
 

@@ -18,12 +18,13 @@ import pytest
 import requests
 from PIL import Image
 
-from glimpser import jobs, live, scheduling, times
+from glimpser import jobs, times
 from glimpser.auth.users import create_user
+from glimpser.capture import live, scheduling
+from glimpser.capture.readers import ReaderHub
 from glimpser.db import database
-from glimpser.imaging import split_jpegs
+from glimpser.media.imaging import split_jpegs
 from glimpser.models import Stream, StreamAccess
-from glimpser.readers import ReaderHub
 from tests.conftest import ROOT, run_queued_jobs, start_live_server, stop_process
 from tests.helpers import csrf_from, login, setup_admin
 from tests.media_servers import jpeg

@@ -336,8 +336,8 @@ def test_a_region_of_interest_limits_a_website_to_one_panel():
 
 def read_frames(url: str, count: int, media_root) -> list[bytes]:
     """`count` JPEGs at 2 frames a second from the reader that short-interval RTSP streams use."""
-    from glimpser.imaging import split_jpegs
-    from glimpser.readers import reader_command
+    from glimpser.capture.readers import reader_command
+    from glimpser.media.imaging import split_jpegs
     from glimpser.sources.base import CaptureContext
     from glimpser.sources.schemas import parse_config
 

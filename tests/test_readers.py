@@ -10,10 +10,11 @@ import time
 import pytest
 from PIL import Image
 
-from glimpser import readers, scheduling, times
+from glimpser import times
+from glimpser.capture import readers, scheduling
+from glimpser.capture.readers import ReaderHub
 from glimpser.db import database
 from glimpser.models import Stream
-from glimpser.readers import ReaderHub
 from tests.conftest import run_queued_jobs
 
 pytestmark = pytest.mark.slow
@@ -114,7 +115,7 @@ def test_the_capture_job_takes_the_readers_frame(hub, capture_app, rtsp):
     with database.connection_context():
         hub.reconcile()
     wait_for_frame(redis, stream.id)
-    from glimpser.capture import run_capture
+    from glimpser.capture.run import run_capture
 
     settings = capture_app.extensions["glimpser.settings"]
     with database.connection_context():
@@ -126,7 +127,7 @@ def test_the_capture_job_takes_the_readers_frame(hub, capture_app, rtsp):
 def test_without_a_fresh_frame_the_capture_grabs_directly(capture_app, rtsp):
     redis = capture_app.extensions["glimpser.redis"]
     stream = rtsp_stream(f"{rtsp.url}/test")
-    from glimpser.capture import run_capture
+    from glimpser.capture.run import run_capture
 
     with database.connection_context():
         outcome = run_capture(

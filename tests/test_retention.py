@@ -14,10 +14,10 @@ import pytest
 from glimpser import times
 from glimpser.config import Settings, load_settings
 from glimpser.db import database, init_database, migrate
+from glimpser.media.retention import apply_retention, effective_limits
+from glimpser.media.snapshots import save_snapshot
+from glimpser.media.storage import LocalStorage
 from glimpser.models import Event, Snapshot, Stream
-from glimpser.retention import apply_retention, effective_limits
-from glimpser.snapshots import save_snapshot
-from glimpser.storage import LocalStorage
 from tests.test_storage import files_under, make_frame, make_stream
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -277,7 +277,7 @@ def test_event_retention_zero_keeps_events_forever(db, local, settings):
 
 
 def test_old_events_are_deleted_in_batches(db, local, settings, monkeypatch):
-    monkeypatch.setattr("glimpser.retention.EVENT_DELETE_BATCH", 3)
+    monkeypatch.setattr("glimpser.media.retention.EVENT_DELETE_BATCH", 3)
     stream = make_stream()
     Event.insert_many(
         [
@@ -302,8 +302,8 @@ def test_old_events_are_deleted_in_batches(db, local, settings, monkeypatch):
 def test_many_rows_in_batches(db, local, settings, monkeypatch):
     """Thousands of rows through every rule with small batches (rows here have no files:
     a missing file is not an error, and the counts are what is checked)."""
-    monkeypatch.setattr("glimpser.retention.DELETE_BATCH", 97)
-    monkeypatch.setattr("glimpser.snapshots.DELETE_BATCH", 97)
+    monkeypatch.setattr("glimpser.media.retention.DELETE_BATCH", 97)
+    monkeypatch.setattr("glimpser.media.snapshots.DELETE_BATCH", 97)
     streams = [make_stream(f"s{i}") for i in range(3)]
     rows = []
     for n, stream in enumerate(streams):

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from glimpser import scheduling
 from glimpser.analysis import rules
 from glimpser.analysis.ai import AIBudgetExceeded, AIError, Answer, Description
 from glimpser.analysis.rules import Observation, evaluate_capture_failure, evaluate_snapshot
 from glimpser.analysis.schemas import RuleSpec
+from glimpser.capture import scheduling
 from glimpser.db import database
 from glimpser.models import Event, Rule, Snapshot, Stream
 from tests.conftest import run_queued_jobs

@@ -17,13 +17,11 @@ import peewee
 import pytest
 from PIL import Image
 
-from glimpser import imaging
 from glimpser.config import load_settings
 from glimpser.db import database, init_database, migrate
-from glimpser.models import Event, Snapshot, Stream
-from glimpser.snapshots import delete_snapshots, latest_snapshot, save_snapshot
-from glimpser.sources.base import Frame
-from glimpser.storage import (
+from glimpser.media import imaging
+from glimpser.media.snapshots import delete_snapshots, latest_snapshot, save_snapshot
+from glimpser.media.storage import (
     LocalStorage,
     ObjectNotFound,
     S3Storage,
@@ -33,6 +31,8 @@ from glimpser.storage import (
     snapshot_key,
     validate_key,
 )
+from glimpser.models import Event, Snapshot, Stream
+from glimpser.sources.base import Frame
 from tests.helpers import free_port
 
 T0 = datetime(2026, 11, 24, 10, 15, 0, 123456, tzinfo=UTC)
@@ -471,7 +471,7 @@ def test_delete_snapshots_removes_rows_and_files(db, local: LocalStorage):
 
 
 def test_delete_snapshots_in_several_batches(db, local: LocalStorage, monkeypatch):
-    monkeypatch.setattr("glimpser.snapshots.DELETE_BATCH", 4)
+    monkeypatch.setattr("glimpser.media.snapshots.DELETE_BATCH", 4)
     stream = make_stream()
     for i in range(11):
         save_snapshot(

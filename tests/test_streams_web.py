@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from glimpser import scheduling
 from glimpser.auth.users import create_user
+from glimpser.capture import scheduling
 from glimpser.db import database
 from glimpser.models import Snapshot, Stream, StreamAccess, User
 from glimpser.sources.schemas import KINDS

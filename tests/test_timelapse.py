@@ -18,17 +18,17 @@ from PIL import Image
 from glimpser import jobs, times
 from glimpser.auth.users import create_user
 from glimpser.db import database
-from glimpser.models import AuditLog, Snapshot, Stream, StreamAccess, Timelapse
-from glimpser.snapshots import save_snapshot
-from glimpser.sources.base import Frame
-from glimpser.storage import get_storage
-from glimpser.timelapse import Frame as TimelapseFrame
-from glimpser.timelapse import (
+from glimpser.media.snapshots import save_snapshot
+from glimpser.media.storage import get_storage
+from glimpser.media.timelapse import Frame as TimelapseFrame
+from glimpser.media.timelapse import (
     TimelapseError,
     delete_stream_timelapses,
     encode_frames,
     prune_timelapses,
 )
+from glimpser.models import AuditLog, Snapshot, Stream, StreamAccess, Timelapse
+from glimpser.sources.base import Frame
 from tests.conftest import run_queued_jobs
 from tests.helpers import csrf_from, login, setup_admin
 

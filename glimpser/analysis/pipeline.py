@@ -29,9 +29,9 @@ from glimpser.analysis.ai import AIClient, AIError, Answer, Description
 from glimpser.analysis.schemas import AnalysisSettings, analysis_settings
 from glimpser.config import Settings
 from glimpser.db import write_transaction
+from glimpser.media.storage import Storage, StorageError
+from glimpser.media.thumbnails import ensure_thumbnail
 from glimpser.models import Event, Snapshot, Stream
-from glimpser.storage import Storage, StorageError
-from glimpser.thumbnails import ensure_thumbnail
 
 log = logging.getLogger(__name__)
 

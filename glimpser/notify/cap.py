@@ -37,9 +37,9 @@ from lxml import etree
 from glimpser import times
 from glimpser.config import Settings
 from glimpser.db import write_transaction
+from glimpser.media.storage import get_storage
 from glimpser.models import CapMessage, Event, Snapshot
 from glimpser.notify.message import Message, message_for
-from glimpser.storage import get_storage
 
 log = logging.getLogger(__name__)
 

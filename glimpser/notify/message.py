@@ -14,8 +14,8 @@ from typing import Any
 
 from glimpser import times
 from glimpser.config import Settings
+from glimpser.media.storage import ObjectNotFound, Storage, StorageError
 from glimpser.models import Event, Snapshot, Stream
-from glimpser.storage import ObjectNotFound, Storage, StorageError
 
 log = logging.getLogger(__name__)
 

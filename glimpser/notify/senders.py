@@ -178,9 +178,9 @@ def channel_sender(channel, event, delivery, settings: Settings) -> SendResult: 
     in this module: validates the stored config, builds the Message, makes one attempt."""
     from pydantic import ValidationError
 
+    from glimpser.media.storage import get_storage
     from glimpser.notify.message import message_for
     from glimpser.notify.schemas import error_messages, parse_config
-    from glimpser.storage import get_storage
 
     try:
         config = parse_config({**(channel.config or {}), "kind": channel.kind})

@@ -14,7 +14,7 @@ class CaptureError(Exception):
 
 @dataclass(frozen=True)
 class Frame:
-    """One captured picture, already normalised to JPEG by glimpser.imaging.to_jpeg()."""
+    """One captured picture, already normalised to JPEG by glimpser.media.imaging.to_jpeg()."""
 
     jpeg: bytes
     width: int

@@ -8,8 +8,8 @@ from typing import Any
 
 import ffmpeg
 
-from glimpser.imaging import to_jpeg
 from glimpser.logs import redact
+from glimpser.media.imaging import to_jpeg
 from glimpser.sources.base import CaptureError, Frame
 
 # Less probing than ffmpeg's default (5 s): the first frame arrives in about 1 s, not 3.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from glimpser.imaging import to_jpeg
+from glimpser.media.imaging import to_jpeg
 from glimpser.sources.base import CaptureContext, Frame
 from glimpser.sources.http_fetch import make_auth, open_stream, read_body
 from glimpser.sources.schemas import HttpImageConfig

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 
-from glimpser.imaging import split_jpegs, to_jpeg
+from glimpser.media.imaging import split_jpegs, to_jpeg
 from glimpser.sources.base import CaptureContext, CaptureError, Frame
 from glimpser.sources.http_fetch import iter_available, make_auth, open_stream
 from glimpser.sources.schemas import MjpegConfig

@@ -32,8 +32,8 @@ from playwright.sync_api import (
 )
 from playwright.sync_api import Error as PlaywrightError
 
-from glimpser.imaging import to_jpeg
 from glimpser.logs import redact
+from glimpser.media.imaging import to_jpeg
 from glimpser.sources.base import CaptureContext, CaptureError, Frame
 from glimpser.sources.network_guard import address_problem, check_url, resolve
 from glimpser.sources.schemas import WebsiteConfig

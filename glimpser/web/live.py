@@ -11,11 +11,11 @@ import time
 
 from flask import Blueprint, Response, current_app, render_template
 
-from glimpser import live
 from glimpser.auth.access import get_visible_stream
+from glimpser.capture import live
+from glimpser.capture.readers import frame_key
+from glimpser.media.snapshots import latest_snapshot
 from glimpser.models import Stream
-from glimpser.readers import frame_key
-from glimpser.snapshots import latest_snapshot
 from glimpser.web.htmx import render_block
 
 bp = Blueprint("live", __name__, url_prefix="/streams")

@@ -27,17 +27,19 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from werkzeug.http import is_resource_modified
 
-from glimpser import scheduling, thumbnails, times
+from glimpser import times
 from glimpser.auth.access import get_visible_stream, visible_streams
 from glimpser.auth.policy import admin_only
+from glimpser.capture import scheduling
 from glimpser.db import write_transaction
+from glimpser.media import thumbnails
+from glimpser.media.snapshots import delete_snapshots, latest_snapshot
+from glimpser.media.storage import ObjectNotFound, StorageError, get_storage
+from glimpser.media.timelapse import delete_stream_timelapses
 from glimpser.models import Snapshot, Stream
 from glimpser.queues import get_queue
-from glimpser.snapshots import delete_snapshots, latest_snapshot
 from glimpser.sources.schemas import CONFIG_BY_KIND, KIND_LABELS, KIND_QUEUE, dump_config
-from glimpser.storage import ObjectNotFound, StorageError, get_storage
-from glimpser.stream_store import create_stream, update_stream
-from glimpser.timelapse import delete_stream_timelapses
+from glimpser.transfer.stream_store import create_stream, update_stream
 from glimpser.web import keyset, stream_form
 from glimpser.web.audit import audit
 from glimpser.web.events import recent_events

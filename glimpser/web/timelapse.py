@@ -26,12 +26,12 @@ from flask_login import current_user
 from werkzeug.datastructures import MultiDict
 from werkzeug.utils import secure_filename
 
-from glimpser import timelapse as builder
 from glimpser import times
 from glimpser.auth.access import get_visible_stream
 from glimpser.db import write_transaction
+from glimpser.media import timelapse as builder
+from glimpser.media.storage import ObjectNotFound, get_storage
 from glimpser.models import Stream, Timelapse
-from glimpser.storage import ObjectNotFound, get_storage
 from glimpser.web.audit import audit
 from glimpser.web.htmx import is_fragment_request as _is_htmx
 from glimpser.web.local_time import LOCAL_FORMAT, parse_local

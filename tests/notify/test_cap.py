@@ -21,9 +21,9 @@ from lxml import etree
 
 from glimpser.auth.users import create_user
 from glimpser.db import database
+from glimpser.media.storage import get_storage
 from glimpser.models import EVENT_KINDS, SEVERITIES, CapMessage, Event, Stream, StreamAccess
 from glimpser.notify import cap
-from glimpser.storage import get_storage
 from tests.helpers import login, setup_admin
 from tests.media_servers import jpeg
 from tests.test_images import add_snapshot, add_stream

@@ -24,6 +24,7 @@ from requests.structures import CaseInsensitiveDict
 from glimpser import times
 from glimpser.config import load_settings
 from glimpser.db import database
+from glimpser.media.storage import get_storage
 from glimpser.models import Delivery, Event, NotificationChannel
 from glimpser.notify import senders
 from glimpser.notify.dispatch import SendError
@@ -36,7 +37,6 @@ from glimpser.notify.schemas import (
     parse_config,
 )
 from glimpser.notify.senders import SendContext, parse_retry_after
-from glimpser.storage import get_storage
 from tests.helpers import free_port
 from tests.media_servers import jpeg
 from tests.notify.receivers import HttpReceiver, Reply, SmtpReceiver, make_certificate

@@ -353,7 +353,7 @@ def test_oversized_frames_are_shrunk_to_the_limit(camera, media_root):
 
 
 def test_split_jpegs_handles_markers_across_chunk_boundaries():
-    from glimpser.imaging import split_jpegs
+    from glimpser.media.imaging import split_jpegs
 
     frames = [jpeg((i * 60, 10, 10), label=str(i)) for i in range(3)]
     stream = b"--frame\r\n" + b"\r\n--frame\r\n".join(frames) + b"\r\n"

@@ -19,12 +19,13 @@ from datetime import datetime
 
 import peewee
 
-from glimpser import imaging, times
+from glimpser import times
 from glimpser.db import database, write_transaction
+from glimpser.media import imaging
+from glimpser.media.storage import Storage, snapshot_key
+from glimpser.media.thumbnails import thumbnail_key
 from glimpser.models import Snapshot, Stream
 from glimpser.sources.base import Frame
-from glimpser.storage import Storage, snapshot_key
-from glimpser.thumbnails import thumbnail_key
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterator
 
 import redis
 
-from glimpser import live
+from glimpser.capture import live
 from glimpser.config import Settings
-from glimpser.imaging import split_jpegs
+from glimpser.media.imaging import split_jpegs
 from glimpser.models import Stream
 from glimpser.sources import rtsp, youtube
 from glimpser.sources.base import CaptureContext, CaptureError

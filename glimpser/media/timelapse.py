@@ -32,8 +32,8 @@ import peewee
 from glimpser import times
 from glimpser.config import Settings
 from glimpser.db import write_transaction
+from glimpser.media.storage import ObjectNotFound, Storage, StorageError
 from glimpser.models import Snapshot, Stream, Timelapse, User
-from glimpser.storage import ObjectNotFound, Storage, StorageError
 
 log = logging.getLogger(__name__)
 

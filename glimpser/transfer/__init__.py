@@ -40,7 +40,7 @@ from glimpser.sources.schemas import (
     error_messages,
     parse_config,
 )
-from glimpser.stream_store import create_stream, update_stream
+from glimpser.transfer.stream_store import create_stream, update_stream
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Where snapshot files live: a local directory or S3-compatible object storage, one interface.
 
 Keys are relative, "/"-separated names such as ``12/2026/11/24/101500.123456-0a1b2c3d4e5f.jpg``
-(see `snapshot_key`). Only glimpser.snapshots writes and deletes snapshot files, always together
-with their database rows.
+(see `snapshot_key`). Only glimpser.media.snapshots writes and deletes snapshot files, always
+together with their database rows.
 """
 
 from __future__ import annotations

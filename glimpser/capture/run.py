@@ -14,15 +14,16 @@ import peewee
 import redis
 from pydantic import ValidationError
 
-from glimpser import readers, sources, times
+from glimpser import sources, times
+from glimpser.capture import readers
 from glimpser.config import Settings
 from glimpser.db import write_transaction
-from glimpser.imaging import to_jpeg
+from glimpser.media.imaging import to_jpeg
+from glimpser.media.snapshots import save_snapshot
+from glimpser.media.storage import StorageError, get_storage
 from glimpser.models import Event, Snapshot, Stream
-from glimpser.snapshots import save_snapshot
 from glimpser.sources.base import CaptureContext, CaptureError, Frame
 from glimpser.sources.schemas import parse_config
-from glimpser.storage import StorageError, get_storage
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def grab(config_data: dict, settings: Settings) -> Frame:
 
 
 def from_reader(stream: Stream, settings: Settings, connection: redis.Redis | None) -> Frame | None:
-    """A fresh frame from the stream's persistent reader (glimpser.readers), if it has one."""
+    """A fresh frame from the stream's persistent reader (capture.readers), if it has one."""
     if connection is None or not readers.wants_reader(stream, settings.reader_max_interval):
         return None
     data = readers.latest_frame(connection, stream.id, max_age=max(2.0, stream.interval * 1.5))

@@ -13,7 +13,7 @@ shows it). Because of these, a size limit can stay exceeded when only protected 
 
 Every rule is a set-based query (per-stream rules seek the (stream_id, captured_at) index, the
 global cap walks the primary key after one window query); rows go in keyset-paginated batches
-through glimpser.snapshots, which deletes rows and files together. Python only ever loops over
+through glimpser.media.snapshots, which deletes rows and files together. Python only ever loops over
 streams and over the rows being deleted, never over the whole table. Measured: 150 000 of
 200 000 rows (10 streams) removed in about 12 s on SQLite and 13 s on PostgreSQL.
 """
@@ -29,9 +29,9 @@ import peewee
 from glimpser import times
 from glimpser.config import Settings
 from glimpser.db import database, write_transaction
+from glimpser.media.snapshots import DELETE_BATCH, delete_snapshots_counted
+from glimpser.media.storage import Storage
 from glimpser.models import Event, Snapshot, Stream
-from glimpser.snapshots import DELETE_BATCH, delete_snapshots_counted
-from glimpser.storage import Storage
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The thumbnail of ``12/2026/11/24/101500.123456-0a1b2c3d4e5f.jpg`` is
 ``12/2026/11/24/101500.123456-0a1b2c3d4e5f.t320.jpg`` in the same storage backend, so it
-lives and dies with its snapshot: `glimpser.snapshots` deletes `thumbnail_key(key)` together
+lives and dies with its snapshot: `glimpser.media.snapshots` deletes `thumbnail_key(key)` together
 with every snapshot file (a missing thumbnail is not an error there).
 """
 
@@ -13,8 +13,8 @@ import logging
 
 from PIL import Image
 
+from glimpser.media.storage import ObjectNotFound, Storage
 from glimpser.models import Snapshot
-from glimpser.storage import ObjectNotFound, Storage
 
 log = logging.getLogger(__name__)
 

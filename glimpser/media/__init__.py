@@ -1,0 +1,2 @@
+"""Media: snapshot storage (local / S3), snapshot rows, thumbnails, image helpers, timelapses
+and retention."""
