@@ -250,14 +250,12 @@ def notify_acknowledged(connection: Any, event_ids: list[int]) -> list[int]:
 def deliver_notification(delivery_id: int) -> str:
     """Send one delivery at most once (see glimpser.notify.dispatch); returns its status."""
     from glimpser.notify.dispatch import deliver
-    from glimpser.notify.registry import senders_for
 
     connection = _connection()
     return deliver(
         delivery_id,
         connection,
         settings(),
-        senders_for(connection),
         lambda i, d: enqueue_delivery(connection, i, d),
     )
 

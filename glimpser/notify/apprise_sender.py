@@ -18,6 +18,10 @@ import os
 import tempfile
 from urllib.parse import urlsplit
 
+import redis
+
+from glimpser.config import Settings
+from glimpser.models import Delivery, Event, NotificationChannel
 from glimpser.notify.dispatch import SendError, SendResult
 from glimpser.notify.message import Message
 from glimpser.notify.schemas import AppriseConfig, ChannelConfig
@@ -26,6 +30,7 @@ from glimpser.notify.senders import (
     check_host,
     missing_secrets_error,
     scrub,
+    send_event,
     short,
 )
 
@@ -117,3 +122,17 @@ def _outcome(result, urls: list[str]) -> SendResult:  # noqa: ANN001 - apprise.A
             retryable=False,
         )
     raise SendError(f"Apprise could not notify: {message}", retryable=True)
+
+
+Config = AppriseConfig
+
+
+def deliver(
+    channel: NotificationChannel,
+    event: Event,
+    delivery: Delivery,
+    settings: Settings,
+    connection: redis.Redis,
+) -> SendResult:
+    """One attempt for one delivery (the dispatcher's entry; see glimpser.notify.registry)."""
+    return send_event(send, channel, event, delivery, settings)

@@ -32,14 +32,25 @@ from datetime import datetime
 from urllib.parse import urlparse
 
 import peewee
+import redis
+import requests
 from lxml import etree
 
 from glimpser import times
 from glimpser.config import Settings
 from glimpser.db import write_transaction
 from glimpser.media.storage import get_storage
-from glimpser.models import CapMessage, Event, Snapshot
+from glimpser.models import CapMessage, Delivery, Event, NotificationChannel, Snapshot
+from glimpser.notify.dispatch import SendError, SendResult
 from glimpser.notify.message import Message, message_for
+from glimpser.notify.schemas import CapConfig
+from glimpser.notify.senders import (
+    SendContext,
+    check_target,
+    http_failure,
+    network_failure,
+    stored_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +58,7 @@ CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 CAP_CONTENT_TYPE = "application/cap+xml"
 MSG_TYPES = ("Alert", "Update", "Cancel")
 HEADLINE_MAX = 160  # CAP 1.2 asks headlines to stay under 160 characters
+Config = CapConfig
 
 # Event severity → (urgency, severity, certainty). CAP allows "Unknown" urgency, which is the
 # honest answer for an informational event: nobody is asked to act on it.
@@ -386,3 +398,71 @@ def cancel_for_event(event: Event, settings: Settings, *, area_desc: str = "") -
     if not messages_of(event):
         return None
     return issue(event, "Cancel", settings, area_desc=area_desc)
+
+
+def deliver(
+    channel: NotificationChannel,
+    event: Event,
+    delivery: Delivery,
+    settings: Settings,
+    connection: redis.Redis,
+) -> SendResult:
+    """Issue the event's CAP message (Alert/Update, or Cancel for a "cancel" delivery) and POST
+    it as application/cap+xml to the channel's endpoints. Endpoints already reached by this
+    delivery are remembered, so a retry after a partial failure posts nowhere twice."""
+    config = stored_config(channel)
+    assert isinstance(config, CapConfig)
+    if delivery.purpose == "cancel":
+        message = cancel_for_event(event, settings, area_desc=config.area_desc)
+        if message is None:
+            raise SendError("no CAP alert was issued for this event to cancel", retryable=False)
+    else:
+        message = alert_for_event(event, settings, area_desc=config.area_desc)
+    if not config.endpoints:
+        return SendResult(detail=f"published in the CAP feed as {message.identifier}")
+
+    ctx = SendContext(settings, delivery_id=delivery.id)
+    headers = {**config.headers, "Content-Type": CAP_CONTENT_TYPE}
+    if config.secret_value("authorization"):
+        headers["Authorization"] = config.secret_value("authorization")
+    done_key = f"glimpser:cap:done:{delivery.id}"
+    failures: list[SendError] = []
+    code = None
+    try:
+        for url in config.endpoints:
+            if connection.sismember(done_key, url):
+                continue
+            try:
+                check_target(url, ctx)
+                response = ctx.session.post(
+                    url,
+                    data=message.xml.encode(),
+                    headers=headers,
+                    timeout=config.timeout,
+                    allow_redirects=False,
+                )
+            except SendError as exc:
+                failures.append(exc)
+                continue
+            except requests.RequestException as exc:
+                failures.append(network_failure("the CAP endpoint", exc, config.timeout))
+                continue
+            code = response.status_code
+            if not 200 <= code < 300:
+                secrets = [config.secret_value("authorization")]
+                failures.append(http_failure("the CAP endpoint", response, secrets))
+                continue
+            connection.sadd(done_key, url)
+            connection.expire(done_key, 7 * 24 * 3600)
+    finally:
+        ctx.session.close()
+    if failures:
+        retryable = any(f.retryable for f in failures)
+        first = next((f for f in failures if f.retryable), failures[0])
+        raise SendError(
+            f"{len(failures)} of {len(config.endpoints)} CAP endpoints failed: {first}",
+            retryable=retryable,
+            status_code=first.status_code,
+            retry_after=first.retry_after,
+        )
+    return SendResult(status_code=code, detail=f"{message.msg_type} {message.identifier}")

@@ -27,6 +27,7 @@ from glimpser import times
 from glimpser.config import Settings
 from glimpser.db import write_transaction
 from glimpser.models import SEVERITIES, Delivery, Event, NotificationChannel, Rule
+from glimpser.notify import registry
 from glimpser.notify.breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,10 @@ class SendError(Exception):
         self.retry_after = retry_after
 
 
-# kind → function(channel, event, delivery, settings) that sends once (delivery.purpose says
-# "alert" or "cancel"; its id lets a sender with many recipients remember who already got it).
-Sender = Callable[[NotificationChannel, Event, Delivery, Settings], SendResult]
+# What every kind's module offers as `deliver` (glimpser.notify.registry): one attempt for one
+# delivery (delivery.purpose says "alert", "update-<n>" or "cancel"; its id lets a sender with
+# many recipients remember who already got it; Redis is where such senders keep that).
+Sender = Callable[[NotificationChannel, Event, Delivery, Settings, redis.Redis], SendResult]
 
 
 def backoff_seconds(attempt: int, base: float, retry_after: float | None = None) -> float:
@@ -211,10 +213,10 @@ def deliver(
     delivery_id: int,
     connection: redis.Redis,
     settings: Settings,
-    senders: dict[str, Sender],
     enqueue: Callable[[int, float], None],
 ) -> str:
-    """Send one delivery at most once; returns its status afterwards."""
+    """Send one delivery at most once, through its channel kind's module (one lookup in
+    glimpser.notify.registry); returns the delivery's status afterwards."""
     now = times.utcnow()
     with write_transaction():
         claimed = (
@@ -253,11 +255,11 @@ def deliver(
         enqueue(delivery.id, wait)
         return "retrying"
 
-    sender = senders.get(channel.kind)
-    if sender is None:
+    module = registry.module_for(channel.kind)
+    if module is None:
         return _finish(delivery, "failed", error=f"no sender for channel kind {channel.kind!r}")
     try:
-        result = sender(channel, event, delivery, settings)
+        result = module.deliver(channel, event, delivery, settings, connection)
     except SendError as exc:
         if exc.retryable:
             breaker.record_failure()

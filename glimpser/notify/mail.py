@@ -17,8 +17,11 @@ import ssl
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
+import redis
 from jinja2 import Environment
 
+from glimpser.config import Settings
+from glimpser.models import Delivery, Event, NotificationChannel
 from glimpser.notify.dispatch import SendError, SendResult
 from glimpser.notify.message import Message
 from glimpser.notify.schemas import ChannelConfig, EmailConfig
@@ -27,6 +30,7 @@ from glimpser.notify.senders import (
     check_host,
     missing_secrets_error,
     scrub,
+    send_event,
     short,
 )
 
@@ -190,3 +194,17 @@ def send(config: ChannelConfig, message: Message, ctx: SendContext) -> SendResul
             f"{addr} ({code})" for addr, (code, _) in sorted(refused.items())
         )
     return SendResult(status_code=250, detail=detail)
+
+
+Config = EmailConfig
+
+
+def deliver(
+    channel: NotificationChannel,
+    event: Event,
+    delivery: Delivery,
+    settings: Settings,
+    connection: redis.Redis,
+) -> SendResult:
+    """One attempt for one delivery (the dispatcher's entry; see glimpser.notify.registry)."""
+    return send_event(send, channel, event, delivery, settings)

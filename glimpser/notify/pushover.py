@@ -12,8 +12,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import redis
 import requests
 
+from glimpser.config import Settings
+from glimpser.models import Delivery, Event, NotificationChannel
 from glimpser.notify.dispatch import SendError, SendResult
 from glimpser.notify.message import Message
 from glimpser.notify.schemas import ChannelConfig, PushoverConfig
@@ -23,6 +26,7 @@ from glimpser.notify.senders import (
     missing_secrets_error,
     network_failure,
     scrub,
+    send_event,
     short,
 )
 
@@ -123,3 +127,17 @@ def send(config: ChannelConfig, message: Message, ctx: SendContext) -> SendResul
         if note:
             detail = f"{detail}; {note}" if detail else note
         return SendResult(status_code=response.status_code, detail=detail)
+
+
+Config = PushoverConfig
+
+
+def deliver(
+    channel: NotificationChannel,
+    event: Event,
+    delivery: Delivery,
+    settings: Settings,
+    connection: redis.Redis,
+) -> SendResult:
+    """One attempt for one delivery (the dispatcher's entry; see glimpser.notify.registry)."""
+    return send_event(send, channel, event, delivery, settings)

@@ -1,5 +1,5 @@
-"""What every sender shares: the send context, the SSRF guard, HTTP failure classification, and
-the table of `send(config, message, ctx)` functions per channel kind.
+"""What every sender shares: the send context, the SSRF guard, HTTP failure classification and
+reading a channel's stored config. Which module sends a kind: glimpser.notify.registry.
 
 A sender makes exactly ONE attempt. It returns a SendResult only when the receiver answered
 success, and raises SendError otherwise: `retryable` for network errors, timeouts, 5xx and 429
@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import requests
+from pydantic import ValidationError
 
 from glimpser.config import Settings
+from glimpser.media.storage import get_storage
+from glimpser.models import Delivery, Event, NotificationChannel
 from glimpser.notify.dispatch import SendError, SendResult
-from glimpser.notify.message import Message
-from glimpser.notify.schemas import ChannelConfig
+from glimpser.notify.message import Message, message_for
+from glimpser.notify.schemas import ChannelConfig, error_messages, parse_config
 from glimpser.retry_after import retry_after_seconds as parse_retry_after
 from glimpser.sources.base import CaptureContext, CaptureError
 from glimpser.sources.network_guard import address_problem, resolve
@@ -32,8 +35,8 @@ __all__ = [
     "http_failure",
     "parse_retry_after",
     "scrub",
-    "send",
-    "SEND_FUNCTIONS",
+    "send_event",
+    "stored_config",
 ]
 
 
@@ -146,49 +149,31 @@ def missing_secrets_error(config: ChannelConfig) -> SendError | None:
     )
 
 
-SendFunction = Callable[[ChannelConfig, Message, SendContext], SendResult]
-
-
-def _send_functions() -> dict[str, SendFunction]:
-    from glimpser.notify import apprise_sender, mail, pushover, webhook
-
-    return {
-        "webhook": webhook.send,
-        "pushover": pushover.send,
-        "email": mail.send,
-        "apprise": apprise_sender.send,
-    }
-
-
-SEND_FUNCTIONS: dict[str, SendFunction] = {}
-
-
-def send(config: ChannelConfig, message: Message, ctx: SendContext) -> SendResult:
-    """Send one message through one channel config (webhook, pushover, email or apprise)."""
-    if not SEND_FUNCTIONS:
-        SEND_FUNCTIONS.update(_send_functions())
-    function = SEND_FUNCTIONS.get(config.kind)
-    if function is None:
-        raise SendError(f"no sender for channel kind {config.kind!r} here", retryable=False)
-    return function(config, message, ctx)
-
-
-def channel_sender(channel, event, delivery, settings: Settings) -> SendResult:  # noqa: ANN001
-    """Adapter to dispatch's Sender signature (channel, event, delivery, settings) for the kinds
-    in this module: validates the stored config, builds the Message, makes one attempt."""
-    from pydantic import ValidationError
-
-    from glimpser.media.storage import get_storage
-    from glimpser.notify.message import message_for
-    from glimpser.notify.schemas import error_messages, parse_config
-
+def stored_config(channel: NotificationChannel) -> ChannelConfig:
+    """The channel's stored config, validated by its kind's schema; a SendError (not retryable)
+    naming the problems when it is invalid (a config stored by an older version, say)."""
     try:
-        config = parse_config({**(channel.config or {}), "kind": channel.kind})
+        return parse_config({**(channel.config or {}), "kind": channel.kind})
     except ValidationError as exc:
         problems = "; ".join(f"{k or 'config'}: {v}" for k, v in error_messages(exc).items())
         raise SendError(
             f"the channel's settings are invalid ({problems})", retryable=False
         ) from None
+
+
+SendFunction = Callable[[ChannelConfig, Message, SendContext], SendResult]
+
+
+def send_event(
+    send: SendFunction,
+    channel: NotificationChannel,
+    event: Event,
+    delivery: Delivery | None,
+    settings: Settings,
+) -> SendResult:
+    """One `send(config, message, ctx)` for a delivery: the channel's stored config, the event's
+    message (glimpser.notify.message) and a fresh session, closed afterwards."""
+    config = stored_config(channel)
     message = message_for(event, settings, get_storage(settings))
     ctx = SendContext(settings, delivery_id=delivery.id if delivery is not None else None)
     try:

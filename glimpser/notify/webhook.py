@@ -20,12 +20,21 @@ import time
 from string import Template
 from typing import Any
 
+import redis
 import requests
 
+from glimpser.config import Settings
+from glimpser.models import Delivery, Event, NotificationChannel
 from glimpser.notify.dispatch import SendError, SendResult
 from glimpser.notify.message import Message
 from glimpser.notify.schemas import ChannelConfig, WebhookConfig
-from glimpser.notify.senders import SendContext, check_target, http_failure, network_failure
+from glimpser.notify.senders import (
+    SendContext,
+    check_target,
+    http_failure,
+    network_failure,
+    send_event,
+)
 
 SIGNATURE_HEADER = "X-Glimpser-Signature"
 TIMESTAMP_HEADER = "X-Glimpser-Timestamp"
@@ -111,3 +120,17 @@ def send(config: ChannelConfig, message: Message, ctx: SendContext) -> SendResul
         if 200 <= response.status_code < 300:
             return SendResult(status_code=response.status_code, detail="")
         raise http_failure("the webhook", response, secrets=(secret, authorization))
+
+
+Config = WebhookConfig
+
+
+def deliver(
+    channel: NotificationChannel,
+    event: Event,
+    delivery: Delivery,
+    settings: Settings,
+    connection: redis.Redis,
+) -> SendResult:
+    """One attempt for one delivery (the dispatcher's entry; see glimpser.notify.registry)."""
+    return send_event(send, channel, event, delivery, settings)

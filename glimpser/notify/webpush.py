@@ -36,12 +36,14 @@ from glimpser.models import (
     User,
 )
 from glimpser.notify.dispatch import SendError, SendResult
+from glimpser.notify.schemas import WebPushConfig
 from glimpser.sources.base import CaptureError
 from glimpser.sources.network_guard import resolve
 
 log = logging.getLogger(__name__)
 
 SETTING_KEY = "webpush.vapid"
+Config = WebPushConfig
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,7 @@ def payload(event: Event, purpose: str) -> dict:
     return data
 
 
-def send(
+def deliver(
     channel: NotificationChannel,
     event: Event,
     delivery: Delivery,

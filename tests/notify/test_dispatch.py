@@ -15,7 +15,6 @@ from glimpser import jobs, times
 from glimpser.db import database
 from glimpser.models import Delivery, Event, NotificationChannel, Rule, Stream
 from glimpser.notify import dispatch
-from glimpser.notify.registry import senders_for
 from glimpser.queues import get_queue
 from tests.conftest import run_queued_jobs
 from tests.notify.receivers import HttpReceiver, Reply
@@ -188,9 +187,7 @@ def test_the_breaker_is_shared_by_workers_opens_and_closes(app, hook, redis_url)
             ids.append(Delivery.create(event=event, channel=channel).id)
 
         def deliver(connection, delivery_id):
-            return dispatch.deliver(
-                delivery_id, connection, settings, senders_for(connection), lambda *_: None
-            )
+            return dispatch.deliver(delivery_id, connection, settings, lambda *_: None)
 
         assert deliver(worker_a, ids[0]) == "retrying"
         assert deliver(worker_a, ids[1]) == "retrying"
@@ -355,3 +352,4 @@ def test_repeats_of_an_open_event_send_throttled_cap_updates(app):
             alert_id in m.findtext("cap:references", namespaces=CAP_NS) for m in messages[1:]
         )
         assert [d.purpose for d in deliveries()] == ["alert", "update-1", "update-2", "update-4"]
+

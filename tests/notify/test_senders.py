@@ -26,8 +26,8 @@ from glimpser.config import load_settings
 from glimpser.db import database
 from glimpser.media.storage import get_storage
 from glimpser.models import Delivery, Event, NotificationChannel
-from glimpser.notify import senders
-from glimpser.notify.dispatch import SendError
+from glimpser.notify import registry, webhook
+from glimpser.notify.dispatch import SendError, SendResult
 from glimpser.notify.message import Message, message_for
 from glimpser.notify.schemas import (
     ChannelSpec,
@@ -43,6 +43,13 @@ from tests.notify.receivers import HttpReceiver, Reply, SmtpReceiver, make_certi
 from tests.test_images import add_snapshot, add_stream
 
 SNAPSHOT = jpeg((200, 40, 40), label="event")
+
+
+def send(config, message: Message, ctx: SendContext) -> SendResult:
+    """One attempt through the kind's module, found in the one table of kinds."""
+    return registry.module_for(config.kind).send(config, message, ctx)
+
+
 PUBLIC_URL = "https://glimpser.example.org"
 
 
@@ -106,7 +113,7 @@ def verify_signature(secret: str, headers: dict[str, str], body: bytes, max_age:
 
 def send_error(config: dict, message: Message, ctx: SendContext) -> SendError:
     with pytest.raises(SendError) as caught:
-        senders.send(parse_config(config), message, ctx)
+        send(parse_config(config), message, ctx)
     return caught.value
 
 
@@ -116,7 +123,7 @@ def send_error(config: dict, message: Message, ctx: SendContext) -> SendError:
 def test_webhook_signed_default_body(receiver, ctx):
     config = parse_config({"kind": "webhook", "url": receiver.url("/hook"), "secret": "s3cr3t-key"})
     message = make_message()
-    result = senders.send(config, message, ctx)
+    result = send(config, message, ctx)
 
     assert result.status_code == 200
     [request] = receiver.requests
@@ -152,7 +159,7 @@ def documented_verifier():
 def test_documented_receiver_code_verifies_a_real_request(receiver, ctx):
     verify = documented_verifier()
     config = parse_config({"kind": "webhook", "url": receiver.url(), "secret": "docs-secret"})
-    senders.send(config, make_message(), ctx)
+    send(config, make_message(), ctx)
     [request] = receiver.requests
     headers = CaseInsensitiveDict(request.headers)
     assert verify("docs-secret", headers, request.body)
@@ -163,7 +170,7 @@ def test_documented_receiver_code_verifies_a_real_request(receiver, ctx):
 
 
 def test_webhook_without_secret_is_not_signed(receiver, ctx):
-    senders.send(parse_config({"kind": "webhook", "url": receiver.url()}), make_message(), ctx)
+    send(parse_config({"kind": "webhook", "url": receiver.url()}), make_message(), ctx)
     [request] = receiver.requests
     assert request.header("x-glimpser-signature") is None
     assert request.header("x-glimpser-timestamp").isdigit()
@@ -191,7 +198,7 @@ def test_webhook_template_headers_method_and_authorization(receiver, ctx):
         }
     )
     title = 'He said "hi"\n}{ ${body} \\ done'
-    senders.send(config, make_message(title=title), ctx)
+    send(config, make_message(title=title), ctx)
     [request] = receiver.requests
     assert request.method == "PUT" and request.path == "/put-here"
     assert request.header("x-team") == "cameras"
@@ -299,7 +306,7 @@ def test_pushover_stand_in_receives_the_message_and_snapshot(receiver, ctx):
         pushover_config(priority=2, retry=60, expire=3600, sound="siren", device="phone,tablet")
     )
     message = make_message()
-    result = senders.send(config, message, ctx)
+    result = send(config, message, ctx)
 
     assert result.status_code == 200 and "647d2300" in result.detail
     [request] = receiver.requests
@@ -321,8 +328,8 @@ def test_pushover_stand_in_receives_the_message_and_snapshot(receiver, ctx):
 
 def test_pushover_without_snapshot_or_with_attachment_off(receiver, ctx):
     receiver.default = Reply(200, {"status": 1, "request": "r"})
-    senders.send(parse_config(pushover_config()), make_message(image=None), ctx)
-    senders.send(parse_config(pushover_config(attach_snapshot=False)), make_message(), ctx)
+    send(parse_config(pushover_config()), make_message(image=None), ctx)
+    send(parse_config(pushover_config(attach_snapshot=False)), make_message(), ctx)
     assert all("attachment" not in r.form() for r in receiver.requests)
     assert [r.form()["priority"].text for r in receiver.requests] == ["0", "0"]
     assert all("retry" not in r.form() for r in receiver.requests)
@@ -386,7 +393,7 @@ def email_config(port: int, **changes) -> dict:
 def test_email_text_html_and_snapshot(ctx):
     with SmtpReceiver(credentials=("mailer", "pa55word-xyz")) as smtp:
         message = make_message()
-        result = senders.send(parse_config(email_config(smtp.port)), message, ctx)
+        result = send(parse_config(email_config(smtp.port)), message, ctx)
         assert result.status_code == 250 and "2 of 2" in result.detail
         [mail] = smtp.messages
     assert mail.auth_user == "mailer"
@@ -428,7 +435,7 @@ def test_email_one_recipient_refused_is_reported(ctx):
     with SmtpReceiver() as smtp:
         smtp.refuse["oncall@example.org"] = "550 5.1.1 no such user"
         config = parse_config(email_config(smtp.port, username="", password=""))
-        result = senders.send(config, make_message(), ctx)
+        result = send(config, make_message(), ctx)
         assert result.detail == (
             "accepted for 1 of 2 recipients; refused: oncall@example.org (550)"
         )
@@ -453,7 +460,7 @@ def test_email_over_starttls_and_tls_with_a_verified_certificate(
     credentials = ("mailer", "pa55word-xyz")
     with SmtpReceiver(credentials, tls=security, certificate=certificate) as smtp:
         config = parse_config(email_config(smtp.port, security=security))
-        result = senders.send(config, make_message(), ctx)
+        result = send(config, make_message(), ctx)
         [mail] = smtp.messages
     assert result.status_code == 250
     assert mail.auth_user == "mailer"
@@ -491,7 +498,7 @@ def test_email_unreachable_server_is_retryable(ctx):
 def test_email_without_snapshot_has_no_attachment(ctx):
     with SmtpReceiver() as smtp:
         config = email_config(smtp.port, username="", password="", subject_prefix="")
-        senders.send(parse_config(config), make_message(image=None, image_name=""), ctx)
+        send(parse_config(config), make_message(image=None, image_name=""), ctx)
         email = smtp.messages[0].message
     assert list(email.iter_attachments()) == []
     assert email["Subject"] == 'Person at the "gate" <b>now</b>'
@@ -502,7 +509,7 @@ def test_email_without_snapshot_has_no_attachment(ctx):
 
 def test_apprise_json_reaches_the_receiver(receiver, ctx):
     url = f"json://127.0.0.1:{receiver.port}/apprise/hook"
-    result = senders.send(parse_config({"kind": "apprise", "urls": url}), make_message(), ctx)
+    result = send(parse_config({"kind": "apprise", "urls": url}), make_message(), ctx)
     assert result.status_code is None  # Apprise does not tell status codes
     [request] = receiver.requests
     assert request.method == "POST" and request.path == "/apprise/hook"
@@ -722,7 +729,7 @@ def test_message_from_event_and_snapshot_through_a_channel(app_factory):
                 name="Hook", kind="webhook", config={"kind": "webhook", "url": hook.url("/in")}
             )
             delivery = Delivery.create(event=event, channel=channel)
-            result = senders.channel_sender(channel, event, delivery, settings)
+            result = webhook.deliver(channel, event, delivery, settings, None)
             assert result.status_code == 200
             [request] = hook.requests
             assert request.header("x-glimpser-delivery") == str(delivery.id)

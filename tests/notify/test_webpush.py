@@ -6,8 +6,6 @@ own keys (http_ece) and verifies the VAPID JWT, as real push services do.
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 
 from glimpser.auth.users import create_user
@@ -64,12 +62,11 @@ def subscribe(client, subscription: dict):
 def deliver(app, event: Event, channel: NotificationChannel) -> Delivery:
     connection = app.extensions["glimpser.redis"]
     settings = app.extensions["glimpser.settings"]
-    senders = {"webpush": functools.partial(webpush.send, connection=connection)}
     with database.connection_context():
         delivery = Delivery.get_or_none(event=event.id, channel=channel.id) or Delivery.create(
             event=event.id, channel=channel.id
         )
-        dispatch.deliver(delivery.id, connection, settings, senders, lambda _id, _delay: None)
+        dispatch.deliver(delivery.id, connection, settings, lambda _id, _delay: None)
         return Delivery.get_by_id(delivery.id)
 
 
