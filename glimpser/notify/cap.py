@@ -400,6 +400,62 @@ def cancel_for_event(event: Event, settings: Settings, *, area_desc: str = "") -
     return issue(event, "Cancel", settings, area_desc=area_desc)
 
 
+MESSAGE_KEY = "glimpser:cap:message:{delivery_id}"  # the CapMessage id a delivery sends
+DELIVERY_STATE_SECONDS = 7 * 24 * 3600  # as long as a delivery can be retried
+
+
+def _choose(event: Event, purpose: str, settings: Settings, area_desc: str) -> CapMessage | None:
+    """The message a delivery with this purpose sends, decided at its first attempt.
+
+    - "cancel": the event's Cancel (SendError when nothing was issued to cancel).
+    - "alert": the message standing for the event (its Alert, or an Update when it changed
+      since). Never a Cancel: when the event was acknowledged already, the latest message
+      before the Cancel; the channel's own cancel delivery withdraws it afterwards.
+    - "update-<n>": an Update for the event's content now; None (nothing to send) when the
+      event was acknowledged already: its Cancel supersedes the Update.
+
+    A retry does not come here: message_of_delivery returns the message chosen at the first.
+    """
+    if purpose == "cancel":
+        message = cancel_for_event(event, settings, area_desc=area_desc)
+        if message is None:
+            raise SendError("no CAP alert was issued for this event to cancel", retryable=False)
+        return message
+    if purpose != "alert" and event.acknowledged:
+        return None
+    earlier = messages_of(event)
+    if earlier and earlier[-1].msg_type == "Cancel":
+        return next((m for m in reversed(earlier) if m.msg_type != "Cancel"), None)
+    return alert_for_event(event, settings, area_desc=area_desc)
+
+
+def message_of_delivery(
+    event: Event,
+    delivery: Delivery,
+    settings: Settings,
+    connection: redis.Redis,
+    area_desc: str = "",
+) -> CapMessage | None:
+    """The one message this delivery sends, whatever its retries: chosen at the first attempt
+    (see _choose) and remembered in Redis, so a retry never turns into a later message, such
+    as the Cancel of an event acknowledged between two attempts. None: nothing to send.
+
+    Should Redis have lost the choice, it is made again by the same rules.
+    """
+    key = MESSAGE_KEY.format(delivery_id=delivery.id)
+    chosen = connection.get(key)
+    if chosen is not None:
+        message = CapMessage.get_or_none(
+            (CapMessage.id == int(chosen)) & (CapMessage.event == event.id)
+        )
+        if message is not None:
+            return message
+    message = _choose(event, delivery.purpose, settings, area_desc)
+    if message is not None:
+        connection.set(key, message.id, ex=DELIVERY_STATE_SECONDS)
+    return message
+
+
 def deliver(
     channel: NotificationChannel,
     event: Event,
@@ -407,17 +463,18 @@ def deliver(
     settings: Settings,
     connection: redis.Redis,
 ) -> SendResult:
-    """Issue the event's CAP message (Alert/Update, or Cancel for a "cancel" delivery) and POST
-    it as application/cap+xml to the channel's endpoints. Endpoints already reached by this
-    delivery are remembered, so a retry after a partial failure posts nowhere twice."""
+    """POST the delivery's CAP message (message_of_delivery) as application/cap+xml to the
+    channel's endpoints. Endpoints already reached by this delivery are remembered, so a retry
+    after a partial failure posts nowhere twice, and every attempt posts the same message."""
     config = stored_config(channel)
     assert isinstance(config, CapConfig)
-    if delivery.purpose == "cancel":
-        message = cancel_for_event(event, settings, area_desc=config.area_desc)
-        if message is None:
-            raise SendError("no CAP alert was issued for this event to cancel", retryable=False)
-    else:
-        message = alert_for_event(event, settings, area_desc=config.area_desc)
+    message = message_of_delivery(event, delivery, settings, connection, config.area_desc)
+    if message is None:
+        return SendResult(
+            skipped=True,
+            detail="not sent: the event was acknowledged before this Update went out "
+            "(its Cancel withdraws the alert)",
+        )
     if not config.endpoints:
         return SendResult(detail=f"published in the CAP feed as {message.identifier}")
 
@@ -453,7 +510,7 @@ def deliver(
                 failures.append(http_failure("the CAP endpoint", response, secrets))
                 continue
             connection.sadd(done_key, url)
-            connection.expire(done_key, 7 * 24 * 3600)
+            connection.expire(done_key, DELIVERY_STATE_SECONDS)
     finally:
         ctx.session.close()
     if failures:

@@ -40,10 +40,12 @@ STUCK_AFTER = timedelta(minutes=15)
 
 @dataclass(frozen=True)
 class SendResult:
-    """What a receiver answered to one successful send."""
+    """What a receiver answered to one successful send; `skipped`: the sender found nothing to
+    send for this delivery any more (detail says why), and nothing was sent."""
 
     status_code: int | None = None
     detail: str = ""
+    skipped: bool = False
 
 
 class SendError(Exception):
@@ -283,12 +285,22 @@ def deliver(
     except Exception as exc:  # a bug in a sender: a clean failure, never a resend loop
         log.exception("sender crashed", extra={"delivery_id": delivery.id})
         return _finish(delivery, "failed", error=f"unexpected error: {type(exc).__name__}")
+    if result.skipped:
+        return _finish(delivery, "skipped", error=result.detail)
     breaker.record_success()
     log.info(
         "delivered",
         extra={"delivery_id": delivery.id, "channel_id": channel.id, "code": result.status_code},
     )
-    return _finish(delivery, "sent", code=result.status_code, error=result.detail, sent=True)
+    status = _finish(delivery, "sent", code=result.status_code, error=result.detail, sent=True)
+    if delivery.purpose != "cancel":
+        # Acknowledged while this delivery was on its way: the event's cancellations were routed
+        # to the channels that had it then, not to this one. Now that it has it, route again
+        # (one "cancel" delivery per event and channel, so nobody gets a second).
+        fresh = Event.get_or_none(Event.id == event.id)
+        if fresh is not None and fresh.acknowledged:
+            route_cancellations([fresh], enqueue)
+    return status
 
 
 def _finish(

@@ -353,3 +353,81 @@ def test_repeats_of_an_open_event_send_throttled_cap_updates(app):
         )
         assert [d.purpose for d in deliveries()] == ["alert", "update-1", "update-2", "update-4"]
 
+
+def cap_channel(endpoint: HttpReceiver, name: str = "Warnings") -> NotificationChannel:
+    return make_channel(
+        name, kind="cap", config={"kind": "cap", "endpoints": [endpoint.url("/cap")], "timeout": 2}
+    )
+
+
+def msg_types(endpoint: HttpReceiver) -> list[str]:
+    return [
+        etree.fromstring(r.body).findtext("cap:msgType", namespaces=CAP_NS)
+        for r in endpoint.requests
+    ]
+
+
+def acknowledge(app, event: Event) -> None:
+    with database.connection_context():
+        Event.update(acknowledged=True).where(Event.id == event.id).execute()
+        jobs.notify_acknowledged(app.extensions["glimpser.redis"], [event.id])
+
+
+def test_an_update_retried_after_the_cancel_is_still_the_update(app):
+    """An Update that fails once and is retried after the event was acknowledged sends the
+    same Update again; the Cancel goes out once, by the cancel delivery."""
+    for round_ in range(2):  # a second event, the same story: nothing depends on the first
+        with HttpReceiver() as endpoint:
+            event = raise_event([cap_channel(endpoint, f"Warnings {round_}")])
+            notify(app, event)
+            run_queued_jobs(app, ("notify",))  # the Alert
+            with database.connection_context():
+                Event.update(data={"repeats": 1}).where(Event.id == event.id).execute()
+                jobs.notify_repeats(app.extensions["glimpser.redis"], [event.id])
+            endpoint.script(Reply(503, "busy"))
+            run_queued_jobs(app, ("notify",))  # the Update's first attempt fails
+            acknowledge(app, event)
+            run_queued_jobs(app, ("notify",))  # the Cancel (the Update waits for its backoff)
+            run_queued_jobs(app, ("notify",), wait_for_scheduled=1.5)  # the Update's retry
+
+            assert msg_types(endpoint) == ["Alert", "Update", "Cancel", "Update"]
+            first_try, retry = endpoint.requests[1].body, endpoint.requests[3].body
+            assert retry == first_try  # the very message of the first attempt
+            status = {d.purpose: d.status for d in deliveries() if d.event_id == event.id}
+            assert status == {"alert": "sent", "update-1": "sent", "cancel": "sent"}
+
+
+def test_an_update_not_yet_sent_when_the_event_is_acknowledged_is_skipped(app):
+    with HttpReceiver() as endpoint:
+        event = raise_event([cap_channel(endpoint)])
+        notify(app, event)
+        run_queued_jobs(app, ("notify",))
+        with database.connection_context():
+            Event.update(data={"repeats": 1}).where(Event.id == event.id).execute()
+            jobs.notify_repeats(app.extensions["glimpser.redis"], [event.id])
+        acknowledge(app, event)  # before the Update's job ran
+        run_queued_jobs(app, ("notify",))
+
+        assert sorted(msg_types(endpoint)) == ["Alert", "Cancel"]
+        update = next(d for d in deliveries() if d.purpose == "update-1")
+        assert update.status == "skipped" and "acknowledged" in update.error
+
+
+def test_an_alert_retried_after_the_event_was_acknowledged_is_cancelled_once(app):
+    """The alert's retry sends the Alert it was going to send, and then (the event being
+    acknowledged meanwhile) the channel gets its one Cancel."""
+    with HttpReceiver() as endpoint:
+        event = raise_event([cap_channel(endpoint)])
+        endpoint.script(Reply(503, "busy"))
+        notify(app, event)
+        run_queued_jobs(app, ("notify",))  # the Alert's first attempt fails
+        acknowledge(app, event)  # no cancel yet: this channel has not got the alert
+        run_queued_jobs(app, ("notify",), wait_for_scheduled=1.5)  # the retry, then the Cancel
+        run_queued_jobs(app, ("notify",))
+
+        assert msg_types(endpoint) == ["Alert", "Alert", "Cancel"]
+        assert endpoint.requests[0].body == endpoint.requests[1].body
+        assert [(d.purpose, d.status) for d in deliveries()] == [
+            ("alert", "sent"),
+            ("cancel", "sent"),
+        ]
