@@ -25,8 +25,11 @@
       headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
       body: JSON.stringify(body),
     }).then(function (response) {
-      if (!response.ok) throw new Error("the server answered " + response.status);
-      return response;
+      if (response.ok) return response;
+      // The server says why in {"error": "..."} (e.g. 409: another user's subscription).
+      return response.json().catch(function () { return {}; }).then(function (data) {
+        throw new Error(data.error || "the server answered " + response.status);
+      });
     });
   }
 

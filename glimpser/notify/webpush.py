@@ -103,10 +103,16 @@ def endpoint_problem(endpoint: str, allow_loopback: bool) -> str | None:
     return None
 
 
+class SubscriptionTaken(ValueError):
+    """The endpoint is another user's subscription: it is never handed over."""
+
+
 def save_subscription(
     user: User, data: dict, user_agent: str = "", *, allow_loopback: bool = False
 ) -> PushSubscription:
-    """Store (or move to this user) a browser's PushSubscription JSON; ValueError when invalid."""
+    """Store a browser's PushSubscription JSON for this user (the same endpoint again updates
+    its keys). ValueError when invalid; SubscriptionTaken when another user has the endpoint
+    (an endpoint is all it takes to post one, so it must not move a subscription)."""
     endpoint = data.get("endpoint")
     keys = data.get("keys") or {}
     if not isinstance(keys, dict):
@@ -127,6 +133,11 @@ def save_subscription(
         raise ValueError(problem)
     with write_transaction():
         existing = PushSubscription.get_or_none(PushSubscription.endpoint == endpoint)
+        if existing is not None and existing.user_id != user.id:
+            raise SubscriptionTaken(
+                "this browser's notifications belong to another user: they must turn them off "
+                "first (on their profile page)"
+            )
         if existing is not None:
             PushSubscription.update(
                 user=user.id, p256dh=p256dh, auth=auth, user_agent=user_agent[:300]

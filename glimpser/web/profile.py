@@ -56,6 +56,8 @@ def subscribe():
             request.headers.get("User-Agent", ""),
             allow_loopback=current_app.extensions["glimpser.settings"].allow_loopback_sources,
         )
+    except webpush.SubscriptionTaken as exc:
+        return jsonify(error=str(exc)), 409
     except ValueError as exc:
         return jsonify(error=str(exc)), 422
     return jsonify(id=sub.id), 201

@@ -209,3 +209,25 @@ def test_users_remove_only_their_own_subscriptions(world, capture_app, push_serv
     assert response.status_code == 302
     with database.connection_context():
         assert PushSubscription.select().count() == 0
+
+
+def test_another_users_subscription_is_never_taken_over(world, capture_app, push_service):
+    """Posting someone else's endpoint (it is all a subscription needs) changes nothing: 409."""
+    client, _channel, _events = world
+    admins = push_service.subscriber("admin").subscription(push_service.url)
+    assert subscribe(client, admins).status_code == 201
+    viewer = capture_app.test_client()
+    login(viewer, "vera", PASSWORD)
+    for keys in (push_service.subscriber("vera").subscription(push_service.url)["keys"], None):
+        attempt = {"endpoint": admins["endpoint"], "keys": keys or admins["keys"]}
+        response = subscribe(viewer, attempt)
+        assert response.status_code == 409
+        assert "another user" in response.get_json()["error"]
+        with database.connection_context():
+            (sub,) = PushSubscription.select()
+            assert sub.user.username == "admin"
+            assert (sub.p256dh, sub.auth) == (admins["keys"]["p256dh"], admins["keys"]["auth"])
+    # The owner may post it again (a browser re-subscribing): still one subscription, theirs.
+    assert subscribe(client, admins).status_code == 201
+    with database.connection_context():
+        assert [s.user.username for s in PushSubscription.select()] == ["admin"]
