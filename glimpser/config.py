@@ -134,6 +134,8 @@ class Settings:
     public_url: str  # how people reach this install, for links in notifications ("" = unknown)
     pushover_api_url: str
     cap_sender: str
+    # The Web Push VAPID subject (mailto: or https:); "" when no usable one could be derived.
+    vapid_subject: str
     cap_feed_public: bool
     notify_max_attempts: int
     notify_backoff_seconds: int
@@ -195,6 +197,59 @@ def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     if raw and (urlparse(raw).scheme not in ("http", "https") or not urlparse(raw).hostname):
         raise ConfigError(f"{name}={raw!r} is not an http(s) URL")
     return raw
+
+
+# Names that only mean something inside a home or company network (or nowhere at all).
+LOCAL_SUFFIXES = (".localhost", ".local", ".localdomain", ".internal", ".lan", ".home.arpa")
+LOCAL_SUFFIXES += (".test", ".invalid", ".example")
+
+
+def _local_host(host: str) -> str:
+    """Why `host` is not a public name or address ("" when it is one)."""
+    host = host.strip("[]").rstrip(".").lower()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        return "" if address.is_global else f"{host} is not a public address"
+    if not host or host == "localhost" or host.endswith(LOCAL_SUFFIXES) or "." not in host:
+        return f"{host or 'it'} is a local name"
+    return ""
+
+
+def vapid_subject_problem(subject: str) -> str:
+    """Why `subject` cannot be the Web Push VAPID subject ("" when it can).
+
+    RFC 8292 asks for a mailto: or https: contact, and push services check it: Apple's refuses a
+    local one such as mailto:glimpser@localhost (403 BadJwtToken, never retried).
+    """
+    scheme, _, rest = subject.partition(":")
+    if scheme.lower() == "mailto":
+        local, at, domain = rest.rpartition("@")
+        if not (local and at) or any(c.isspace() for c in rest):
+            return "is not a mailto: e-mail address (e.g. mailto:ops@example.org)"
+        problem = _local_host(domain)
+    elif scheme.lower() == "https":
+        problem = _local_host(urlparse(subject).hostname or "")
+    else:
+        return "must be a mailto: address or an https:// URL (e.g. mailto:ops@example.org)"
+    return f"is local ({problem}): push services refuse such contacts" if problem else ""
+
+
+def _vapid_subject(env: Mapping[str, str]) -> str:
+    """GLIMPSER_VAPID_SUBJECT (refused at start when local), else the first usable of: the
+    public URL (https only), mailto: the CAP sender. "" when neither is usable."""
+    given = env.get("GLIMPSER_VAPID_SUBJECT", "").strip()
+    if given:
+        problem = vapid_subject_problem(given)
+        if problem:
+            raise ConfigError(f"GLIMPSER_VAPID_SUBJECT={given!r} {problem}")
+        return given
+    public_url = env.get("GLIMPSER_PUBLIC_URL", "").strip().rstrip("/")
+    candidates = [public_url] if public_url.lower().startswith("https://") else []
+    candidates.append("mailto:" + env.get("GLIMPSER_CAP_SENDER", "").strip())
+    return next((c for c in candidates if not vapid_subject_problem(c)), "")
 
 
 SUMMARY_PERIODS = ("hour", "day")
@@ -351,6 +406,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         public_url=_http_url(env, "GLIMPSER_PUBLIC_URL", ""),
         pushover_api_url=_http_url(env, "GLIMPSER_PUSHOVER_API_URL", PUSHOVER_API_URL),
         cap_sender=env.get("GLIMPSER_CAP_SENDER", "").strip() or "glimpser@localhost",
+        vapid_subject=_vapid_subject(env),
         cap_feed_public=_bool(env, "GLIMPSER_CAP_FEED_PUBLIC", False),
         notify_max_attempts=_int(env, "GLIMPSER_NOTIFY_MAX_ATTEMPTS", 6, 1, 50),
         notify_backoff_seconds=_int(env, "GLIMPSER_NOTIFY_BACKOFF_SECONDS", 5, 1, 3600),

@@ -24,7 +24,7 @@ from py_vapid import Vapid02
 from pywebpush import WebPushException, webpush
 
 from glimpser import times
-from glimpser.config import Settings
+from glimpser.config import Settings, vapid_subject_problem
 from glimpser.db import write_transaction
 from glimpser.models import (
     Delivery,
@@ -73,6 +73,31 @@ def vapid_keys() -> VapidKeys:
             pass  # another process generated it first: use theirs
         row = Setting.get(Setting.key == SETTING_KEY)
     return VapidKeys(row.value["private_pem"], row.value["public_key"])
+
+
+def subject_problem(settings: Settings) -> str:
+    """Why Web Push cannot be used on this install ("" when it can): no usable VAPID subject.
+
+    Push services want a contact (RFC 8292 "sub": mailto: or https:) and refuse a local one;
+    settings.vapid_subject is GLIMPSER_VAPID_SUBJECT, or one derived from the public URL or the
+    CAP sender (glimpser.config), and "" when only local ones were available.
+    """
+    if settings.vapid_subject:
+        return ""
+    url = settings.public_url
+    if not url:
+        public = "GLIMPSER_PUBLIC_URL is unset"
+    elif not url.lower().startswith("https://"):
+        public = "GLIMPSER_PUBLIC_URL is not an https:// URL"
+    else:
+        public = f"GLIMPSER_PUBLIC_URL {vapid_subject_problem(url)}"
+    sender = vapid_subject_problem(f"mailto:{settings.cap_sender}")
+    return (
+        "Web Push is off: push services need a public contact (the VAPID subject) and only a "
+        f"local one could be derived ({public}; GLIMPSER_CAP_SENDER {sender}). Set "
+        "GLIMPSER_VAPID_SUBJECT to mailto:<your address> or an https:// URL of yours, or "
+        "GLIMPSER_PUBLIC_URL to the https:// address people use."
+    )
 
 
 def endpoint_problem(endpoint: str, allow_loopback: bool) -> str | None:
@@ -194,6 +219,9 @@ def deliver(
     connection: redis.Redis,
 ) -> SendResult:
     """Push one event to every recipient browser not yet reached by this delivery."""
+    problem = subject_problem(settings)
+    if problem:
+        raise SendError(problem, retryable=False)
     subscriptions = recipients(event, channel)
     if not subscriptions:
         raise SendError(
@@ -201,7 +229,6 @@ def deliver(
         )
     keys = vapid_keys()
     vapid = Vapid02.from_pem(keys.private_pem.encode())
-    claims_sub = f"mailto:{settings.cap_sender}"
     body = json.dumps(payload(event, delivery.purpose))
     ttl = int((channel.config or {}).get("ttl", 24 * 3600))
     done_key = f"glimpser:webpush:done:{delivery.id}"
@@ -220,7 +247,7 @@ def deliver(
                 {"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": sub.auth}},
                 data=body,
                 vapid_private_key=vapid,
-                vapid_claims={"sub": claims_sub},
+                vapid_claims={"sub": settings.vapid_subject},
                 content_encoding="aes128gcm",
                 ttl=ttl,
                 timeout=10,

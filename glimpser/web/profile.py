@@ -40,6 +40,7 @@ def index():
         "profile/index.html",
         subscriptions=_own_subscriptions(),
         vapid_public_key=webpush.vapid_keys().public_key,
+        push_problem=webpush.subject_problem(current_app.extensions["glimpser.settings"]),
     )
 
 

@@ -141,7 +141,7 @@ class PushService:
         claims, key = verify_vapid(headers["authorization"])
         assert claims["aud"] == self.url, claims
         assert claims["exp"] > time.time(), claims
-        assert claims["sub"].startswith("mailto:"), claims
+        assert claims["sub"].startswith(("mailto:", "https://")), claims
         plain = http_ece.decrypt(
             body, private_key=subscriber.private_key, auth_secret=subscriber.auth
         )

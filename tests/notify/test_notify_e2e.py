@@ -49,6 +49,7 @@ def test_a_capture_reaches_every_channel_kind_once(app_factory, media_root, rtsp
         GLIMPSER_ALLOW_LOOPBACK_SOURCES="1",
         GLIMPSER_MEDIA_DIR=str(media_root),
         GLIMPSER_PUBLIC_URL="http://glimpser.test",
+        GLIMPSER_VAPID_SUBJECT="mailto:ops@glimpser.example.org",
         GLIMPSER_PUSHOVER_API_URL=pushover.url("/1/messages.json"),
     )
     jobs.configure(app.extensions["glimpser.settings"])

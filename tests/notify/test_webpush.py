@@ -19,10 +19,23 @@ from glimpser.models import (
     StreamAccess,
 )
 from glimpser.notify import dispatch, webpush
-from tests.helpers import csrf_from, login, setup_admin
+from tests.helpers import csrf_from, jobs_configured, login, setup_admin
 from tests.notify.push_service import PushService
 
 PASSWORD = "correct horse battery"
+SUBJECT = "mailto:ops@glimpser.example.org"
+
+
+@pytest.fixture
+def capture_app(app_factory, media_root):
+    """conftest's capture_app, with a VAPID subject push services accept."""
+    app = app_factory(
+        GLIMPSER_ALLOW_LOOPBACK_SOURCES="1",
+        GLIMPSER_MEDIA_DIR=str(media_root),
+        GLIMPSER_VAPID_SUBJECT=SUBJECT,
+    )
+    with jobs_configured(app):
+        yield app
 
 
 @pytest.fixture
@@ -89,6 +102,7 @@ def test_push_is_encrypted_signed_and_shows_the_event(world, capture_app, push_s
     delivery = deliver(capture_app, events["Gate"], channel)
 
     assert push_service.problems == []
+    assert push_service.pushes[0].vapid_claims["sub"] == SUBJECT  # GLIMPSER_VAPID_SUBJECT
     (push,) = push_service.pushes_to("admin")
     assert push.payload["title"] == "Motion at Gate"
     assert push.payload["url"] == f"/events/{events['Gate'].id}"
