@@ -245,3 +245,20 @@ def test_another_users_subscription_is_never_taken_over(world, capture_app, push
     assert subscribe(client, admins).status_code == 201
     with database.connection_context():
         assert [s.user.username for s in PushSubscription.select()] == ["admin"]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "allowed_with_loopback"),
+    [
+        ("http://127.0.0.1:8/push/x", True),  # plain http to loopback: only with the setting
+        ("https://[::1]/push/x", True),
+        ("http://push.example.org/x", False),  # plain http elsewhere: never
+        ("https://192.168.1.9/push/x", False),  # the LAN: never, setting or not
+        ("https://100.64.0.1/push/x", False),  # shared address space (CGNAT): not public
+    ],
+)
+def test_which_push_endpoints_may_be_reached(endpoint, allowed_with_loopback):
+    """As docs/notifications.md says: public https only; loopback with the setting alone."""
+    assert webpush.endpoint_problem(endpoint, allow_loopback=False)
+    problem = webpush.endpoint_problem(endpoint, allow_loopback=True)
+    assert (problem is None) == allowed_with_loopback, problem
