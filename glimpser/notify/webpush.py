@@ -156,21 +156,27 @@ def save_subscription(
     problem = endpoint_problem(endpoint, allow_loopback)
     if problem:
         raise ValueError(problem)
-    with write_transaction():
-        existing = PushSubscription.get_or_none(PushSubscription.endpoint == endpoint)
-        if existing is not None and existing.user_id != user.id:
-            raise SubscriptionTaken(
-                "this browser's notifications belong to another user: they must turn them off "
-                "first (on their profile page)"
-            )
-        if existing is not None:
-            PushSubscription.update(
-                user=user.id, p256dh=p256dh, auth=auth, user_agent=user_agent[:300]
-            ).where(PushSubscription.id == existing.id).execute()
-            return PushSubscription.get_by_id(existing.id)
-        return PushSubscription.create(
-            user=user.id, endpoint=endpoint, p256dh=p256dh, auth=auth, user_agent=user_agent[:300]
-        )
+    values = {"p256dh": p256dh, "auth": auth, "user_agent": user_agent[:300]}
+    for _attempt in range(2):
+        try:
+            with write_transaction():
+                existing = PushSubscription.get_or_none(PushSubscription.endpoint == endpoint)
+                if existing is None:
+                    return PushSubscription.create(user=user.id, endpoint=endpoint, **values)
+                if existing.user_id != user.id:
+                    raise SubscriptionTaken(
+                        "this browser's notifications belong to another user: they must turn "
+                        "them off first (on their profile page)"
+                    )
+                PushSubscription.update(**values).where(
+                    PushSubscription.id == existing.id
+                ).execute()
+                return PushSubscription.get_by_id(existing.id)
+        except peewee.IntegrityError:
+            # Another request stored this endpoint between our read and our insert: read again
+            # (theirs → SubscriptionTaken, ours → updated).
+            continue
+    raise SubscriptionTaken("this browser's subscription is being changed; try again")
 
 
 def recipients(event: Event, channel: NotificationChannel) -> list[PushSubscription]:

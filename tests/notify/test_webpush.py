@@ -6,6 +6,8 @@ own keys (http_ece) and verifies the VAPID JWT, as real push services do.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from glimpser.auth.users import create_user
@@ -262,3 +264,39 @@ def test_which_push_endpoints_may_be_reached(endpoint, allowed_with_loopback):
     assert webpush.endpoint_problem(endpoint, allow_loopback=False)
     problem = webpush.endpoint_problem(endpoint, allow_loopback=True)
     assert (problem is None) == allowed_with_loopback, problem
+
+
+def test_two_users_racing_for_one_endpoint_get_201_and_409_never_a_500(app_factory, database_url):
+    """Both requests read "nobody has it" and insert: the loser meets the unique endpoint and
+    answers 409 (or 201 when it was its own), never an IntegrityError."""
+    app_factory(database_url, GLIMPSER_ALLOW_LOOPBACK_SOURCES="1")  # opens the database
+    with database.connection_context():
+        users = [create_user(name, PASSWORD, "viewer") for name in ("ana", "ben")]
+    keys = {"p256dh": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQ", "auth": "tBHItJI5svbpez7K"}
+    for round_ in range(12):
+        endpoint = f"http://127.0.0.1:9/push/race-{round_}"
+        barrier = threading.Barrier(len(users))
+        outcomes: dict[str, str] = {}
+
+        def save(user, endpoint=endpoint, barrier=barrier, outcomes=outcomes):
+            with database.connection_context():
+                barrier.wait()
+                try:
+                    webpush.save_subscription(
+                        user, {"endpoint": endpoint, "keys": keys}, allow_loopback=True
+                    )
+                    outcomes[user.username] = "saved"
+                except webpush.SubscriptionTaken:
+                    outcomes[user.username] = "taken"
+                except Exception as exc:  # noqa: BLE001 - what the test is about
+                    outcomes[user.username] = f"{type(exc).__name__}: {exc}"
+
+        threads = [threading.Thread(target=save, args=(user,)) for user in users]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(outcomes.values()) == ["saved", "taken"], outcomes
+        with database.connection_context():
+            (sub,) = PushSubscription.select().where(PushSubscription.endpoint == endpoint)
+            assert outcomes[sub.user.username] == "saved"
