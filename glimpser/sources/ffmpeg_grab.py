@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from typing import Any
+from urllib.parse import urlsplit
 
 import ffmpeg
 
@@ -42,6 +43,7 @@ WHOLE_PICTURES = r"select=st(1\,ld(0))\;st(0\,ld(0)+key)\;gte(ld(1)\,1)"
 # Never output a picture the decoder knows to be incomplete (the default, stated here because
 # it matters), and drop packets the demuxer marks corrupt (e.g. RTP with lost packets).
 DECODE_WHOLE = {"flags2": "-showall", "fflags": "+discardcorrupt"}
+LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps"})
 
 
 def grab_command(
@@ -49,9 +51,11 @@ def grab_command(
 ) -> list[str]:
     """The ffmpeg command line for one JPEG frame on stdout.
 
-    `live`: a stream joined mid-way (RTSP): only a whole picture, see WHOLE_PICTURES. A file or
-    recorded video is read from its start or from a seek (which decodes from the keyframe
-    before the position), so its pictures are whole without it."""
+    `live`: a stream joined mid-way (RTSP, and RTMP without a seek, are taken as live anyway):
+    only a whole picture, see WHOLE_PICTURES. A file or recorded video is read from its start or
+    from a seek (which decodes from the keyframe before the position), and HLS joins at a
+    segment's start (a keyframe), so their pictures are whole without it."""
+    live = live or (not seek and urlsplit(source).scheme.lower() in LIVE_SCHEMES)
     input_args = {**DECODE_WHOLE, **input_args}
     if seek:
         input_args = {**input_args, "ss": f"{seek:.3f}"}  # before -i: a fast keyframe seek
