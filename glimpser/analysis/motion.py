@@ -458,16 +458,17 @@ def _where_now(
     difference to the background (`over`) also covers where the object was. A pixel counts
     here only if it differs from the background, differs from the previous frame (the trace
     two or more frames old is gone: the previous frame there was empty too) and differs from
-    the background clearly more than the previous frame did (where the object was one frame
-    ago, the previous frame differed more)."""
+    the background by more than the threshold more than the previous frame did (where the
+    object was one frame ago, the previous frame differed more)."""
     if previous is None:
         now = over
     else:
         _, moved = cv2.threshold(cv2.absdiff(frame, previous), threshold, 255, cv2.THRESH_BINARY)
-        # Saturating: 0 where the previous frame differed more. The margin (half the threshold)
-        # settles the tie of a background that took half of the previous frame (alpha 0.5).
+        # Saturating: 0 where the previous frame differed more. The margin (a whole threshold)
+        # settles the tie of a background that took half of the previous frame (alpha 0.5) and
+        # the trace an object leaves where it lingered for a few snapshots.
         gain = cv2.subtract(cv2.absdiff(frame, reference), cv2.absdiff(previous, reference))
-        _, arrived = cv2.threshold(gain, threshold // 2, 255, cv2.THRESH_BINARY)
+        _, arrived = cv2.threshold(gain, threshold, 255, cv2.THRESH_BINARY)
         now = cv2.bitwise_and(over, cv2.bitwise_and(moved, arrived))
     now = cv2.dilate(now, _DILATE, iterations=1)
     contours, _ = cv2.findContours(now, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
