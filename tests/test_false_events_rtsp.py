@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,6 +86,8 @@ def another_client(url: str) -> Iterator[None]:
                 break
         else:
             raise AssertionError("the other client got no frame")
+        # Keep reading its progress: a full pipe would stall it, and the camera with it.
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
         yield
     finally:
         proc.terminate()
