@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -374,11 +374,35 @@ def test_cooldown_per_rule_and_stream(both_db, redis_client):
     assert len(evaluate(redis_client, garage, make_snapshot(garage))) == 2  # another stream
     key = rules.cooldown_key(rule.id, door.id)
     assert key == f"glimpser:rule:cooldown:{rule.id}:{door.id}"
-    assert 0 < redis_client.ttl(key) <= 300
-    redis_client.delete(key)  # the cooldown ran out (for this rule only)
+    assert float(redis_client.get(key)) == MONDAY_NOON.timestamp()  # the time of the event
+    assert redis_client.ttl(key) > 7 * 24 * 3600  # outlives any cooldown: only to tidy up
+    redis_client.delete(key)  # as if Redis lost it (for this rule only)
     [again] = evaluate(redis_client, door, make_snapshot(door))
     assert again.rule_id == rule.id
     assert Event.select().where(Event.stream == door.id).count() == 3
+
+
+def test_a_cooldown_edit_takes_effect_at_once(both_db, redis_client):
+    """Issue 10: a cooldown lowered from 300 s to 60 s a minute after an event must let the
+    next match after 60 s raise an event (it waited for the old 300 s Redis key to expire)."""
+    door = make_stream("Front door")
+    rule = make_rule(cooldown_seconds=300)
+    [first] = evaluate(redis_client, door, make_snapshot(door), now=MONDAY_NOON)
+    assert evaluate(redis_client, door, make_snapshot(door), now=_seconds(59)) == []
+    Rule.update(cooldown_seconds=60).where(Rule.id == rule.id).execute()  # the admin's edit
+    [second] = evaluate(redis_client, door, make_snapshot(door), now=_seconds(61))
+    assert second.id != first.id and second.rule_id == rule.id
+    assert evaluate(redis_client, door, make_snapshot(door), now=_seconds(100)) == []
+    # Raised again to 300 s: the cooldown runs from the last event (61 s) for 300 s.
+    Rule.update(cooldown_seconds=300).where(Rule.id == rule.id).execute()
+    assert evaluate(redis_client, door, make_snapshot(door), now=_seconds(360)) == []
+    [third] = evaluate(redis_client, door, make_snapshot(door), now=_seconds(361))
+    assert Event.select().where(Event.stream == door.id).count() == 3
+    assert third.id not in (first.id, second.id)
+
+
+def _seconds(after: float) -> datetime:
+    return MONDAY_NOON + timedelta(seconds=after)
 
 
 def test_repeats_during_the_cooldown_are_counted_on_the_open_event(both_db, redis_client):

@@ -7,7 +7,10 @@ docs/motion.md; the costs are in docs/benchmarks.md (bench/bench_motion.py).
 
 Cameras and video ("motion"): decode small and grey straight from the JPEG (libjpeg DCT
 scaling), shrink to a fixed short side, stretch the contrast, blur, difference against a
-running-average background, threshold, dilate, keep contours above a minimum area.
+running-average background, threshold, dilate, keep contours above a minimum area. A new
+background is provisional until a frame agrees with it (a damaged first picture must not
+become the reference), and boxes are drawn only where something is now (not the trail the
+object left in the running average).
 Websites and dashboards ("change"): the share of pixels that differ from the previous
 snapshot after a light blur (changedetection.io's measure), with boxes around the changes.
 """
@@ -63,11 +66,19 @@ LIGHTING_FRACTION = 0.8
 # under the threshold, while a 3 px object keeps about half its contrast.
 MOTION_BLUR = ((7, 7), 1.5)
 
+# A new background is provisional: a next frame that differs from it over this share of the
+# considered area (but is no lighting switch) replaces it, note "first", no event; at most
+# SEED_TRIES times, then the background stays whatever comes. A damaged first picture (a
+# decoder joining a live stream, the top half washed out) scores about 0.41 against a whole
+# one; ordinary motion at start-up (a passer-by) scores a few per cent and is reported at once.
+SEED_MISMATCH = 0.1
+SEED_TRIES = 3
+
 MAX_BOXES = 32
 STATE_TTL_MIN = 24 * 3600
 KEY = "glimpser:motion:{}"
 _MAGIC = b"GLMS"
-_VERSION = 1
+_VERSION = 2
 
 
 def pixel_threshold(mode: Mode, sensitivity: int) -> int:
@@ -246,29 +257,55 @@ def stretch_contrast(grey: np.ndarray, area: np.ndarray | None) -> np.ndarray:
 
 # --- state ------------------------------------------------------------------------------------
 
-_HEADER = struct.Struct(">4sB16sHHBf")  # magic, version, fingerprint, h, w, dtype, interval
+# magic, version, fingerprint, h, w, dtype, interval, seeding (tries left while provisional)
+_HEADER = struct.Struct(">4sB16sHHBfB")
 _DTYPES = {0: np.uint8, 1: np.float32}
 
 
-def _pack(fingerprint: bytes, frame: np.ndarray, interval: float) -> bytes:
+@dataclass
+class _State:
+    """What a stream's detector remembers: the reference frame (motion: the float32 running
+    average; change: the previous page), for motion the previous frame (uint8), and how many
+    times a provisional background may still be replaced (0: settled)."""
+
+    reference: np.ndarray
+    previous: np.ndarray | None = None
+    seeding: int = 0
+
+
+def _pack(
+    fingerprint: bytes,
+    frame: np.ndarray,
+    interval: float,
+    previous: np.ndarray | None = None,
+    seeding: int = 0,
+) -> bytes:
     code = 1 if frame.dtype == np.float32 else 0
     h, w = frame.shape
-    header = _HEADER.pack(_MAGIC, _VERSION, fingerprint, h, w, code, interval)
-    return header + np.ascontiguousarray(frame).tobytes()
+    header = _HEADER.pack(_MAGIC, _VERSION, fingerprint, h, w, code, interval, seeding)
+    body = np.ascontiguousarray(frame).tobytes()
+    if previous is not None:
+        body += np.ascontiguousarray(previous, np.uint8).tobytes()
+    return header + body
 
 
-def _unpack(state: bytes | None, fingerprint: bytes) -> np.ndarray | None:
-    """The stored frame if the state is intact and was made with the same fingerprint."""
+def _unpack(state: bytes | None, fingerprint: bytes) -> _State | None:
+    """The stored state if it is intact and was made with the same fingerprint."""
     if not state or len(state) < _HEADER.size:
         return None
-    magic, version, stored, h, w, code, _ = _HEADER.unpack_from(state)
+    magic, version, stored, h, w, code, _, seeding = _HEADER.unpack_from(state)
     if magic != _MAGIC or version != _VERSION or stored != fingerprint or code not in _DTYPES:
         return None
     dtype = _DTYPES[code]
     body = state[_HEADER.size :]
-    if len(body) != h * w * np.dtype(dtype).itemsize:
+    size = h * w * np.dtype(dtype).itemsize
+    if len(body) not in (size, size + h * w):
         return None
-    return np.frombuffer(body, dtype).reshape(h, w).copy()
+    reference = np.frombuffer(body[:size], dtype).reshape(h, w).copy()
+    previous = None
+    if len(body) > size:
+        previous = np.frombuffer(body[size:], np.uint8).reshape(h, w).copy()
+    return _State(reference, previous, seeding)
 
 
 def state_interval(state: bytes) -> float | None:
@@ -332,29 +369,33 @@ def analyse(
     fingerprint = config.fingerprint(source)
     area = considered_area(config, shape)
     considered = cv2.countNonZero(area) if area is not None else grey.size
-    previous = _unpack(state, fingerprint)
+    stored = _unpack(state, fingerprint)
     if config.mode == "change":
+        previous = stored.reference if stored is not None else None
         return _detect_change(grey, previous, area, considered, fingerprint, config)
-    return _detect_motion(grey, previous, area, considered, fingerprint, config)
+    return _detect_motion(grey, stored, area, considered, fingerprint, config)
 
 
 def _detect_motion(
     grey: np.ndarray,
-    background: np.ndarray | None,
+    stored: _State | None,
     area: np.ndarray | None,
     considered: int,
     fingerprint: bytes,
     config: DetectorConfig,
 ) -> tuple[DetectionResult, bytes]:
     frame = cv2.GaussianBlur(stretch_contrast(grey, area), *MOTION_BLUR)
+    background = stored.reference if stored is not None else None
     if background is None or background.dtype != np.float32 or background.shape != frame.shape:
-        background = frame.astype(np.float32)
-        return _quiet("first"), _pack(fingerprint, background, config.interval)
+        state = _pack(fingerprint, frame.astype(np.float32), config.interval, frame, SEED_TRIES)
+        return _quiet("first"), state
+    assert stored is not None
+    previous = stored.previous
 
-    diff = cv2.absdiff(frame, cv2.convertScaleAbs(background))
-    _, over = cv2.threshold(
-        diff, pixel_threshold("motion", config.sensitivity), 255, cv2.THRESH_BINARY
-    )
+    reference = cv2.convertScaleAbs(background)
+    diff = cv2.absdiff(frame, reference)
+    threshold = pixel_threshold("motion", config.sensitivity)
+    _, over = cv2.threshold(diff, threshold, 255, cv2.THRESH_BINARY)
     if area is not None:
         over = cv2.bitwise_and(over, area)
     changed_fraction = cv2.countNonZero(over) / considered if considered else 0.0
@@ -367,30 +408,71 @@ def _detect_motion(
         # Lights or the IR cut filter switched (or the camera moved): no event, and a new
         # background from this frame. Like Frigate, the dilated area counts: an IR switch
         # leaves mid-grey surfaces alone, so fewer single pixels pass the threshold.
-        background = frame.astype(np.float32)
         result = DetectionResult(0.0, round(changed_fraction, 6), [], False, "lighting")
-        return result, _pack(fingerprint, background, config.interval)
-
-    cv2.accumulateWeighted(frame, background, background_alpha(config.interval))
-    state = _pack(fingerprint, background, config.interval)
+        state = _pack(fingerprint, frame.astype(np.float32), config.interval, frame, stored.seeding)
+        return result, state
 
     contours, _ = cv2.findContours(dilated, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     min_area = min_area_fraction(config.sensitivity) * frame.size
     kept = [c for c in contours if cv2.contourArea(c) >= min_area]
+    score = 0.0
+    if kept:
+        filled = np.zeros_like(dilated)
+        cv2.drawContours(filled, kept, -1, 255, cv2.FILLED)
+        score = _share(filled, area, considered)
+
+    if stored.seeding and score >= SEED_MISMATCH:
+        # The provisional background and this frame disagree over a large area: one of them
+        # may be a damaged picture. This frame becomes the provisional background instead.
+        state = _pack(
+            fingerprint, frame.astype(np.float32), config.interval, frame, stored.seeding - 1
+        )
+        return DetectionResult(0.0, round(changed_fraction, 6), [], False, "first"), state
+
+    cv2.accumulateWeighted(frame, background, background_alpha(config.interval))
+    state = _pack(fingerprint, background, config.interval, frame)  # settled (seeding 0)
     if not kept:
         return DetectionResult(0.0, round(changed_fraction, 6), [], False, "quiet"), state
-    filled = np.zeros_like(dilated)
-    cv2.drawContours(filled, kept, -1, 255, cv2.FILLED)
-    score = _share(filled, area, considered)
     changed = score > 0 and score >= config.trigger
     result = DetectionResult(
         round(score, 6),
         round(changed_fraction, 6),
-        _boxes(kept, frame.shape),
+        _boxes(_where_now(frame, previous, reference, over, threshold, min_area), frame.shape),
         changed,
         "motion" if changed else "quiet",
     )
     return result, state
+
+
+def _where_now(
+    frame: np.ndarray,
+    previous: np.ndarray | None,
+    reference: np.ndarray,
+    over: np.ndarray,
+    threshold: int,
+    min_area: float,
+) -> list[np.ndarray]:
+    """Contours of what is in motion *now*, for the boxes.
+
+    The running average keeps a fading trace of every place a moving object passed, so the
+    difference to the background (`over`) also covers where the object was. A pixel counts
+    here only if it differs from the background, differs from the previous frame (the trace
+    two or more frames old is gone: the previous frame there was empty too) and differs from
+    the background by more than the threshold more than the previous frame did (where the
+    object was one frame ago, the previous frame differed more)."""
+    if previous is None:
+        now = over
+    else:
+        _, moved = cv2.threshold(cv2.absdiff(frame, previous), threshold, 255, cv2.THRESH_BINARY)
+        # Saturating: 0 where the previous frame differed more. The margin (a whole threshold)
+        # settles the tie of a background that took half of the previous frame (alpha 0.5) and
+        # the trace an object leaves where it lingered for a few snapshots.
+        gain = cv2.subtract(cv2.absdiff(frame, reference), cv2.absdiff(previous, reference))
+        _, arrived = cv2.threshold(gain, threshold, 255, cv2.THRESH_BINARY)
+        now = cv2.bitwise_and(over, cv2.bitwise_and(moved, arrived))
+    now = cv2.dilate(now, _DILATE, iterations=1)
+    contours, _ = cv2.findContours(now, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return [c for c in contours if cv2.contourArea(c) >= min_area]
 
 
 # Change mode: letters of a changed line merge into one box (wide, flat kernel).

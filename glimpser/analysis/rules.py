@@ -13,7 +13,8 @@ Why the order of work matters:
 - Fail open: when a rule needs the AI and the AI failed, the event is still raised (without a
   description, saying that the AI failed). Missing an intruder because a model timed out is worse
   than an event without a caption.
-- Cooldown per rule and stream is a Redis key (`SET NX EX`) shared by every worker; besides,
+- Cooldown per rule and stream: a Redis key shared by every worker holds the time of the last
+  event, compared with the rule's current cooldown (an edit takes effect at once); besides,
   an event is never stored twice for the same rule and snapshot, even when a job runs twice.
 """
 
@@ -49,6 +50,19 @@ if TYPE_CHECKING:  # the web process reads rules without loading the AI client
 log = logging.getLogger(__name__)
 
 COOLDOWN_KEY = "glimpser:rule:cooldown:{rule_id}:{stream_id}"
+# The cooldown key holds the time of the rule's last event for the stream; it only expires to
+# tidy Redis, after longer than any cooldown may last (RuleSpec allows up to 7 days).
+COOLDOWN_KEY_TTL = 8 * 24 * 3600
+# Claim the cooldown atomically: when the last event (ARGV[1] = its unix time) is at least the
+# rule's *current* cooldown (ARGV[2]) before now (ARGV[1]), note now as the last event.
+_CLAIM = """
+local last = redis.call('GET', KEYS[1])
+if last and tonumber(ARGV[1]) - tonumber(last) < tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+"""
 TITLE_MAX = 300
 
 
@@ -327,8 +341,20 @@ def _cooling_down(
     if spec.cooldown_seconds <= 0:
         return False
     if connection is not None:
-        return bool(connection.exists(cooldown_key(rule.id, stream.id)))
+        last = connection.get(cooldown_key(rule.id, stream.id))
+        return last is not None and _within(last, spec.cooldown_seconds, now)
     return _recent_event(rule, stream, spec.cooldown_seconds, now)
+
+
+def _within(last: bytes | str, seconds: int, now: datetime) -> bool:
+    """Whether the event noted at unix time `last` is less than `seconds` before `now`.
+
+    The rule's cooldown is compared when asked, not fixed when the event was raised: an
+    edited cooldown (shorter or longer) takes effect at once."""
+    try:
+        return times.to_utc(now).timestamp() - float(last) < seconds
+    except ValueError:  # not a time (written by an older version): no cooldown
+        return False
 
 
 def _recent_event(rule: Rule, stream: Stream, seconds: int, now: datetime) -> bool:
@@ -350,7 +376,8 @@ def _claim_cooldown(
         # Without Redis (e.g. a CLI context) the last event of this rule and stream decides.
         return None if _recent_event(rule, stream, spec.cooldown_seconds, now) else ""
     key = cooldown_key(rule.id, stream.id)
-    if connection.set(key, str(times.to_utc(now).timestamp()), nx=True, ex=spec.cooldown_seconds):
+    at = times.to_utc(now).timestamp()
+    if connection.eval(_CLAIM, 1, key, repr(at), spec.cooldown_seconds, COOLDOWN_KEY_TTL):
         return key
     return None
 

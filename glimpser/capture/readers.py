@@ -30,7 +30,13 @@ from glimpser.media.imaging import split_jpegs
 from glimpser.models import Stream
 from glimpser.sources import rtsp, youtube
 from glimpser.sources.base import CaptureContext, CaptureError
-from glimpser.sources.ffmpeg_grab import FAST_PROBE, ffmpeg_binary, last_error_line
+from glimpser.sources.ffmpeg_grab import (
+    DECODE_WHOLE,
+    FAST_PROBE,
+    WHOLE_PICTURES,
+    ffmpeg_binary,
+    last_error_line,
+)
 from glimpser.sources.http_fetch import iter_available, make_auth, open_stream
 from glimpser.sources.network_guard import check_url
 from glimpser.sources.schemas import (
@@ -70,17 +76,23 @@ def wants_reader(stream: Stream, max_interval: int) -> bool:
 
 
 def _image_pipe(input_args: list[str], source: str, fps: float) -> list[str]:
+    """ffmpeg writing `fps` JPEGs a second, whole pictures only (see WHOLE_PICTURES: a reader
+    joins a live stream mid-way, and its first keyframe can be damaged)."""
+    whole: list[str] = []
+    for key, value in DECODE_WHOLE.items():
+        whole += [f"-{key}", value]
     return [
         ffmpeg_binary(),
         "-hide_banner",
         "-loglevel",
         "error",
         "-nostdin",
+        *whole,
         *input_args,
         "-i",
         source,
         "-vf",
-        f"fps={fps:g}",
+        f"{WHOLE_PICTURES},fps={fps:g}",
         "-f",
         "image2pipe",
         "-c:v",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from typing import Any
+from urllib.parse import urlsplit
 
 import ffmpeg
 
@@ -23,22 +24,44 @@ def ffmpeg_binary() -> str:
     return binary
 
 
-# Drops the first decoded frame. A client that joins a live stream mid-way often decodes its
-# first frame from an incomplete picture (seen on the GStreamer test camera as a washed-out top
-# half, even on a keyframe); the next frame, ~1/fps later, is whole. Without this, a static
-# scene alternates between a damaged and a clean first frame and reads as motion.
-SKIP_FIRST_FRAME = r"select=gte(n\,1)"
+# Whole pictures only, from live sources (RTSP; the persistent readers use it for every source).
+# A picture is whole only from a keyframe on. Measured on the GStreamer test camera
+# (../shared/fixtures/rtsp_server.py, mount /still, while another client keeps it playing): the
+# first keyframe a joining client decodes is itself damaged, the top half of the picture washed
+# out, decoded without a single error (so -err_detect, -fflags discardcorrupt or stderr cannot
+# tell), in 32 of 33 joins (25 of them with a CPU hog); the 11 frames after it, P or I, were
+# whole every time. (With no other client watching, the server starts afresh and it did not
+# show.) -skip_frame nokey alone therefore gives the damaged frame every time; dropping the
+# first frame (the earlier fix) is not enough either when the decoder outputs pictures before
+# the first keyframe (-flags2 showall, concealed frames after a lost packet), or when the
+# first frame is not a keyframe.
+# The select expression counts the keyframes before each frame (variable 0) and passes a frame
+# only once a keyframe has gone by: everything before the first keyframe and that keyframe
+# itself are dropped. The cost is one frame (0.1 s at 10 fps); with -skip_frame nokey (slow
+# readers) the second keyframe is the first picture.
+WHOLE_PICTURES = r"select=st(1\,ld(0))\;st(0\,ld(0)+key)\;gte(ld(1)\,1)"
+# Never output a picture the decoder knows to be incomplete (the default, stated here because
+# it matters), and drop packets the demuxer marks corrupt (e.g. RTP with lost packets).
+DECODE_WHOLE = {"flags2": "-showall", "fflags": "+discardcorrupt"}
+LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps"})
 
 
 def grab_command(
     source: str, input_args: dict[str, Any], seek: float = 0, *, live: bool = False
 ) -> list[str]:
-    """The ffmpeg command line for one JPEG frame on stdout (`live`: skip the first frame)."""
+    """The ffmpeg command line for one JPEG frame on stdout.
+
+    `live`: a stream joined mid-way (RTSP, and RTMP without a seek, are taken as live anyway):
+    only a whole picture, see WHOLE_PICTURES. A file or recorded video is read from its start or
+    from a seek (which decodes from the keyframe before the position), and HLS joins at a
+    segment's start (a keyframe), so their pictures are whole without it."""
+    live = live or (not seek and urlsplit(source).scheme.lower() in LIVE_SCHEMES)
+    input_args = {**DECODE_WHOLE, **input_args}
     if seek:
         input_args = {**input_args, "ss": f"{seek:.3f}"}  # before -i: a fast keyframe seek
     output_args: dict[str, Any] = {"vframes": 1, "format": "image2", "vcodec": "mjpeg", "q:v": 3}
     if live:
-        output_args["vf"] = SKIP_FIRST_FRAME
+        output_args["vf"] = WHOLE_PICTURES
     stream = ffmpeg.input(source, **input_args).output("pipe:", **output_args)
     return stream.global_args("-hide_banner", "-loglevel", "error", "-nostdin").compile(
         cmd=ffmpeg_binary()
