@@ -14,6 +14,9 @@ import click
 from glimpser.config import ConfigError, Settings, load_settings
 from glimpser.db import DatabaseUnavailable
 
+# How often an RQ worker cleans its registries and tries to take over a dead RQ scheduler.
+MAINTENANCE_SECONDS = 30
+
 
 def _fail(message: str) -> None:
     click.echo(f"glimpser: error: {message}", err=True)
@@ -126,7 +129,14 @@ def worker(settings: Settings, queues: str, burst: bool) -> None:
     jobs.configure(settings)
     # SimpleWorker runs jobs in this process instead of forking one per job: cheaper per
     # capture, and it lets a worker keep one Chromium across website captures.
-    rq_worker = SimpleWorker([get_queue(n, connection) for n in names], connection=connection)
+    # Maintenance every 30 s, not RQ's 10 min: it is also when a worker takes over the RQ
+    # scheduler of a worker that was killed (its lock expires after 61 s); until then
+    # queues.enqueue_overdue() keeps the scheduled jobs moving.
+    rq_worker = SimpleWorker(
+        [get_queue(n, connection) for n in names],
+        connection=connection,
+        maintenance_interval=MAINTENANCE_SECONDS,
+    )
     rq_worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
 
 

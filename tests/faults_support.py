@@ -1,0 +1,167 @@
+"""What the fault-injection tests (tests/test_faults_*.py) share: the real Glimpser processes
+started as `python -m glimpser.cli ...`, a loopback camera whose requests can be held open, a
+loopback receiver that counts what it got, and checks on stored snapshots."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from PIL import Image
+
+from tests.helpers import ROOT
+from tests.media_servers import jpeg
+
+
+def start_glimpser(args: list[str], env: dict[str, str], log_dir: Path) -> subprocess.Popen:
+    """`python -m glimpser.cli ARGS` with env (on top of os.environ), output to a log file.
+
+    In a process group of its own, so that kill9() and stop() reach its children too (an RQ
+    worker forks its scheduler; ffmpeg runs under the readers)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out = open(log_dir / f"{args[0]}-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "glimpser.cli", *args],
+            env={**os.environ, **env},
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        out.close()
+
+
+def _killpg(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def kill9(proc: subprocess.Popen) -> None:
+    """SIGKILL to the process and its children (e.g. the RQ scheduler a worker forked): no
+    handler runs, nothing is cleaned up, no lock is released."""
+    _killpg(proc)
+    proc.wait(timeout=10)
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM (a warm shutdown), then SIGKILL to whatever of the group is left."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=15)
+        _killpg(proc)
+        proc.wait()
+
+
+def wait_until(
+    check: Callable[[], object], timeout: float, what: str, every: float = 0.2
+) -> object:
+    """Poll check() until it returns something truthy; a hang guard, not a measurement."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s")
+        time.sleep(every)
+
+
+class _Held(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        pass  # a client killed mid-request is what these tests do
+
+
+class SlowCamera:
+    """A still-image camera on loopback: every answer is a different picture, sent `delay`
+    seconds after the request arrived (so a test can act while a capture is in flight)."""
+
+    def __init__(self, delay: float = 1.0) -> None:
+        self.delay = delay
+        self.arrived: list[float] = []  # time.time() of each request
+        self.in_flight = threading.Event()
+        camera = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                camera.arrived.append(time.time())
+                n = len(camera.arrived)
+                camera.in_flight.set()
+                time.sleep(camera.delay)
+                body = jpeg(((n * 37) % 256, (n * 91) % 256, 120), label=str(n))
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = _Held(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/snapshot.jpg"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Receiver:
+    """A loopback webhook receiver that counts every body it got, answering `delay` s late."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.bodies: list[bytes] = []
+        self.in_flight = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                receiver.bodies.append(body)
+                receiver.in_flight.set()
+                time.sleep(receiver.delay)
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.httpd = _Held(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def check_snapshot_files(snapshot_dir: Path, rows: list) -> None:
+    """Every row has its whole file (size and sha256 as recorded, decodable), and no file
+    under the snapshot directory is a half-written temporary one."""
+    for row in rows:
+        data = (snapshot_dir / row.storage_key).read_bytes()
+        assert len(data) == row.bytes and hashlib.sha256(data).hexdigest() == row.sha256
+        Image.open(io.BytesIO(data)).load()
+    temporary = [p for p in snapshot_dir.rglob(".tmp-*")] if snapshot_dir.exists() else []
+    assert temporary == [], temporary
