@@ -165,3 +165,72 @@ def check_snapshot_files(snapshot_dir: Path, rows: list) -> None:
         Image.open(io.BytesIO(data)).load()
     temporary = [p for p in snapshot_dir.rglob(".tmp-*")] if snapshot_dir.exists() else []
     assert temporary == [], temporary
+
+
+class FreezingProxy:
+    """A TCP proxy to `target` (host, port). freeze() makes every open connection hang without
+    closing, like a camera that hangs mid-stream: silent both ways, or with trickle=True
+    dripping what it holds one byte a second (so a reader's socket timeout never fires, but no
+    picture ever completes). New connections are forwarded as usual (the camera answers again
+    after a reconnect)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+
+        self.target = target
+        self.connections = 0
+        self._frozen: list[threading.Event] = []
+        self.trickle = False
+        self._sockets: list = []
+        self._lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            gate = threading.Event()  # set: frozen
+            with self._lock:
+                self.connections += 1
+                self._frozen.append(gate)
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b, gate), daemon=True).start()
+
+    def _pump(self, src, dst, gate: threading.Event) -> None:  # noqa: ANN001
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if gate.is_set():  # frozen: never read again, never close
+                    for i in range(len(data) if self.trickle else 0):
+                        time.sleep(1)
+                        dst.sendall(data[i : i + 1])
+                    while True:
+                        time.sleep(3600)
+                dst.sendall(data)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            dst.shutdown(2)
+
+    def freeze(self, trickle: bool = False) -> None:
+        self.trickle = trickle
+        with self._lock:
+            for gate in self._frozen:
+                gate.set()
+
+    def stop(self) -> None:
+        self.listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.close()
