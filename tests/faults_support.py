@@ -234,3 +234,67 @@ class FreezingProxy:
             for sock in self._sockets:
                 with contextlib.suppress(OSError):
                     sock.close()
+
+
+class RestartableRedis:
+    """A redis-server on a fixed loopback port that can be restarted with its data dir; with
+    persist=True it saves an RDB snapshot on shutdown and loads it on start (as the private
+    Redis of `glimpser serve` does)."""
+
+    def __init__(self, workdir: Path, persist: bool = True) -> None:
+        from tests.helpers import free_port
+
+        self.workdir = workdir
+        self.persist = persist
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.start()
+
+    def start(self, timeout: float = 15) -> None:
+        import redis as redis_lib
+
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.workdir),
+                "--dbfilename",
+                "redis.rdb",
+                "--save",
+                "300 1" if self.persist else "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis_lib.Redis(port=self.port)
+        try:
+            wait_until(lambda: _pings(client), timeout, "redis-server up", every=0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """SIGTERM: Redis saves its snapshot first when persistence is on."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _pings(client) -> bool:  # noqa: ANN001
+    import redis as redis_lib
+
+    try:
+        return bool(client.ping())
+    except redis_lib.RedisError:
+        return False
