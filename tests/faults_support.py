@@ -298,3 +298,71 @@ def _pings(client) -> bool:  # noqa: ANN001
         return bool(client.ping())
     except redis_lib.RedisError:
         return False
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster of its own (as tests/conftest.py makes the session's),
+    so that a test can stop and start it without disturbing other tests."""
+
+    def __init__(self) -> None:
+        import shutil
+        import tempfile
+
+        from tests.conftest import PG_BIN, _as_postgres
+        from tests.helpers import free_port
+
+        self.pg_bin, self._as_postgres = PG_BIN, _as_postgres
+        # Not under pytest's tmp_path: its parents are private to root, and the cluster
+        # belongs to the postgres user when the tests run as root.
+        base = Path(tempfile.mkdtemp(prefix="glimpser-faults-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(base, "postgres", "postgres")
+        self.base, self.data, self.log = base, base / "data", base / "log"
+        self.port = free_port()
+        subprocess.run(
+            _as_postgres(
+                [str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"]
+                + ["--no-sync", "-E", "UTF8"]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        self.start()
+        self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}"
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run(
+            self._as_postgres([str(self.pg_bin / "pg_ctl"), "-D", str(self.data), *args]),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def start(self) -> None:
+        self._ctl(
+            "-l",
+            str(self.log),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        self._ctl("-m", mode, "-w", "stop")
+
+    def create_database(self, name: str) -> str:
+        import psycopg2
+
+        conn = psycopg2.connect(f"{self.dsn}/postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        return f"{self.dsn}/{name}"
+
+    def destroy(self) -> None:
+        import shutil
+
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)

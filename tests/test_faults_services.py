@@ -134,3 +134,119 @@ def test_redis_restarted_under_load_captures_resume_and_sessions_survive(tmp_pat
         f"Redis was back: {min(resumed.values()):.1f}..{max(resumed.values()):.1f} s; "
         "session kept"
     )
+
+
+class WebLoad:
+    """A signed-in client asking for pages in a loop (in a thread); records (start, status)."""
+
+    def __init__(self, session: requests.Session, urls: list[str]) -> None:
+        import threading
+
+        self.session, self.urls = session, urls
+        self.answers: list[tuple[float, int]] = []  # status 0: no answer at all
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for url in self.urls:
+                started = time.time()
+                try:
+                    status = self.session.get(url, timeout=15, allow_redirects=False).status_code
+                except requests.RequestException:
+                    status = 0
+                self.answers.append((started, status))
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def count(self, since: float, until: float = float("inf")) -> tuple[int, int]:
+        """(answers, 5xx answers) for requests started in [since, until)."""
+        window = [status for at, status in self.answers if since <= at < until]
+        return len(window), sum(status >= 500 for status in window)
+
+
+def test_postgresql_restarted_every_process_reconnects_and_no_500_storm(
+    tmp_path, redis_url, redis_client, rtsp
+):
+    from tests.faults_support import PostgresCluster
+
+    cluster = PostgresCluster()
+    camera = SlowCamera(delay=0)
+    try:
+        url = cluster.create_database("glimpser")
+        db.init_database(url)
+        db.migrate()
+        port = free_port()
+        env = make_env(
+            tmp_path / "data",
+            redis_url,
+            url,
+            GLIMPSER_ALLOW_LOOPBACK_SOURCES="1",
+            GLIMPSER_PORT=str(port),
+            GLIMPSER_WEB_WORKERS="2",
+            GLIMPSER_SECURE_COOKIES="0",
+            GLIMPSER_LOG_LEVEL="INFO",
+        )
+        stream_ids = _streams(camera.url, 2)
+        with database.connection_context():
+            stream_ids.append(
+                Stream.create(
+                    name="RTSP camera",
+                    kind="rtsp",
+                    interval=2,
+                    config={"kind": "rtsp", "url": f"{rtsp.url}/test", "transport": "tcp"},
+                    next_due_at=times.utcnow(),
+                ).id
+            )
+        base = f"http://127.0.0.1:{port}"
+        names = ("web", "scheduler", "worker", "readers")
+        procs = [start_glimpser([name], env, tmp_path / "logs") for name in names]
+        load = None
+        try:
+            wait_for_http(f"{base}/healthz", timeout=60, proc=procs[0])
+            load = WebLoad(_sign_in(base), [f"{base}/", f"{base}/events"])
+            start = times.utcnow()
+            wait_until(
+                lambda: len(_captured_since(stream_ids, start)) == len(stream_ids),
+                60,
+                "every stream captured",
+            )
+            down_at = time.time()
+            database.close()  # this process's own connection (the test's) goes too
+            cluster.stop("fast")  # every client connection is cut
+            time.sleep(3)
+            cluster.start()
+            up_at = time.time()
+            back = times.utcnow()
+            resumed = wait_until(
+                lambda: (got := _captured_since(stream_ids, back))
+                and len(got) == len(stream_ids)
+                and got,
+                RESUME_GUARD,
+                "captures of every stream after the restart",
+            )
+            time.sleep(3)  # some more pages after the restart
+            load.stop()
+            exited = [p.args[-1] for p in procs if p.poll() is not None]
+        finally:
+            if load is not None:
+                load.stop()
+            stop(procs)
+    finally:
+        camera.stop()
+        cluster.destroy()
+    during, errors_during = load.count(down_at, up_at)
+    after, errors_after = load.count(up_at)
+    assert exited == [], f"exited: {exited}"
+    assert after > 0 and errors_after == 0, (after, errors_after)
+    # While it was down: "unavailable, retry" (503), never an internal error (500).
+    assert [status for _, status in load.answers if status == 500] == []
+    print(
+        f"\nFIGURE postgresql restart: down {up_at - down_at:.1f} s; web answers during "
+        f"{during} ({errors_during} 5xx), after {after} ({errors_after} 5xx); first capture "
+        f"of each stream {min(resumed.values()):.1f}..{max(resumed.values()):.1f} s after"
+    )

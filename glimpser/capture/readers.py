@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import peewee
 import redis
 
 from glimpser.capture import live
@@ -461,8 +462,11 @@ class ReaderHub:
         from glimpser.db import database
 
         while not self.stopping:
-            with database.connection_context():
-                self.reconcile()
+            try:
+                with database.connection_context():
+                    self.reconcile()
+            except peewee.PeeweeException as exc:  # the database restarts: readers run on
+                log.warning("cannot reach the database", extra={"error": str(exc)})
             try:  # sleep until the next tick, or until a new viewer wakes us
                 self.connection.blpop([live.WAKE_KEY], timeout=RECONCILE_SECONDS)
             except redis.RedisError:

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 import redis
 from redis.exceptions import LockError
-from rq import Queue
+from rq import Callback, Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -85,6 +85,20 @@ def hold_claim(connection: redis.Redis, stream_id: int, job_id: str) -> Iterator
         renewer.join(timeout=5)
 
 
+def release_after_failure(job: Job, connection: redis.Redis, *exc_info: object) -> None:
+    """RQ's on_failure callback of a capture job: free the stream's claim when the job failed
+    before its own cleanup could (e.g. it could not even open the database connection),
+    so the next sweep schedules the stream again instead of waiting out the claim's TTL.
+    Only a claim that is still this job's is released."""
+    stream_id = job.args[0] if job.args else None
+    if not isinstance(stream_id, int):
+        return
+    lease = connection.lock(claim_key(stream_id), thread_local=False)
+    lease.local.token = job.id.encode()
+    with contextlib.suppress(LockError):
+        lease.release()
+
+
 def is_claimed(connection: redis.Redis, stream_id: int) -> bool:
     return bool(connection.exists(claim_key(stream_id)))
 
@@ -121,6 +135,7 @@ def enqueue_capture(
         "result_ttl": 60,
         "failure_ttl": 24 * 3600,
         "description": f"capture stream {stream.id}",
+        "on_failure": Callback(release_after_failure),
     }
     kwargs = {"due_at": times.isoformat_precise(at), "manual": manual}
     try:
