@@ -40,7 +40,7 @@ LOOKAHEAD = timedelta(seconds=SWEEP_SECONDS * 2)
 # How long after its planned start a capture job may still hold the claim.
 CLAIM_GRACE_SECONDS = 60
 # While a capture runs, its claim lives this long unless the job renews it (every third of it).
-LEASE_SECONDS = 15
+LEASE_SECONDS = 10
 
 
 def claim_key(stream_id: int) -> str:
