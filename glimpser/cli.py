@@ -14,6 +14,9 @@ import click
 from glimpser.config import ConfigError, Settings, load_settings
 from glimpser.db import DatabaseUnavailable
 
+# How often an RQ worker cleans its registries and tries to take over a dead RQ scheduler.
+MAINTENANCE_SECONDS = 30
+
 
 def _fail(message: str) -> None:
     click.echo(f"glimpser: error: {message}", err=True)
@@ -112,6 +115,7 @@ def web(settings: Settings) -> None:
 @with_settings
 def worker(settings: Settings, queues: str, burst: bool) -> None:
     """Run an RQ worker for capture, browser, analysis, notify and maintenance jobs."""
+    import redis
     from rq import SimpleWorker
 
     from glimpser import jobs
@@ -126,23 +130,70 @@ def worker(settings: Settings, queues: str, burst: bool) -> None:
     jobs.configure(settings)
     # SimpleWorker runs jobs in this process instead of forking one per job: cheaper per
     # capture, and it lets a worker keep one Chromium across website captures.
-    rq_worker = SimpleWorker([get_queue(n, connection) for n in names], connection=connection)
-    rq_worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
+    # Maintenance every 30 s, not RQ's 10 min: it is also when a worker takes over the RQ
+    # scheduler of a worker that was killed (its lock expires after 61 s); until then
+    # queues.enqueue_overdue() keeps the scheduled jobs moving.
+    while True:
+        rq_worker = SimpleWorker(
+            [get_queue(n, connection) for n in names],
+            connection=connection,
+            maintenance_interval=MAINTENANCE_SECONDS,
+        )
+        try:
+            rq_worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
+        except (redis.RedisError, OSError) as exc:  # Redis went away during RQ's teardown
+            click.echo(f"glimpser worker: lost Redis: {exc}", err=True)
+        # RQ's work() also returns when Redis went away in the middle of its bookkeeping
+        # (it logs "found an unhandled exception, quitting"). Unless asked to stop, wait for
+        # Redis and work on: a Redis restart must not end the worker.
+        if burst or rq_worker._shutdown_requested_date is not None:  # SIGTERM/SIGINT
+            return
+        _wait_for_redis(connection)
+
+
+def _wait_for_redis(connection: Any) -> None:
+    """Block until Redis answers again (retrying with a growing pause, up to 5 s).
+
+    RQ's signal handlers talk to Redis; meanwhile SIGTERM and SIGINT simply end the process
+    (no job is running)."""
+    import signal
+    import time
+
+    import redis
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    pause = 0.5
+    while True:
+        try:
+            connection.ping()
+            return
+        except (redis.RedisError, OSError):
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 @main.command()
 @with_settings
 def scheduler(settings: Settings) -> None:
     """Run RQ's cron scheduler with Glimpser's periodic jobs."""
+    import redis
     from rq.cron import CronScheduler
 
     from glimpser.jobs import CRON_JOBS
 
     connection = _redis(settings)
-    cron = CronScheduler(connection=connection, logging_level=settings.log_level)
-    for func, queue_name, interval in CRON_JOBS:
-        cron.register(func, queue_name=queue_name, interval=interval)
-    cron.start()
+    while True:
+        cron = CronScheduler(connection=connection, logging_level=settings.log_level)
+        for func, queue_name, interval in CRON_JOBS:
+            cron.register(func, queue_name=queue_name, interval=interval)
+        try:
+            cron.start()
+            return  # stopped by SIGTERM or SIGINT
+        except (redis.RedisError, OSError) as exc:
+            # A Redis restart must not end the scheduler: wait for it and start over.
+            click.echo(f"glimpser scheduler: lost Redis: {exc}", err=True)
+        _wait_for_redis(connection)
 
 
 @main.command()

@@ -5,6 +5,7 @@ Each job opens its own database connection and logs one line when it ends.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -128,11 +129,18 @@ def capture_stream(stream_id: int, due_at: str | None = None, manual: bool = Fal
     connection = _connection()
     due = times.parse(due_at)
     lag_ms = round((times.utcnow() - due).total_seconds() * 1000) if due else None
+    current = get_current_job()
+    lease = (
+        scheduling.hold_claim(connection, stream_id, current.id)
+        if current is not None
+        else contextlib.nullcontext()
+    )
     try:
         stream = Stream.get_or_none(Stream.id == stream_id)
         if stream is None or (not stream.enabled and not manual):
             return {"ok": False, "skipped": True}
-        outcome = run_capture(stream_id, settings(), due, connection)
+        with lease:
+            outcome = run_capture(stream_id, settings(), due, connection)
         log.info(
             "capture",
             extra={
@@ -274,10 +282,16 @@ def sweep_stuck_deliveries() -> dict:
 
 @job
 def sweep_due_streams() -> int:
-    """Schedule the captures that are due soon (see glimpser.capture.scheduling)."""
+    """Schedule the captures that are due soon (see glimpser.capture.scheduling), and queue
+    scheduled jobs left waiting by a dead worker's RQ scheduler (queues.enqueue_overdue)."""
     from glimpser.capture import scheduling
+    from glimpser.queues import enqueue_overdue
 
-    return scheduling.sweep_due_streams(_connection())
+    connection = _connection()
+    overdue = enqueue_overdue(connection)
+    if overdue:
+        log.warning("scheduled jobs were overdue: queued them", extra={"jobs": overdue})
+    return scheduling.sweep_due_streams(connection)
 
 
 def test_capture(config: dict) -> dict:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import peewee
 import redis
 
 from glimpser.capture import live
@@ -182,8 +183,13 @@ class StreamReader:
         self._lock = threading.Lock()
         self._stopping = False
         self.ok_reported = False
+        # Watchdog (0: off): a reader that runs but has not stored a frame for this long is
+        # restarted by the hub, e.g. a camera that hangs mid-stream without closing.
+        self.stall_after = 0.0
+        self.last_frame = time.monotonic()
 
     def start(self) -> None:
+        self.last_frame = time.monotonic()
         if not callable(self.command):
             self._spawn(self.command)
         self._thread = threading.Thread(
@@ -230,12 +236,17 @@ class StreamReader:
 
     def _store(self, jpeg: bytes) -> None:
         self.frames += 1
+        self.last_frame = time.monotonic()
         at = time.time()
         pipe = self.connection.pipeline()
         pipe.hset(frame_key(self.stream_id), mapping={"jpeg": jpeg, "at": at})
         pipe.expire(frame_key(self.stream_id), max(10, self.interval * 3))
         pipe.publish(live.notify_channel(self.stream_id), f"{at:.3f}")
         pipe.execute()
+
+    def stalled(self) -> bool:
+        """No frame stored for stall_after seconds (since the start or the last frame)."""
+        return bool(self.stall_after) and time.monotonic() - self.last_frame > self.stall_after
 
     def alive(self) -> bool:
         if self.proc is None:  # still resolving the source, or it failed before ffmpeg
@@ -368,6 +379,12 @@ class ReaderHub:
             if reader is None and self._mode.get(stream_id, mode) != mode:
                 self._failures.pop(stream_id, None)  # e.g. a failing snapshot reader is
                 self._retry_at.pop(stream_id, None)  # watched now: try at once
+            if reader is not None and reader.alive() and reader.stalled():
+                # Running but silent: the camera hangs mid-stream (or trickles bytes that
+                # never make a picture, so ffmpeg's socket timeout never fires). Start over.
+                reader._error = f"no frame for {reader.stall_after:g} s: the stream stalled"
+                log.warning("reader stalled", extra={"stream_id": stream_id})
+                reader.stop()
             if reader is not None and reader.alive():
                 if reader.frames and not reader.ok_reported:
                     reader.ok_reported = True
@@ -420,6 +437,7 @@ class ReaderHub:
                 else RESTART_BACKOFF_MAX
             )
             return
+        reader.stall_after = stall_seconds(config, fps)
         reader.start()
         self.readers[stream.id] = reader
         self._signature[stream.id] = _signature(stream, mode)
@@ -456,8 +474,11 @@ class ReaderHub:
         from glimpser.db import database
 
         while not self.stopping:
-            with database.connection_context():
-                self.reconcile()
+            try:
+                with database.connection_context():
+                    self.reconcile()
+            except peewee.PeeweeException as exc:  # the database restarts: readers run on
+                log.warning("cannot reach the database", extra={"error": str(exc)})
             try:  # sleep until the next tick, or until a new viewer wakes us
                 self.connection.blpop([live.WAKE_KEY], timeout=RECONCILE_SECONDS)
             except redis.RedisError:
@@ -468,6 +489,12 @@ class ReaderHub:
         for reader in self.readers.values():
             reader.stop()
         self.readers.clear()
+
+
+def stall_seconds(config: object, fps: float) -> float:
+    """How long a reader may go without a frame: twice the stream's capture timeout (which
+    also covers connecting and probing), and never less than three frame periods."""
+    return max(2.0 * float(getattr(config, "timeout", 15)), 3.0 / max(fps, 0.01))
 
 
 def _signature(stream: Stream, mode: str = "snapshot") -> tuple:

@@ -1,8 +1,9 @@
 """When captures run: a claim per stream in Redis, RQ's enqueue_at for the exact time.
 
 - A stream has at most one capture scheduled, queued or running: `claim()` is a Redis
-  SET NX with a TTL; the capture job releases it when it ends, and the TTL frees it if a
-  worker dies mid-job.
+  SET NX with a TTL; the capture job releases it when it ends. While the job runs, the claim
+  is a short lease the job keeps renewing (`hold_claim()`), so when a worker dies mid-job
+  (kill -9, out of memory) the claim lapses within LEASE_SECONDS, not after the job's timeout.
 - After each capture the job schedules the next one itself (`enqueue_at`, executed by the
   RQ scheduler inside the workers, which polls every second).
 - `sweep_due_streams()`, run every few seconds by RQ's cron scheduler, catches everything
@@ -12,12 +13,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
+import threading
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import redis
-from rq import Queue
+from redis.exceptions import LockError
+from rq import Callback, Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -26,11 +32,15 @@ from glimpser.models import Stream
 from glimpser.queues import get_queue
 from glimpser.sources.schemas import KIND_QUEUE
 
+log = logging.getLogger(__name__)
+
 SWEEP_SECONDS = 5
 # The sweep schedules everything due before its next run, plus a margin.
 LOOKAHEAD = timedelta(seconds=SWEEP_SECONDS * 2)
 # How long after its planned start a capture job may still hold the claim.
 CLAIM_GRACE_SECONDS = 60
+# While a capture runs, its claim lives this long unless the job renews it (every third of it).
+LEASE_SECONDS = 10
 
 
 def claim_key(stream_id: int) -> str:
@@ -44,6 +54,49 @@ def claim(connection: redis.Redis, stream_id: int, job_id: str, seconds: float) 
 
 def release(connection: redis.Redis, stream_id: int) -> None:
     connection.delete(claim_key(stream_id))
+
+
+@contextlib.contextmanager
+def hold_claim(connection: redis.Redis, stream_id: int, job_id: str) -> Iterator[None]:
+    """Turn the job's claim into a lease of LEASE_SECONDS, renewed in the background while the
+    body runs. A worker killed mid-capture stops renewing it, so the stream is free for the
+    next sweep soon after; a job that lost its claim (it lapsed) just stops renewing."""
+    lease = connection.lock(claim_key(stream_id), timeout=LEASE_SECONDS, thread_local=False)
+    lease.local.token = job_id.encode()
+    stop = threading.Event()
+
+    def renew() -> None:
+        while True:
+            try:
+                lease.reacquire()  # only while the value is still this job's id
+            except LockError:
+                return
+            except redis.RedisError as exc:  # Redis away for a moment: try again next time
+                log.warning("cannot renew the capture claim", extra={"error": str(exc)})
+            if stop.wait(LEASE_SECONDS / 3):
+                return
+
+    renewer = threading.Thread(target=renew, name=f"claim-{stream_id}", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join(timeout=5)
+
+
+def release_after_failure(job: Job, connection: redis.Redis, *exc_info: object) -> None:
+    """RQ's on_failure callback of a capture job: free the stream's claim when the job failed
+    before its own cleanup could (e.g. it could not even open the database connection),
+    so the next sweep schedules the stream again instead of waiting out the claim's TTL.
+    Only a claim that is still this job's is released."""
+    stream_id = job.args[0] if job.args else None
+    if not isinstance(stream_id, int):
+        return
+    lease = connection.lock(claim_key(stream_id), thread_local=False)
+    lease.local.token = job.id.encode()
+    with contextlib.suppress(LockError):
+        lease.release()
 
 
 def is_claimed(connection: redis.Redis, stream_id: int) -> bool:
@@ -82,6 +135,7 @@ def enqueue_capture(
         "result_ttl": 60,
         "failure_ttl": 24 * 3600,
         "description": f"capture stream {stream.id}",
+        "on_failure": Callback(release_after_failure),
     }
     kwargs = {"due_at": times.isoformat_precise(at), "manual": manual}
     try:

@@ -8,6 +8,7 @@ together with their database rows.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -95,6 +96,8 @@ class Storage(Protocol):
 
 
 def _one_line(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # said plainly: it is what the admin must fix
+        return f"the disk is full ({exc.strerror})"
     return exc.strerror or type(exc).__name__
 
 

@@ -6,7 +6,6 @@ import logging
 import time
 
 from flask import Flask, Response, g, request
-from flask_login import current_user
 
 log = logging.getLogger("glimpser.request")
 
@@ -19,11 +18,10 @@ def install(app: Flask) -> None:
     @app.after_request
     def _log_request(response: Response) -> Response:
         started = g.get("request_started")
-        user_id = (
-            current_user.get_id().split(":")[0]
-            if current_user and current_user.is_authenticated
-            else None
-        )
+        # The user this request loaded, if it did (Flask-Login keeps it in g): never a
+        # database query here, which would turn a database outage into a 500 after the fact.
+        user = g.get("_login_user")
+        user_id = user.get_id().split(":")[0] if user and user.is_authenticated else None
         log.info(
             "request",
             extra={

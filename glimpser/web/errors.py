@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import peewee
 from flask import Flask, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -19,7 +20,10 @@ MESSAGES = {
     413: ("Too large", "The upload or request is larger than this server accepts."),
     429: ("Too many attempts", "Too many attempts in a short time. Wait a minute and try again."),
     500: ("Something went wrong", "The error was logged. Please try again."),
+    503: ("Unavailable for a moment", "The database is not reachable. Try again in a few seconds."),
 }
+# Seconds a client is asked to wait (Retry-After) while the database is unreachable.
+DATABASE_RETRY_AFTER = 5
 
 
 def _render(code: int, detail: str | None = None):
@@ -47,6 +51,22 @@ def install(app: Flask) -> None:
             else None
         )
         return _render(exc.code, detail)
+
+    @app.errorhandler(peewee.OperationalError)
+    @app.errorhandler(peewee.InterfaceError)
+    def _database_unavailable(exc: peewee.PeeweeException):
+        # The database restarts or is unreachable: say so (503, Retry-After), one log line
+        # per request instead of a traceback, and every request works again once it is back.
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning("database unavailable", extra={"path": request.path, "error": detail})
+        title, message = MESSAGES[503]
+        headers = {"Retry-After": str(DATABASE_RETRY_AFTER)}
+        if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+            body = {"type": "about:blank", "title": title, "status": 503, "detail": message}
+            return body, 503, {**headers, "Content-Type": "application/problem+json"}
+        # Not the site's error template: its layout asks the database who is signed in.
+        page = f"<!doctype html><title>{title}</title><h1>{title}</h1><p>{message}</p>"
+        return page, 503, {**headers, "Content-Type": "text/html; charset=utf-8"}
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
