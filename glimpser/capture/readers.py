@@ -138,7 +138,7 @@ def youtube_command(
             youtube.CACHE.invalidate(key)
         media = youtube.CACHE.get(key)
         if media is None:
-            media = youtube.resolve(config)
+            media = youtube.resolve(config, ctx)
             youtube.CACHE.put(key, media)
         check_url(media.url, ctx, youtube.MEDIA_SCHEMES)
         hidden.append(media.url)
