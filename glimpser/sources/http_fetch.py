@@ -17,7 +17,7 @@ from requests.auth import AuthBase, HTTPBasicAuth, HTTPDigestAuth
 
 from glimpser import __version__
 from glimpser.sources.base import CaptureContext, CaptureError
-from glimpser.sources.network_guard import GuardError, check_url, guarded_session, same_origin
+from glimpser.sources.network_guard import GuardError, check_scheme, guarded_session, same_origin
 
 MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
@@ -55,7 +55,7 @@ def open_stream(
     `auth` is sent only to the first URL's origin, never to a host a redirect points to."""
     first = url
     for _hop in range(MAX_REDIRECTS + 1):
-        check_url(url, ctx, HTTP_SCHEMES)
+        check_scheme(url, HTTP_SCHEMES)  # the address: checked and pinned by the session
         try:
             response = session(ctx).get(
                 url,

@@ -113,9 +113,8 @@ def checked_address(host: str, port: int | None, ctx: CaptureContext) -> IPAddre
     return addresses[0]
 
 
-def check_url(url: str, ctx: CaptureContext, schemes: tuple[str, ...]) -> IPAddress:
-    """Refuse a URL whose scheme or (resolved) addresses the policy does not allow; return the
-    checked address (connect to it, not to the name, see `checked_address`)."""
+def check_scheme(url: str, schemes: tuple[str, ...]) -> tuple[str, int | None]:
+    """Refuse a URL whose scheme is not allowed or that has no host; return (host, port)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in schemes:
@@ -126,9 +125,15 @@ def check_url(url: str, ctx: CaptureContext, schemes: tuple[str, ...]) -> IPAddr
     if not host:
         raise CaptureError("the URL has no host")
     try:
-        port = parts.port
+        return host, parts.port
     except ValueError:
         raise CaptureError("the URL has an invalid port") from None
+
+
+def check_url(url: str, ctx: CaptureContext, schemes: tuple[str, ...]) -> IPAddress:
+    """Refuse a URL whose scheme or (resolved) addresses the policy does not allow; return the
+    checked address (connect to it, not to the name, see `checked_address`)."""
+    host, port = check_scheme(url, schemes)
     return checked_address(host, port, ctx)
 
 
@@ -301,9 +306,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         with upstream:
             target = urlunsplit(("", "", parts.path or "/", parts.query, ""))
             lines = [f"{self.command} {target} HTTP/1.1"]
-            lines += [
-                f"{k}: {v}" for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS
-            ]
+            lines += [f"{k}: {v}" for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS]
             lines.append("Connection: close")
             upstream.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
             length = int(self.headers.get("Content-Length") or 0)
