@@ -174,7 +174,11 @@ def test_guarded_ffmpeg_still_reads_hls_from_an_allowed_host(media_server, tmp_p
 def test_ytdlp_does_not_follow_a_redirect_to_a_denied_address(
     allowed, denied, media_root, tmp_path
 ):
-    denied.routes["/page.html"] = (200, {"Content-Type": "text/html"}, b"<video src=test.mp4>")
+    denied.routes["/page.html"] = (
+        200,
+        {"Content-Type": "text/html"},
+        b"<html><body><video src=test.mp4></video></body></html>",
+    )
     allowed.routes["/page.html"] = _redirect(f"{denied.url}/page.html")
     youtube.CACHE.clear()
     config = YoutubeConfig(kind="youtube", url=f"{allowed.url}/page.html", timeout=20)
@@ -192,11 +196,15 @@ def test_media_url_from_ytdlp_redirecting_to_a_denied_host_is_refused(
         {"Content-Type": "video/mp4"},
         (media_root / "test.mp4").read_bytes(),
     )
-    allowed.routes["/page.html"] = (200, {"Content-Type": "text/html"}, b"<video src=clip.mp4>")
+    allowed.routes["/page.html"] = (
+        200,
+        {"Content-Type": "text/html"},
+        b"<html><body><video src=clip.mp4></video></body></html>",
+    )
     allowed.routes["/clip.mp4"] = _redirect(f"{denied.url}/test.mp4")
     youtube.CACHE.clear()
     config = YoutubeConfig(kind="youtube", url=f"{allowed.url}/page.html", timeout=20)
-    with pytest.raises(CaptureError):
+    with pytest.raises(CaptureError, match="denied network"):
         youtube.capture(config, _ctx(tmp_path))
     assert denied.requests == []
 
