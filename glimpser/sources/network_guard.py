@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from glimpser.schema_helpers import url_origin
 from glimpser.sources.base import CaptureContext, CaptureError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -150,18 +151,7 @@ def with_address(url: str, addr: IPAddress) -> str:
 
 def same_origin(a: str, b: str) -> bool:
     """Whether two URLs share scheme, host and port (credentials may go to the same origin)."""
-    pa, pb = urlsplit(a), urlsplit(b)
-    defaults = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322}
-
-    def origin(p: Any) -> tuple[str, str, int | None]:
-        try:
-            port = p.port
-        except ValueError:
-            port = -1
-        scheme = p.scheme.lower()
-        return scheme, (p.hostname or "").lower(), port or defaults.get(scheme)
-
-    return origin(pa) == origin(pb)
+    return url_origin(a) == url_origin(b)
 
 
 # --- requests: connect to the checked address ------------------------------------------------
