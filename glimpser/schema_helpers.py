@@ -87,7 +87,6 @@ def error_messages(exc: ValidationError, tags: Collection[str]) -> dict[str, str
 # endpoints) and mail servers. A stored secret is kept for a blank form field only while these
 # point where they pointed; otherwise an admin could send it to a host of their choosing.
 _URL_FIELDS = ("url", "endpoints")
-_HOST_FIELDS = ("security", "host", "port")
 _DEFAULT_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322, "rtmp": 1935}
 
 REENTER_MESSAGE = "The address changed: enter this again (a stored secret is not sent elsewhere)."
@@ -111,9 +110,8 @@ def secret_destinations(config: Mapping[str, Any]) -> set[tuple[Any, ...]]:
         value = config.get(name) or []
         for url in split_lines(value) if isinstance(value, str | list) else []:
             out.add(("url", *url_origin(url)))
-    if any(config.get(name) for name in _HOST_FIELDS):
-        host = str(config.get("host") or "").strip().lower()
-        out.add(("host", str(config.get("security") or ""), host, str(config.get("port") or "")))
+    if config.get("host"):  # a mail server: the same host on another port or security is fine
+        out.add(("host", str(config["host"]).strip().lower()))
     return out
 
 
