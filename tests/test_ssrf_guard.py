@@ -329,3 +329,29 @@ def test_credentials_still_follow_a_redirect_on_the_same_origin(allowed, tmp_pat
     )
     http_image.capture(config, _ctx(tmp_path))
     assert all("Authorization" in headers for _, headers in allowed.requests)
+
+
+@pytest.mark.slow
+def test_a_persistent_video_reader_never_fetches_a_denied_segment(
+    allowed, denied, media_root, tmp_path
+):
+    import subprocess
+
+    from glimpser.capture.readers import video_command
+
+    hls = media_root / "hls"
+    lines = []
+    for line in (hls / "index.m3u8").read_text().splitlines():
+        if line.endswith(".ts"):
+            body = (hls / line).read_bytes()
+            denied.routes[f"/{line}"] = (200, {"Content-Type": "video/mp2t"}, body)
+            line = f"{denied.url}/{line}"
+        lines.append(line)
+    playlist = "\n".join(lines).encode()
+    allowed.routes["/index.m3u8"] = (200, {"Content-Type": "application/x-mpegurl"}, playlist)
+    config = VideoConfig(kind="video", url=f"{allowed.url}/index.m3u8", timeout=10)
+    command = video_command(config, _ctx(tmp_path), fps=2)
+    result = subprocess.run(command, capture_output=True, timeout=60)
+    assert result.stdout == b""  # no frame
+    assert [path for path, _ in allowed.requests] == ["/index.m3u8"]
+    assert denied.requests == []

@@ -363,3 +363,17 @@ def guard_proxy(ctx: CaptureContext) -> Iterator[GuardProxy]:
         yield proxy
     finally:
         proxy.close()
+
+
+_shared: dict[tuple[bool, tuple[str, ...]], GuardProxy] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_proxy(ctx: CaptureContext) -> GuardProxy:
+    """One GuardProxy per guard policy for the life of the process, for long-running ffmpeg
+    readers (glimpser.capture.readers) that outlive any single grab."""
+    key = (ctx.allow_loopback, ctx.deny_cidrs)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = GuardProxy(ctx)
+        return _shared[key]
