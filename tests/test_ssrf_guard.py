@@ -355,3 +355,32 @@ def test_a_persistent_video_reader_never_fetches_a_denied_segment(
     assert result.stdout == b""  # no frame
     assert [path for path, _ in allowed.requests] == ["/index.m3u8"]
     assert denied.requests == []
+
+
+def test_https_through_the_guarded_session_still_verifies_the_name(tmp_path):
+    """Connecting to the checked address keeps TLS on the name: SNI and certificate check."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key)]
+        + ["-out", str(cert), "-days", "2", "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=DNS:localhost"],
+        check=True,
+        capture_output=True,
+    )
+    peer = Peer("127.0.0.1")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    peer.httpd.socket = tls.wrap_socket(peer.httpd.socket, server_side=True)
+    peer.routes["/hook"] = (204, {}, b"")
+    try:
+        session = guarded_session(_ctx(tmp_path))
+        response = session.get(f"https://localhost:{peer.port}/hook", verify=str(cert), timeout=5)
+        assert response.status_code == 204
+        assert peer.requests[0][1]["Host"] == f"localhost:{peer.port}"
+        with pytest.raises(requests.exceptions.SSLError):  # not a CA this client trusts
+            session.get(f"https://localhost:{peer.port}/hook", timeout=5)
+    finally:
+        peer.stop()
