@@ -384,3 +384,13 @@ def test_https_through_the_guarded_session_still_verifies_the_name(tmp_path):
             session.get(f"https://localhost:{peer.port}/hook", timeout=5)
     finally:
         peer.stop()
+
+
+def test_user_supplied_endpoints_must_be_on_the_public_internet(tmp_path):
+    from glimpser.sources.network_guard import public_problem
+
+    ctx = CaptureContext(5_000_000, True, (), tmp_path, "")
+    for address in ("192.168.1.1", "10.0.0.1", "::ffff:10.0.0.1", "fc00::1", "100.64.0.1"):
+        assert public_problem(ipaddress.ip_address(address), ctx), address
+    for address in ("8.8.8.8", "2001:4860:4860::8888", "127.0.0.1"):  # loopback: allowed here
+        assert public_problem(ipaddress.ip_address(address), ctx) is None, address

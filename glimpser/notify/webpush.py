@@ -193,7 +193,7 @@ def send(
     ttl = int((channel.config or {}).get("ttl", 24 * 3600))
     done_key = f"glimpser:webpush:done:{delivery.id}"
     reached, gone, retryable, errors, last_code = 0, 0, False, [], None
-    session = guarded_session(CaptureContext.from_settings(settings))  # every hop checked
+    session = guarded_session(CaptureContext.from_settings(settings), public_only=True)
     for sub in subscriptions:
         if connection.sismember(done_key, sub.id):
             reached += 1

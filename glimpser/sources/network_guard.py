@@ -100,15 +100,33 @@ def resolve(host: str, port: int | None = None) -> list[IPAddress]:
     return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
 
 
-def checked_address(host: str, port: int | None, ctx: CaptureContext) -> IPAddress:
+def public_problem(addr: IPAddress, ctx: CaptureContext) -> str | None:
+    """Stricter than `address_problem`, for URLs any signed-in user may supply (Web Push
+    endpoints): the public internet only (loopback still with GLIMPSER_ALLOW_LOOPBACK_SOURCES=1)."""
+    problem = address_problem(addr, ctx)
+    if problem:
+        return problem
+    inner = embedded_ipv4(addr) if isinstance(addr, ipaddress.IPv6Address) else None
+    for candidate in (addr, inner) if inner is not None else (addr,):
+        if candidate.is_loopback and ctx.allow_loopback:
+            continue
+        if not candidate.is_global:
+            return "the address is not on the public internet"
+    return None
+
+
+def checked_address(
+    host: str, port: int | None, ctx: CaptureContext, *, public_only: bool = False
+) -> IPAddress:
     """Resolve `host` once, refuse it if ANY of its addresses is refused, and return the
-    address to connect to. Connecting anywhere else (resolving again) would reopen the hole."""
+    address to connect to. Connecting anywhere else (resolving again) would reopen the hole.
+    `public_only`: the public internet only (see `public_problem`)."""
     host = host.strip("[]")
     addresses = resolve(host, port)
     if not addresses:
         raise CaptureError(f"cannot resolve host {host!r}")
     for addr in addresses:
-        problem = address_problem(addr, ctx)
+        problem = public_problem(addr, ctx) if public_only else address_problem(addr, ctx)
         if problem:
             raise GuardError(f"refused to connect to {host} ({addr}): {problem}")
     return addresses[0]
@@ -162,8 +180,9 @@ class GuardedAdapter(HTTPAdapter):
     connects to the address it checked; the name stays in the Host header and, for HTTPS, in
     SNI and certificate verification."""
 
-    def __init__(self, ctx: CaptureContext, **kwargs: Any) -> None:
+    def __init__(self, ctx: CaptureContext, *, public_only: bool = False, **kwargs: Any) -> None:
         self.guard = ctx
+        self.public_only = public_only
         super().__init__(**kwargs)
 
     def send(  # type: ignore[override]
@@ -179,7 +198,7 @@ class GuardedAdapter(HTTPAdapter):
         except ValueError:
             raise GuardError("the URL has an invalid port") from None
         try:
-            addr = checked_address(parts.hostname, port, self.guard)
+            addr = checked_address(parts.hostname, port, self.guard, public_only=self.public_only)
         except GuardError:
             raise
         except CaptureError as exc:  # the name does not resolve: as requests would say it
@@ -209,12 +228,13 @@ class GuardedAdapter(HTTPAdapter):
         return host_params, pool_kwargs
 
 
-def guarded_session(ctx: CaptureContext) -> requests.Session:
+def guarded_session(ctx: CaptureContext, *, public_only: bool = False) -> requests.Session:
     """A requests Session whose every connection (redirect hops included) passes the guard.
-    Environment proxies are ignored: a proxy would connect on the guard's behalf."""
+    Environment proxies are ignored: a proxy would connect on the guard's behalf.
+    `public_only` for URLs any user may supply (Web Push endpoints): see `public_problem`."""
     session = requests.Session()
     session.trust_env = False
-    adapter = GuardedAdapter(ctx)
+    adapter = GuardedAdapter(ctx, public_only=public_only)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
