@@ -70,3 +70,4 @@ def test_export_without_secrets_holds_no_token_and_imports_back(app):
         report = transfer.import_streams(json.loads(plain), "overwrite")
         assert report.entries[0].outcome in ("updated", "overwritten"), report.entries[0]
         assert Stream.get(Stream.name == "Cam").config["url"] == url
+        assert NotificationChannel.get(NotificationChannel.name == "Hook").config["url"] == hook

@@ -23,6 +23,7 @@ from glimpser.notify.schemas import (
     parse_config,
 )
 from glimpser.schema_helpers import may_keep_secrets, secrets_to_reenter
+from glimpser.sources.redaction import unmask
 
 
 def secret_fields(kind: str) -> frozenset[str]:
@@ -53,6 +54,9 @@ def keep_secrets(
     remove = set(remove_secrets)
     out = dict(config)
     stored = (channel.config or {}) if channel is not None and channel.kind == kind else {}
+    for name in ("url", "endpoints"):  # URLs an export without secrets masked
+        if name in out and name in stored:
+            out[name] = unmask(out[name], stored[name])
     if not may_keep_secrets({**stored, "kind": kind}, out):  # the destination changed
         stored = {}
     for name in secret_fields(kind):

@@ -57,3 +57,14 @@ def redact_urls(text: str) -> str:
         return redact_url(url[: len(url) - trailing]) + url[len(url) - trailing :]
 
     return _URL_IN_TEXT.sub(one, text[:MAX_TEXT])
+
+
+def unmask(submitted: object, stored: object) -> object:
+    """The stored URL (or list of URLs) where `submitted` is exactly its redacted form, as an
+    export without secrets wrote it: importing that export back keeps the real URLs."""
+    if isinstance(submitted, str) and isinstance(stored, str):
+        return stored if MASK in submitted and redact_url(stored) == submitted else submitted
+    if isinstance(submitted, list) and isinstance(stored, list):
+        originals = {redact_url(s): s for s in stored if isinstance(s, str)}
+        return [originals.get(v, v) if isinstance(v, str) and MASK in v else v for v in submitted]
+    return submitted

@@ -31,7 +31,7 @@ from glimpser.db import write_transaction
 from glimpser.models import AuditLog, NotificationChannel, Rule, Stream, User
 from glimpser.notify import channel_store
 from glimpser.notify import schemas as channel_schemas
-from glimpser.sources.redaction import MASK, redact_url
+from glimpser.sources.redaction import redact_url, unmask
 from glimpser.sources.schemas import (
     CONFIG_BY_KIND,
     KINDS,
@@ -629,7 +629,7 @@ def _keep_secrets(entry: _Entry) -> None:
             entry.kept_secrets[name] = value
             entry.report.notes.append(f"stored {name} kept")
     url = getattr(config, "url", "")
-    if url and MASK in url and stored.get("url") and redact_url(stored["url"]) == url:
+    if url and stored.get("url") and unmask(url, stored["url"]) != url:
         # An export without secrets masks query tokens: importing it back keeps the real URL.
         entry.kept_secrets["url"] = stored["url"]
         entry.report.notes.append("stored URL token kept")
