@@ -12,6 +12,8 @@ from urllib.parse import urlparse
 
 from limits import parse_many
 
+from glimpser.private_files import private_dir
+
 
 class ConfigError(Exception):
     """Invalid configuration; the message is one line meant for the operator."""
@@ -290,7 +292,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     data_dir = Path(env.get("GLIMPSER_DATA_DIR", "").strip() or "./data").resolve()
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)  # 0700: the database and redis.rdb in it hold secrets
     except OSError as exc:
         raise ConfigError(
             f"GLIMPSER_DATA_DIR={str(data_dir)!r} cannot be created: {exc.strerror}"

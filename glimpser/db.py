@@ -16,6 +16,7 @@ import peewee
 from playhouse.db_url import connect
 
 from glimpser import times
+from glimpser.private_files import private_file
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def open_database(url: str) -> peewee.Database:
         path = Path(url.split(":///", 1)[1]) if ":///" in url else None
         if path is not None and str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(path)  # 0600 before SQLite opens it; its -wal and -shm files follow
         return connect(
             url,
             pragmas={

@@ -294,14 +294,22 @@ def sweep_due_streams() -> int:
     return scheduling.sweep_due_streams(connection)
 
 
-def test_capture(config: dict) -> dict:
-    """Capture once from an unsaved configuration, for the stream form's preview."""
+def test_capture(config: dict, stream_id: int | None = None, secrets: str = "") -> dict:
+    """Capture once from an unsaved configuration, for the stream form's preview. `config` has
+    no secrets: they come from the saved stream `stream_id` or `secrets` (sources.sealed)."""
     import base64
 
     from glimpser.capture.run import grab
+    from glimpser.models import Stream
+    from glimpser.sources import sealed
     from glimpser.sources.base import CaptureError
+    from glimpser.sources.schemas import CONFIG_BY_KIND
 
     try:
+        stream = Stream.get_or_none(Stream.id == stream_id) if stream_id is not None else None
+        names = CONFIG_BY_KIND[config["kind"]].SECRET_FIELDS
+        stored = stream.config if stream is not None else None
+        config = sealed.with_secrets(config, stored, secrets, names, settings().secret_key)
         frame = grab(config, settings())
     except CaptureError as exc:
         return {"ok": False, "error": str(exc)}

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import redis
 
+from glimpser.private_files import private_dir, private_file
+
 log = logging.getLogger(__name__)
 
 
@@ -41,6 +43,10 @@ class PrivateRedis:
         if binary is None:
             raise RuntimeError("redis-server is not installed (run `make setup`)")
         self.socket.unlink(missing_ok=True)
+        private_dir(self.data_dir)
+        for name in ("redis.rdb", "redis.log"):  # made 0644 by earlier versions
+            if (self.data_dir / name).exists():
+                private_file(self.data_dir / name)
         self.process = subprocess.Popen(
             [
                 binary,
@@ -64,6 +70,7 @@ class PrivateRedis:
                 str(self.data_dir / "redis.log"),
             ],
             stdin=subprocess.DEVNULL,
+            umask=0o077,  # redis.rdb (queued jobs, sessions) and redis.log: 0600
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -8,8 +8,9 @@ text into lists. Secret fields are SecretStr; `secret_text` reads one and `dump_
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
@@ -78,3 +79,61 @@ def error_messages(exc: ValidationError, tags: Collection[str]) -> dict[str, str
         message = err["msg"].removeprefix("Value error, ")
         out.setdefault(key, message)
     return out
+
+
+# --- write-only secrets follow their destination ---------------------------------------------
+
+# Config fields that say where a config's secrets are sent: URLs (sources, webhooks, CAP
+# endpoints) and mail servers. A stored secret is kept for a blank form field only while these
+# point where they pointed; otherwise an admin could send it to a host of their choosing.
+_URL_FIELDS = ("url", "endpoints")
+_DEFAULT_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322, "rtmp": 1935}
+
+REENTER_MESSAGE = "The address changed: enter this again (a stored secret is not sent elsewhere)."
+
+
+def url_origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, lower-cased, the scheme's default port filled in."""
+    parts = urlsplit(str(url).strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme)
+
+
+def secret_destinations(config: Mapping[str, Any]) -> set[tuple[Any, ...]]:
+    """Where a config (a dict, as stored or submitted) sends its secrets."""
+    out: set[tuple[Any, ...]] = set()
+    for name in _URL_FIELDS:
+        value = config.get(name) or []
+        for url in split_lines(value) if isinstance(value, str | list) else []:
+            out.add(("url", *url_origin(url)))
+    if config.get("host"):  # a mail server: the same host on another port or security is fine
+        out.add(("host", str(config["host"]).strip().lower()))
+    return out
+
+
+def may_keep_secrets(stored: Mapping[str, Any] | None, submitted: Mapping[str, Any]) -> bool:
+    """Whether blank secret fields may take the stored values: same kind, and every place the
+    submitted config sends secrets to is one the stored config sent them to already."""
+    if not stored or stored.get("kind") != submitted.get("kind"):
+        return False
+    return secret_destinations(submitted) <= secret_destinations(stored)
+
+
+def secrets_to_reenter(
+    stored: Mapping[str, Any] | None, submitted: Mapping[str, Any], names: Collection[str]
+) -> list[str]:
+    """The secret fields left blank whose stored value may not be kept because the destination
+    changed: the form must ask for them again rather than drop them silently."""
+    if not stored or stored.get("kind") != submitted.get("kind"):
+        return []
+    if may_keep_secrets(stored, submitted):
+        return []
+    return sorted(name for name in names if stored.get(name) and not _plain(submitted.get(name)))
+
+
+def _plain(value: Any) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value or "")

@@ -39,7 +39,7 @@ from glimpser.sources.ffmpeg_grab import (
     last_error_line,
 )
 from glimpser.sources.http_fetch import iter_available, make_auth, open_stream
-from glimpser.sources.network_guard import check_url
+from glimpser.sources.network_guard import check_url, shared_proxy, with_address
 from glimpser.sources.schemas import (
     MjpegConfig,
     RtspConfig,
@@ -108,15 +108,18 @@ def reader_command(
     config: RtspConfig, ctx: CaptureContext, fps: float, keyframes_only: bool = False
 ) -> list[str]:
     """ffmpeg that keeps the stream open and writes `fps` JPEG frames a second to stdout."""
-    check_url(config.url, ctx, RtspConfig.URL_SCHEMES)
+    addr = check_url(config.url, ctx, RtspConfig.URL_SCHEMES)
     args = ["-skip_frame", "nokey"] if keyframes_only else []
     for key, value in rtsp.input_args(config).items():
         args += [f"-{key}", str(value)]
-    source = rtsp.url_with_credentials(config.url, config.username, config.secret("password"))
+    url = with_address(config.url, addr)  # the checked address: no second lookup by ffmpeg
+    source = rtsp.url_with_credentials(url, config.username, config.secret("password"))
     return _image_pipe(args, source, fps)
 
 
-def _network_args(timeout: float) -> list[str]:
+def _network_args(timeout: float, ctx: CaptureContext) -> list[str]:
+    """Input options for a network URL: every http(s) request (redirects, HLS segments) goes
+    through the process's SSRF guard proxy (sources.network_guard.shared_proxy)."""
     args: list[str] = []
     for key, value in FAST_PROBE.items():
         args += [f"-{key}", str(value)]
@@ -125,6 +128,8 @@ def _network_args(timeout: float) -> list[str]:
         NETWORK_WHITELIST,
         "-rw_timeout",
         str(int(timeout * 1_000_000)),
+        "-http_proxy",
+        shared_proxy(ctx).url,
     ]
 
 
@@ -134,7 +139,7 @@ def video_command(config: VideoConfig, ctx: CaptureContext, fps: float) -> list[
         source = str(media_path(config.path, ctx.media_dir))
         return _image_pipe(["-re", "-stream_loop", "-1"], source, fps)
     check_url(config.url, ctx, VideoConfig.URL_SCHEMES)
-    return _image_pipe(["-re", *_network_args(config.timeout)], config.url, fps)
+    return _image_pipe(["-re", *_network_args(config.timeout, ctx)], config.url, fps)
 
 
 def youtube_command(
@@ -151,11 +156,11 @@ def youtube_command(
             youtube.CACHE.invalidate(key)
         media = youtube.CACHE.get(key)
         if media is None:
-            media = youtube.resolve(config)
+            media = youtube.resolve(config, ctx)
             youtube.CACHE.put(key, media)
         check_url(media.url, ctx, youtube.MEDIA_SCHEMES)
         hidden.append(media.url)
-        args = ([] if media.is_live else ["-re"]) + _network_args(config.timeout)
+        args = ([] if media.is_live else ["-re"]) + _network_args(config.timeout, ctx)
         if media.headers:
             args += ["-headers", youtube._header_block(media.headers)]
         return _image_pipe(args, media.url, fps)

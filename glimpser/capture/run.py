@@ -23,6 +23,7 @@ from glimpser.media.snapshots import save_snapshot
 from glimpser.media.storage import StorageError, get_storage
 from glimpser.models import Event, Snapshot, Stream
 from glimpser.sources.base import CaptureContext, CaptureError, Frame
+from glimpser.sources.redaction import redact_urls
 from glimpser.sources.schemas import parse_config
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,8 @@ def _record_failure(
     settings: Settings,
     connection: redis.Redis | None = None,
 ) -> CaptureOutcome:
-    error = error.strip()[:1000] or "capture failed"
+    # Viewers see the last error: no password or query token of the source URL in it.
+    error = redact_urls(error.strip())[:1000] or "capture failed"
     now = times.utcnow()
     with write_transaction():
         fresh = Stream.get_or_none(Stream.id == stream.id)

@@ -67,6 +67,9 @@ def send(config: ChannelConfig, message: Message, ctx: SendContext) -> SendResul
     for number, url in enumerate(urls, start=1):
         if not notifier.add(url):
             raise SendError(f"Apprise URL {number} is not one Apprise understands", retryable=False)
+    for server in notifier:  # the guard checked the first host only: no redirects elsewhere
+        if urlsplit(server.url()).scheme.lower() in GUARDED_SCHEMES:
+            server.redirects = False
     body = message.body
     if message.url:
         body = f"{body}\n\n{message.url}"

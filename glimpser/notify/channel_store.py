@@ -22,6 +22,8 @@ from glimpser.notify.schemas import (
     dump_config,
     parse_config,
 )
+from glimpser.schema_helpers import may_keep_secrets, secrets_to_reenter
+from glimpser.sources.redaction import unmask
 
 
 def secret_fields(kind: str) -> frozenset[str]:
@@ -52,6 +54,11 @@ def keep_secrets(
     remove = set(remove_secrets)
     out = dict(config)
     stored = (channel.config or {}) if channel is not None and channel.kind == kind else {}
+    for name in ("url", "endpoints"):  # URLs an export without secrets masked
+        if name in out and name in stored:
+            out[name] = unmask(out[name], stored[name])
+    if not may_keep_secrets({**stored, "kind": kind}, out):  # the destination changed
+        stored = {}
     for name in secret_fields(kind):
         value = out.get(name)
         if value is None or (hasattr(value, "get_secret_value") and not value.get_secret_value()):
@@ -59,6 +66,17 @@ def keep_secrets(
         if value == "":
             out[name] = "" if name in remove else stored.get(name, "")
     return out
+
+
+def secrets_to_type_again(
+    config: dict[str, Any], channel: NotificationChannel | None, remove_secrets: Iterable[str]
+) -> list[str]:
+    """Stored secrets left blank that are not kept because the channel's target changed."""
+    kind = str(config.get("kind", ""))
+    if channel is None or channel.kind != kind:
+        return []
+    names = set(secret_fields(kind)) - set(remove_secrets)
+    return secrets_to_reenter({**(channel.config or {}), "kind": kind}, config, names)
 
 
 def _columns(

@@ -25,7 +25,7 @@ from glimpser.notify.message import Message, message_for
 from glimpser.notify.schemas import ChannelConfig, error_messages, parse_config
 from glimpser.retry_after import retry_after_seconds as parse_retry_after
 from glimpser.sources.base import CaptureContext, CaptureError
-from glimpser.sources.network_guard import address_problem, resolve
+from glimpser.sources.network_guard import address_problem, guarded_session, resolve
 
 __all__ = [
     "SendContext",
@@ -50,8 +50,12 @@ class SendContext:
     """
 
     settings: Settings
-    session: requests.Session = field(default_factory=requests.Session)
+    session: requests.Session = field(default=None)  # type: ignore[assignment]
     delivery_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.session is None:  # every connection and redirect hop passes the SSRF guard
+            self.session = guarded_session(self.guard)
 
     @property
     def guard(self) -> CaptureContext:

@@ -37,8 +37,8 @@ from glimpser.models import (
 )
 from glimpser.notify.dispatch import SendError, SendResult
 from glimpser.notify.schemas import WebPushConfig
-from glimpser.sources.base import CaptureError
-from glimpser.sources.network_guard import resolve
+from glimpser.sources.base import CaptureContext, CaptureError
+from glimpser.sources.network_guard import guarded_session, resolve
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ def deliver(
     ttl = int((channel.config or {}).get("ttl", 24 * 3600))
     done_key = f"glimpser:webpush:done:{delivery.id}"
     reached, gone, retryable, errors, last_code = 0, 0, False, [], None
-    session = requests.Session()
+    session = guarded_session(CaptureContext.from_settings(settings), public_only=True)
     for sub in subscriptions:
         if connection.sismember(done_key, sub.id):
             reached += 1

@@ -77,11 +77,14 @@ def last_error_line(stderr: bytes) -> str:
     return redact(lines[-1])[:500]
 
 
-def run_grab(cmd: list[str], timeout: float, max_bytes: int) -> Frame:
-    """Run ffmpeg with a hard timeout (the process is killed on expiry) and read the JPEG."""
+def run_grab(
+    cmd: list[str], timeout: float, max_bytes: int, env: dict[str, str] | None = None
+) -> Frame:
+    """Run ffmpeg with a hard timeout (the process is killed on expiry) and read the JPEG.
+    `env`: the child's environment (the SSRF guard's proxy settings), else this process's."""
     try:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
         )
     except OSError as exc:
         raise CaptureError(f"cannot start ffmpeg: {exc.strerror}") from None

@@ -1,4 +1,9 @@
-"""HTTP for camera sources: one pooled session per process, SSRF-checked redirects, limits."""
+"""HTTP for camera sources: pooled guarded sessions, SSRF-checked redirects, limits.
+
+Every connection goes through the SSRF guard's session (glimpser.sources.network_guard), which
+checks each hop's host and connects to the checked address. Credentials go only to the origin
+the admin configured: a redirect to another scheme, host or port is followed without them.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +17,24 @@ from requests.auth import AuthBase, HTTPBasicAuth, HTTPDigestAuth
 
 from glimpser import __version__
 from glimpser.sources.base import CaptureContext, CaptureError
-from glimpser.sources.network_guard import check_url
+from glimpser.sources.network_guard import GuardError, check_scheme, guarded_session, same_origin
 
 MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
 HTTP_SCHEMES = ("http", "https")
 
-_session: requests.Session | None = None
+_sessions: dict[tuple[bool, tuple[str, ...]], requests.Session] = {}
 
 
-def session() -> requests.Session:
-    """Keep-alive connections are reused across captures of the same camera."""
-    global _session
-    if _session is None:
-        _session = requests.Session()
-        _session.headers["User-Agent"] = f"Glimpser/{__version__}"
-    return _session
+def session(ctx: CaptureContext) -> requests.Session:
+    """Keep-alive connections are reused across captures of the same camera (one guarded
+    session per guard policy, which is one per process outside tests)."""
+    key = (ctx.allow_loopback, ctx.deny_cidrs)
+    if key not in _sessions:
+        new = guarded_session(ctx)
+        new.headers["User-Agent"] = f"Glimpser/{__version__}"
+        _sessions[key] = new
+    return _sessions[key]
 
 
 def make_auth(kind: str, username: str, password: str) -> AuthBase | None:
@@ -44,17 +51,21 @@ def make_auth(kind: str, username: str, password: str) -> AuthBase | None:
 def open_stream(
     url: str, ctx: CaptureContext, timeout: float, auth: AuthBase | None
 ) -> Iterator[requests.Response]:
-    """GET with every redirect hop checked by the SSRF guard; yields a streaming response."""
+    """GET with every redirect hop checked by the SSRF guard; yields a streaming response.
+    `auth` is sent only to the first URL's origin, never to a host a redirect points to."""
+    first = url
     for _hop in range(MAX_REDIRECTS + 1):
-        check_url(url, ctx, HTTP_SCHEMES)
+        check_scheme(url, HTTP_SCHEMES)  # the address: checked and pinned by the session
         try:
-            response = session().get(
+            response = session(ctx).get(
                 url,
-                auth=auth,
+                auth=auth if same_origin(url, first) else None,
                 timeout=(min(timeout, 10), timeout),
                 stream=True,
                 allow_redirects=False,
             )
+        except GuardError:
+            raise
         except requests.Timeout:
             raise CaptureError(
                 f"no answer from {urlsplit(url).hostname} within {timeout:g} s"

@@ -6,7 +6,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from glimpser.sources.base import CaptureContext, Frame
 from glimpser.sources.ffmpeg_grab import FAST_PROBE, grab_command, run_grab
-from glimpser.sources.network_guard import check_url
+from glimpser.sources.network_guard import check_url, with_address
 from glimpser.sources.schemas import RtspConfig
 
 
@@ -33,7 +33,9 @@ def input_args(config: RtspConfig) -> dict[str, object]:
 
 
 def capture(config: RtspConfig, ctx: CaptureContext) -> Frame:
-    check_url(config.url, ctx, RtspConfig.URL_SCHEMES)
-    source = url_with_credentials(config.url, config.username, config.secret("password"))
+    # ffmpeg is given the checked address, not the name, so it cannot resolve it differently.
+    addr = check_url(config.url, ctx, RtspConfig.URL_SCHEMES)
+    url = with_address(config.url, addr)
+    source = url_with_credentials(url, config.username, config.secret("password"))
     cmd = grab_command(source, input_args(config), live=True)
     return run_grab(cmd, timeout=config.timeout, max_bytes=ctx.max_jpeg_bytes)

@@ -20,10 +20,10 @@ from yt_dlp.utils import YoutubeDLError
 
 from glimpser.logs import redact
 from glimpser.sources.base import CaptureContext, CaptureError, Frame
-from glimpser.sources.ffmpeg_grab import FAST_PROBE, grab_command, run_grab
-from glimpser.sources.network_guard import check_url
+from glimpser.sources.ffmpeg_grab import FAST_PROBE
+from glimpser.sources.network_guard import GuardError, check_url, guard_proxy
 from glimpser.sources.schemas import VideoConfig, YoutubeConfig
-from glimpser.sources.video import NETWORK_WHITELIST
+from glimpser.sources.video import NETWORK_WHITELIST, guarded_grab
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,10 @@ def format_selector(quality: str) -> str:
     )
 
 
-def ytdlp_options(config: YoutubeConfig) -> dict[str, Any]:
-    """Resolve only: no download, no playlist walk, no cache files, nothing on stderr."""
-    return {
+def ytdlp_options(config: YoutubeConfig, proxy: str | None = None) -> dict[str, Any]:
+    """Resolve only: no download, no playlist walk, no cache files, nothing on stderr.
+    `proxy`: the SSRF guard's proxy, through which yt-dlp makes every request (redirects too)."""
+    options: dict[str, Any] = {
         "format": format_selector(config.quality),
         "quiet": True,
         "no_warnings": True,
@@ -69,6 +70,9 @@ def ytdlp_options(config: YoutubeConfig) -> dict[str, Any]:
         "socket_timeout": config.timeout,
         "logger": _YtdlpLog(),
     }
+    if proxy:
+        options["proxy"] = proxy
+    return options
 
 
 class _YtdlpLog:
@@ -131,21 +135,29 @@ def pick_media(info: dict[str, Any]) -> Media:
     )
 
 
-def resolve(config: YoutubeConfig) -> Media:
-    """Ask yt-dlp for the page's media URL (network, seconds); errors become CaptureError."""
-    try:
-        with yt_dlp.YoutubeDL(ytdlp_options(config)) as ydl:
-            info = ydl.extract_info(config.url, download=False)
-    except YoutubeDLError as exc:
-        message = ytdlp_message(exc)
-        if message.startswith("Unsupported URL"):
-            raise CaptureError("no video found on the page (yt-dlp: Unsupported URL)") from None
-        if message.startswith("Requested format is not available"):
-            raise CaptureError("the page has no video format yt-dlp can select") from None
-        raise CaptureError(message) from None
+def resolve(config: YoutubeConfig, ctx: CaptureContext) -> Media:
+    """Ask yt-dlp for the page's media URL (network, seconds); errors become CaptureError.
+    Every request yt-dlp makes (each redirect hop included) goes through the SSRF guard."""
+    with guard_proxy(ctx) as proxy:
+        try:
+            with yt_dlp.YoutubeDL(ytdlp_options(config, proxy.url)) as ydl:
+                info = ydl.extract_info(config.url, download=False)
+        except YoutubeDLError as exc:
+            if proxy.refusals:
+                raise GuardError(proxy.refusals[0]) from None
+            raise CaptureError(_resolve_error(exc)) from None
     if not info:
         raise CaptureError("no video found on the page")
     return pick_media(info)
+
+
+def _resolve_error(exc: YoutubeDLError) -> str:
+    message = ytdlp_message(exc)
+    if message.startswith("Unsupported URL"):
+        return "no video found on the page (yt-dlp: Unsupported URL)"
+    if message.startswith("Requested format is not available"):
+        return "the page has no video format yt-dlp can select"
+    return message
 
 
 def url_expiry(url: str) -> float | None:
@@ -233,8 +245,8 @@ def _short(url: str) -> str:
 
 
 def grab(media: Media, config: YoutubeConfig, ctx: CaptureContext, timeout: float) -> Frame:
-    """One frame from the media URL with ffmpeg (seek only into recorded video)."""
-    check_url(media.url, ctx, MEDIA_SCHEMES)
+    """One frame from the media URL with ffmpeg (seek only into recorded video), every host
+    ffmpeg reaches checked by the SSRF guard (video.guarded_grab)."""
     seek = 0.0 if media.is_live else config.seek
     if seek and media.duration and seek >= media.duration:
         raise CaptureError(f"seek {seek:g} s is past the end of the video ({media.duration:g} s)")
@@ -245,9 +257,8 @@ def grab(media: Media, config: YoutubeConfig, ctx: CaptureContext, timeout: floa
     }
     if media.headers:
         args["headers"] = _header_block(media.headers)
-    cmd = grab_command(media.url, args, seek=seek)
     try:
-        return run_grab(cmd, timeout=timeout, max_bytes=ctx.max_jpeg_bytes)
+        return guarded_grab(media.url, args, ctx, MEDIA_SCHEMES, timeout=timeout, seek=seek)
     except CaptureError as exc:
         # Signed media URLs are long and say nothing to a user; the host is enough.
         raise CaptureError(str(exc).replace(media.url, _short(media.url))) from None
@@ -261,7 +272,7 @@ def capture(config: YoutubeConfig, ctx: CaptureContext) -> Frame:
     media = CACHE.get(key)
     cached = media is not None
     if media is None:
-        media = resolve(config)
+        media = resolve(config, ctx)
         CACHE.put(key, media)
     try:
         return grab(media, config, ctx, _remaining(deadline, config))
@@ -271,7 +282,7 @@ def capture(config: YoutubeConfig, ctx: CaptureContext) -> Frame:
             raise
     _remaining(deadline, config)  # no time left: say so rather than resolve for nothing
     log.info("cached media URL failed; resolving the page again")
-    media = resolve(config)
+    media = resolve(config, ctx)
     CACHE.put(key, media)
     return grab(media, config, ctx, _remaining(deadline, config))
 

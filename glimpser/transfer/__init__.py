@@ -31,6 +31,7 @@ from glimpser.db import write_transaction
 from glimpser.models import AuditLog, NotificationChannel, Rule, Stream, User
 from glimpser.notify import channel_store
 from glimpser.notify import schemas as channel_schemas
+from glimpser.sources.redaction import redact_url, unmask
 from glimpser.sources.schemas import (
     CONFIG_BY_KIND,
     KINDS,
@@ -110,6 +111,8 @@ def stream_entry(stream: Stream, *, include_secrets: bool) -> dict[str, Any]:
             secret_fields = schema.SECRET_FIELDS if schema else frozenset({"password"})
             for name in secret_fields:
                 config.pop(name, None)
+    if not include_secrets:  # a token in the URL's query is a secret too
+        config = {k: _redacted_urls(v) if k == "url" else v for k, v in config.items()}
     entry["config"] = config
     entry["analysis"] = dict(stream.analysis or {})
     return entry
@@ -152,8 +155,20 @@ def channel_entry(channel: NotificationChannel, *, include_secrets: bool) -> dic
                 config = {"kind": channel.kind}
             for name in schema.SECRET_FIELDS if schema else ():
                 config.pop(name, None)
+    if not include_secrets:  # tokens in webhook and CAP URLs' queries too
+        config = {
+            k: _redacted_urls(v) if k in ("url", "endpoints") else v for k, v in config.items()
+        }
     entry["config"] = config
     return entry
+
+
+def _redacted_urls(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, list):
+        return [redact_url(v) if isinstance(v, str) else v for v in value]
+    return value
 
 
 def export_streams(
@@ -613,6 +628,11 @@ def _keep_secrets(entry: _Entry) -> None:
         else:
             entry.kept_secrets[name] = value
             entry.report.notes.append(f"stored {name} kept")
+    url = getattr(config, "url", "")
+    if url and stored.get("url") and unmask(url, stored["url"]) != url:
+        # An export without secrets masks query tokens: importing it back keeps the real URL.
+        entry.kept_secrets["url"] = stored["url"]
+        entry.report.notes.append("stored URL token kept")
 
 
 def _decide_names(

@@ -63,6 +63,7 @@ from glimpser.notify.schemas import (
     error_messages,
     parse_config,
 )
+from glimpser.schema_helpers import REENTER_MESSAGE
 from glimpser.sources.base import CaptureContext
 from glimpser.sources.network_guard import address_problem
 from glimpser.web.audit import audit
@@ -241,7 +242,10 @@ def parse_channel_form(
     typed = any(submitted.get(n) for n in model.SECRET_FIELDS)
     remove = frozenset(form.getlist(REMOVE_FIELD)) & model.SECRET_FIELDS
     config = channel_store.keep_secrets(submitted, channel, remove)
-    errors: dict[str, str] = {}
+    errors: dict[str, str] = {
+        f"config.{name}": REENTER_MESSAGE
+        for name in channel_store.secrets_to_type_again(submitted, channel, remove)
+    }
     spec = None
     try:
         spec = ChannelSpec.model_validate({**values, "config": config})

@@ -24,6 +24,7 @@ from glimpser.analysis.schemas import (
     AnalysisSettings,
     detection_mode,
 )
+from glimpser.schema_helpers import REENTER_MESSAGE, may_keep_secrets, secrets_to_reenter
 from glimpser.sources.schemas import (
     CONFIG_BY_KIND,
     KIND_LABELS,
@@ -173,7 +174,8 @@ def parse_form(
     """Validate a submitted form through StreamSpec.
 
     Returns (spec or None, stream values, config values, analysis values, errors). A blank
-    password keeps the stored one (passwords are write-only: never rendered back).
+    password keeps the stored one (passwords are write-only: never rendered back), unless the
+    URL now points to another origin: then it must be typed again (schema_helpers).
     `existing_analysis` is the stored stream's settings (None for a new stream): settings the
     form did not offer (AI fields while AI is not configured, or a post without the analysis
     fieldset) keep their stored value instead of being reset.
@@ -198,23 +200,23 @@ def parse_form(
     for name, info in model.model_fields.items():
         if name == "kind":
             continue
-        value = _form_value(form, f"config.{name}", info)
-        if (
-            name in model.SECRET_FIELDS
-            and value == ""
-            and existing_config
-            and existing_config.get("kind") == kind
-        ):
-            value = existing_config.get(name, "")
-        config_values[name] = value
-    errors: dict[str, str] = {}
+        config_values[name] = _form_value(form, f"config.{name}", info)
+    # A blank secret keeps the stored one only while the URL points where it did.
+    keep = may_keep_secrets(existing_config, config_values)
+    for name in model.SECRET_FIELDS:
+        if config_values.get(name) == "" and keep and existing_config:
+            config_values[name] = existing_config.get(name, "")
+    errors: dict[str, str] = {
+        f"config.{name}": REENTER_MESSAGE
+        for name in secrets_to_reenter(existing_config, config_values, model.SECRET_FIELDS)
+    }
     spec: StreamSpec | None = None
     try:
         spec = StreamSpec.model_validate(
             {**stream_values, "config": config_values, "analysis": analysis_model}
         )
     except ValidationError as exc:
-        errors = _errors(exc)
+        errors = {**_errors(exc), **errors}
     errors = {**errors, **analysis_errors}
     if errors:
         return None, stream_values, config_values, analysis_values, errors

@@ -38,6 +38,7 @@ from glimpser.media.storage import ObjectNotFound, StorageError, get_storage
 from glimpser.media.timelapse import delete_stream_timelapses
 from glimpser.models import Snapshot, Stream
 from glimpser.queues import get_queue
+from glimpser.sources import sealed
 from glimpser.sources.schemas import CONFIG_BY_KIND, KIND_LABELS, KIND_QUEUE, dump_config
 from glimpser.transfer.stream_store import create_stream, update_stream
 from glimpser.web import keyset, stream_form
@@ -412,10 +413,11 @@ def test_capture():
     """Validate the form as it stands and capture once on a worker, without saving."""
     from glimpser.jobs import test_capture as test_capture_job
 
-    existing = None
+    existing, stream_id = None, None
     if request.form.get("stream_id", "").isdigit():
         stream = Stream.get_or_none(Stream.id == int(request.form["stream_id"]))
         existing = stream.config if stream is not None else None
+        stream_id = stream.id if stream is not None else None
     spec, _sv, _cv, _av, errors = stream_form.parse_form(request.form, existing)
     config_errors = {k: v for k, v in errors.items() if k == "kind" or k.startswith("config")}
     if spec is None and config_errors:
@@ -428,10 +430,15 @@ def test_capture():
         config = parse_config(_cv)
     else:
         config = spec.config
+    # No secret in the job's arguments (Redis, redis.rdb, the worker's log): see sources.sealed.
+    names = type(config).SECRET_FIELDS
+    typed = sealed.typed_secrets(dump_config(config, include_secrets=True), existing, names)
     queue = get_queue(KIND_QUEUE[config.kind], _redis())
     job = queue.enqueue(
         test_capture_job,
-        dump_config(config, include_secrets=True),
+        dump_config(config, include_secrets=False),
+        stream_id,
+        sealed.seal(typed, _settings().secret_key),
         job_timeout=config.timeout + 30,
         result_ttl=300,
         ttl=120,

@@ -1,0 +1,44 @@
+"""Notification senders through the SSRF guard, end to end: a Web Push endpoint (supplied by
+any signed-in browser) that redirects to a refused address reaches nothing there."""
+
+from __future__ import annotations
+
+import pytest
+
+from glimpser.db import database
+from glimpser.models import Event, NotificationChannel
+from tests.helpers import jobs_configured, setup_admin
+from tests.notify.push_service import Subscriber
+from tests.notify.test_webpush import deliver, subscribe
+from tests.test_ssrf_guard import DENIED_IP, Peer
+
+
+@pytest.fixture
+def push_app(app_factory):
+    app = app_factory(
+        GLIMPSER_ALLOW_LOOPBACK_SOURCES="1", GLIMPSER_SOURCE_DENY_CIDRS=f"{DENIED_IP}/32"
+    )
+    with jobs_configured(app):
+        yield app
+
+
+def test_a_push_endpoint_redirecting_to_a_refused_address_reaches_nothing(push_app):
+    allowed, denied = Peer("127.0.0.1"), Peer(DENIED_IP)
+    try:
+        client = push_app.test_client()
+        setup_admin(client)
+        allowed.routes["/push/admin"] = (307, {"Location": f"{denied.url}/push/admin"}, b"")
+        denied.routes["/push/admin"] = (201, {}, b"")
+        subscription = Subscriber("/push/admin").subscription(allowed.url)
+        assert subscribe(client, subscription).status_code == 201
+        with database.connection_context():
+            channel = NotificationChannel.create(name="Browsers", kind="webpush", config={})
+            event = Event.create(stream=None, kind="test", severity="high", title="Hello")
+        delivery = deliver(push_app, event, channel)
+        assert [path for path, _ in allowed.requests] == ["/push/admin"]
+        assert denied.requests == []
+        assert delivery.status != "sent"
+        assert "0 of 1" in delivery.error
+    finally:
+        allowed.stop()
+        denied.stop()
