@@ -9,14 +9,16 @@ from glimpser.db import database
 from glimpser.models import Event, NotificationChannel
 from tests.helpers import jobs_configured, setup_admin
 from tests.notify.push_service import Subscriber
-from tests.notify.test_webpush import deliver, subscribe
+from tests.notify.test_webpush import SUBJECT, deliver, subscribe
 from tests.test_ssrf_guard import DENIED_IP, Peer
 
 
 @pytest.fixture
 def push_app(app_factory):
     app = app_factory(
-        GLIMPSER_ALLOW_LOOPBACK_SOURCES="1", GLIMPSER_SOURCE_DENY_CIDRS=f"{DENIED_IP}/32"
+        GLIMPSER_ALLOW_LOOPBACK_SOURCES="1",
+        GLIMPSER_SOURCE_DENY_CIDRS=f"{DENIED_IP}/32",
+        GLIMPSER_VAPID_SUBJECT=SUBJECT,
     )
     with jobs_configured(app):
         yield app
