@@ -26,6 +26,7 @@ import redis
 
 from glimpser.capture import live
 from glimpser.config import Settings
+from glimpser.db import database
 from glimpser.media.imaging import split_jpegs
 from glimpser.models import Stream
 from glimpser.sources import rtsp, youtube
@@ -441,8 +442,6 @@ class ReaderHub:
         return StreamReader(stream.id, interval, command, self.connection)
 
     def run(self) -> None:
-        from glimpser.db import database
-
         while not self.stopping:
             with database.connection_context():
                 self.reconcile()

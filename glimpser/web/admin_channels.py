@@ -39,7 +39,7 @@ from flask_login import current_user
 from pydantic import ValidationError
 from werkzeug.datastructures import MultiDict
 
-from glimpser import jobs, times
+from glimpser import queues, times
 from glimpser.config import Settings
 from glimpser.db import write_transaction
 from glimpser.models import (
@@ -632,7 +632,7 @@ def send_test(channel_id: int):
         )
         _audit("channel.test", channel, event_id=event.id, delivery_id=delivery.id)
     try:
-        jobs.enqueue_delivery(_redis(), delivery.id, 0.0)
+        queues.enqueue_delivery(_redis(), delivery.id, 0.0)
     except redis.RedisError:
         with write_transaction():
             Delivery.update(

@@ -31,7 +31,7 @@ from flask import (
 from flask_login import current_user
 from werkzeug.datastructures import MultiDict
 
-from glimpser import jobs, times
+from glimpser import queues, times
 from glimpser.auth.access import visible_streams
 from glimpser.auth.views import safe_next
 from glimpser.db import write_transaction
@@ -370,7 +370,7 @@ def acknowledge(event_id: int | None = None):
                 )
         if acknowledged:
             # CAP endpoints that received an alert get its Cancel (queued, sent by a worker).
-            jobs.notify_acknowledged(current_app.extensions["glimpser.redis"], acknowledged)
+            queues.enqueue_cancellations(current_app.extensions["glimpser.redis"], acknowledged)
     # What the user may see of what they asked for, now (acknowledged before or just now).
     shown = list(_newest_first(visible_events().where(Event.id.in_(ids)))) if ids else []
     count = len(acknowledged)

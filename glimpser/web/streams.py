@@ -27,7 +27,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from werkzeug.http import is_resource_modified
 
-from glimpser import times
+from glimpser import queues, times
 from glimpser.auth.access import get_visible_stream, visible_streams
 from glimpser.auth.policy import admin_only
 from glimpser.capture import scheduling
@@ -37,8 +37,13 @@ from glimpser.media.snapshots import delete_snapshots, latest_snapshot
 from glimpser.media.storage import ObjectNotFound, StorageError, get_storage
 from glimpser.media.timelapse import delete_stream_timelapses
 from glimpser.models import Snapshot, Stream
-from glimpser.queues import get_queue
-from glimpser.sources.schemas import CONFIG_BY_KIND, KIND_LABELS, KIND_QUEUE, dump_config
+from glimpser.sources.schemas import (
+    CONFIG_BY_KIND,
+    KIND_LABELS,
+    KIND_QUEUE,
+    dump_config,
+    parse_config,
+)
 from glimpser.transfer.stream_store import create_stream, update_stream
 from glimpser.web import keyset, stream_form
 from glimpser.web.audit import audit
@@ -410,8 +415,6 @@ def update(stream_id: int):
 @bp.post("/test-capture")
 def test_capture():
     """Validate the form as it stands and capture once on a worker, without saving."""
-    from glimpser.jobs import test_capture as test_capture_job
-
     existing = None
     if request.form.get("stream_id", "").isdigit():
         stream = Stream.get_or_none(Stream.id == int(request.form["stream_id"]))
@@ -422,20 +425,13 @@ def test_capture():
         return render_template(
             "streams/_test_capture.html", state="invalid", errors=config_errors
         ), 422
-    if spec is None:  # only stream-level fields are wrong: the source can still be tried
-        from glimpser.sources.schemas import parse_config
-
-        config = parse_config(_cv)
-    else:
-        config = spec.config
-    queue = get_queue(KIND_QUEUE[config.kind], _redis())
-    job = queue.enqueue(
-        test_capture_job,
+    # When only stream-level fields are wrong, the source can still be tried.
+    config = parse_config(_cv) if spec is None else spec.config
+    job = queues.enqueue_test_capture(
+        _redis(),
+        KIND_QUEUE[config.kind],
         dump_config(config, include_secrets=True),
-        job_timeout=config.timeout + 30,
-        result_ttl=300,
-        ttl=120,
-        failure_ttl=300,
+        config.timeout + 30,
     )
     session[TEST_JOBS_KEY] = ([*session.get(TEST_JOBS_KEY, [])][-9:]) + [job.id]
     return render_template("streams/_test_capture.html", state="pending", job_id=job.id)
