@@ -26,7 +26,7 @@ from glimpser.capture import scheduling
 from glimpser.capture.run import grab, run_capture
 from glimpser.config import Settings, load_settings
 from glimpser.db import database
-from glimpser.media import retention, timelapse
+from glimpser.media import deletion, retention, snapshots, timelapse
 from glimpser.media.storage import get_storage
 from glimpser.models import AuditLog, Stream
 from glimpser.notify.dispatch import deliver, requeue_lost, sweep_stuck
@@ -254,6 +254,31 @@ def schedule_summaries() -> dict:
     return {"created": len(created)}
 
 
+@job
+def delete_stream(stream_id: int) -> dict:
+    """Remove a stream marked for deletion, in batches; progress goes to the job's meta."""
+    current = get_current_job()
+
+    def report(progress: deletion.DeletionProgress) -> None:
+        if current is not None:
+            current.meta["progress"] = asdict(progress)
+            current.save_meta()
+
+    return asdict(deletion.delete_stream(stream_id, get_storage(settings()), report))
+
+
+@job
+def sweep_orphans() -> dict:
+    """Remove snapshot files without a row (past a grace period) and rows without a file."""
+    return asdict(snapshots.sweep_orphans(get_storage(settings())))
+
+
+@job
+def resume_stream_deletions() -> int:
+    """Queue again the stream deletions whose job was lost (a worker died mid-way)."""
+    return deletion.resume_deletions(_connection())
+
+
 # (function, queue, interval in seconds) registered with RQ's cron scheduler.
 CRON_JOBS: list[tuple[Callable[..., Any], str, int]] = [
     (sweep_due_streams, "schedule", 5),
@@ -262,4 +287,6 @@ CRON_JOBS: list[tuple[Callable[..., Any], str, int]] = [
     (prune_timelapses, "maintenance", 24 * 3600),
     (schedule_summaries, "maintenance", 5 * 60),
     (sweep_stuck_deliveries, "maintenance", 5 * 60),
+    (resume_stream_deletions, "maintenance", 5 * 60),
+    (sweep_orphans, "maintenance", 3600),
 ]

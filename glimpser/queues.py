@@ -201,3 +201,16 @@ def enqueue_summary_build(connection: redis.Redis, summary_id: int, job_timeout:
         result_ttl=3600,
         failure_ttl=24 * 3600,
     )
+
+
+def enqueue_stream_deletion(connection: redis.Redis, stream_id: int, job_id: str, name: str) -> Job:
+    """Queue the removal of a stream marked for deletion (see media.deletion)."""
+    return get_queue("maintenance", connection).enqueue(
+        _job("delete_stream"),
+        stream_id,
+        job_id=job_id,
+        job_timeout=6 * 3600,
+        result_ttl=3600,
+        failure_ttl=7 * 24 * 3600,
+        description=f"delete stream {stream_id} ({name[:100]})",
+    )

@@ -32,10 +32,9 @@ from glimpser.auth.access import get_visible_stream, visible_streams
 from glimpser.auth.policy import admin_only
 from glimpser.capture import scheduling
 from glimpser.db import write_transaction
-from glimpser.media import thumbnails
-from glimpser.media.snapshots import delete_snapshots, latest_snapshot
+from glimpser.media import deletion, thumbnails
+from glimpser.media.snapshots import latest_snapshot
 from glimpser.media.storage import ObjectNotFound, StorageError, get_storage
-from glimpser.media.timelapse import delete_stream_timelapses
 from glimpser.models import Snapshot, Stream
 from glimpser.sources.schemas import (
     CONFIG_BY_KIND,
@@ -519,11 +518,13 @@ def delete(stream_id: int):
     if request.form.get("confirm") != stream.name:
         flash("Type the stream's name to confirm.", "error")
         return redirect(url_for("streams.confirm_delete", stream_id=stream.id))
-    storage = get_storage(_settings())
-    removed = delete_snapshots(Snapshot.select().where(Snapshot.stream == stream), storage)
-    delete_stream_timelapses(stream, storage)
-    _audit("stream.delete", stream, snapshots=removed)
-    stream.delete_instance()
+    # Hidden at once; the files and rows go in a job on the maintenance queue (media.deletion).
+    snapshots = Snapshot.select().where(Snapshot.stream == stream).count()
+    try:
+        deletion.request_deletion(stream, _redis())
+    except deletion.DeletionError:
+        abort(404)
+    _audit("stream.delete", stream, snapshots=snapshots)
     scheduling.release(_redis(), stream_id)
-    flash(f"Stream “{stream.name}” and {removed} snapshots deleted.", "info")
+    flash(f"Stream “{stream.name}” deleted; its {snapshots} snapshots are being removed.", "info")
     return redirect(url_for("streams.index"))
