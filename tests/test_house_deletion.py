@@ -13,13 +13,14 @@ import pytest
 from rq.job import Job
 
 from glimpser import times
+from glimpser.analysis.summaries import scope_label
 from glimpser.capture import scheduling
 from glimpser.db import database, init_database, migrate
 from glimpser.media import deletion, snapshots
 from glimpser.media.snapshots import save_snapshot, sweep_orphans
 from glimpser.media.storage import LocalStorage, S3Storage, Storage, get_storage, snapshot_key
 from glimpser.media.thumbnails import thumbnail_key
-from glimpser.models import Event, Snapshot, Stream
+from glimpser.models import Event, Snapshot, Stream, Summary
 from tests.conftest import run_queued_jobs
 from tests.helpers import form_post, jobs_configured, signed_in_admin
 from tests.test_storage import (  # noqa: F401 - aws_env, moto_endpoint, s3_bucket: fixtures
@@ -104,6 +105,17 @@ def test_a_marked_stream_is_gone_from_every_query_and_the_scheduler(
     assert scheduling.is_claimed(redis_client, other.id)
     with pytest.raises(deletion.DeletionError):
         deletion.mark_for_deletion(stream)
+
+
+def test_pages_of_rows_that_belong_to_a_stream_being_deleted_still_render(house_db):
+    """A summary of the stream names it without loading the (hidden) stream row."""
+    stream = make_stream("doomed")
+    summary = Summary.create(
+        stream=stream.id, stream_ids=[stream.id], period="hour", window_start=T0, window_end=T0
+    )
+    assert scope_label(summary) == "doomed"
+    deletion.mark_for_deletion(stream)
+    assert scope_label(Summary.get_by_id(summary.id)) == "A deleted stream"
 
 
 def test_the_job_removes_files_and_rows_in_batches(house_db, any_store, monkeypatch):

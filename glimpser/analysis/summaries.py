@@ -86,7 +86,9 @@ class SummaryError(Exception):
 def scope_label(summary: Summary) -> str:
     """How the page names what a summary covers."""
     if summary.stream_id is not None:
-        return summary.stream.name
+        # Not summary.stream: a stream being deleted is left out of every query (models.Stream).
+        stream = Stream.select(Stream.name).where(Stream.id == summary.stream_id).first()
+        return stream.name if stream is not None else "A deleted stream"
     count = len(summary.stream_ids or [])
     noun = "stream" if count == 1 else "streams"
     if summary.requested_by_id is None:
