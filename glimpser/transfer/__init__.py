@@ -1,6 +1,6 @@
 """Import and export of streams as JSON: Glimpser's own format and glimpser-rs exports.
 
-Every imported entry is validated by StreamSpec, the schema the stream form and the API use;
+Every imported entry is validated by StreamSpec, the schema the stream form uses;
 the glimpser-rs reader only renames keys into that schema. All entries are validated first,
 then the valid ones are written in one transaction, so an import never leaves half a result.
 

@@ -3,7 +3,7 @@ notification channels (issue 6).
 
 The form is built from the kind schemas in glimpser.notify.schemas (labels and help are the
 fields' titles and descriptions, limits and widgets come from the schema) and validated by the
-same ChannelSpec the import and the API use; glimpser.notify.channel_store writes the result.
+same ChannelSpec the import uses; glimpser.notify.channel_store writes the result.
 Form names: channel fields as they are (`name`, `enabled`, `min_severity`, `cooldown_seconds`),
 the kind as `kind`, kind fields as `config.<field>`, and `remove_secret` (repeated) naming the
 stored secrets to delete. Secrets are write-only: never rendered, not even back into a form that
