@@ -186,6 +186,8 @@ def test_delete_in_the_web_request_only_hides_and_queues(app, redis_client):
     assert len(keys(storage)) == 3
     job = Job.fetch(deletion.job_id(stream.id), connection=redis_client)
     assert job.origin == "maintenance"
+    status = admin.get("/admin/").get_data(as_text=True)
+    assert "Streams being deleted" in status and "Yard" in status
 
     with jobs_configured(app):
         run_queued_jobs(app, ("maintenance",))
@@ -196,6 +198,7 @@ def test_delete_in_the_web_request_only_hides_and_queues(app, redis_client):
     with database.connection_context():
         assert not Stream.select_including_deleting().where(Stream.id == stream.id).exists()
         assert not Snapshot.select().exists()
+    assert "Streams being deleted" not in admin.get("/admin/").get_data(as_text=True)
 
 
 def test_a_lost_deletion_job_is_queued_again_by_the_cron(app, redis_client):

@@ -526,5 +526,9 @@ def delete(stream_id: int):
         abort(404)
     _audit("stream.delete", stream, snapshots=snapshots)
     scheduling.release(_redis(), stream_id)
-    flash(f"Stream “{stream.name}” deleted; its {snapshots} snapshots are being removed.", "info")
+    flash(
+        f"Stream “{stream.name}” deleted; its {snapshots} snapshots are being removed "
+        "(progress under Admin).",
+        "info",
+    )
     return redirect(url_for("streams.index"))
