@@ -25,7 +25,7 @@ FORMAT = "glimpser"
 VERSION = 1
 # A rule entry: RuleSpec's fields, but chosen streams by name ("streams") instead of ids, and
 # channels by name ("channels") instead of ids.
-_RULE_ENTRY_KEYS = tuple(k for k in RuleSpec.model_fields if k not in ("stream_ids", "channels"))
+RULE_ENTRY_KEYS = tuple(k for k in RuleSpec.model_fields if k not in ("stream_ids", "channels"))
 
 
 def stream_entry(stream: Stream, *, include_secrets: bool) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def rule_entry(
     """One rule as an export entry: chosen streams and channels by name (ids are this
     installation's); ids of deleted streams or channels are left out."""
     values = rule_values(rule)
-    entry = {name: values[name] for name in _RULE_ENTRY_KEYS}
+    entry = {name: values[name] for name in RULE_ENTRY_KEYS}
     entry["streams"] = [names[i] for i in values["stream_ids"] if i in names]
     channel_names = channel_names or {}
     entry["channels"] = sorted(

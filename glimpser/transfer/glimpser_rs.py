@@ -37,7 +37,7 @@ _RS_URL_KEYS = ("source", "source_url", "url")  # the first one present is the a
 _RS_PATH_KEYS = ("path", "file_path", "source")
 
 
-def _looks_like_glimpser_rs(data: dict[str, Any]) -> bool:
+def looks_like_glimpser_rs(data: dict[str, Any]) -> bool:
     streams = data.get("streams")
     return isinstance(streams, list) and any(
         isinstance(e, dict)
@@ -84,7 +84,7 @@ def _rs_quality(value: Any) -> Any:
     return head if head.isdigit() else value
 
 
-def _from_glimpser_rs(raw: dict[str, Any], entry: EntryReport) -> dict[str, Any] | None:
+def from_glimpser_rs(raw: dict[str, Any], entry: EntryReport) -> dict[str, Any] | None:
     """Rename a glimpser-rs entry into StreamSpec's keys; None when it cannot be mapped."""
     spec: dict[str, Any] = {"name": raw.get("name")}
     if raw.get("description") is not None:

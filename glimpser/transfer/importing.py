@@ -29,25 +29,25 @@ from glimpser.sources.schemas import (
     error_messages,
 )
 from glimpser.transfer.export import (
-    _RULE_ENTRY_KEYS,
     FORMAT,
+    RULE_ENTRY_KEYS,
 )
 from glimpser.transfer.glimpser_rs import (
-    _from_glimpser_rs,
+    from_glimpser_rs,
 )
 from glimpser.transfer.reading import (
     TransferError,
-    _document_notes,
-    _entries,
-    _section,
     detect_format,
+    document_notes,
+    optional_section,
+    stream_list,
 )
 from glimpser.transfer.report import (
     OUTCOMES,
     EntryReport,
     ImportReport,
-    _entry_report,
-    _outcome_counts,
+    entry_report,
+    outcome_counts,
 )
 from glimpser.transfer.stream_store import create_stream, update_stream
 
@@ -88,11 +88,11 @@ def _prepare(index: int, raw: Any, fmt: str, describe_by_default: bool = False) 
     """Map and validate one entry; errors stay in its report. An entry without analysis
     settings (glimpser-rs, older exports) gets the defaults a new stream gets in the form:
     describe on change when AI is configured."""
-    entry = _Entry(_entry_report(index, raw))
+    entry = _Entry(entry_report(index, raw))
     report = entry.report
     if not isinstance(raw, dict):
         return entry
-    mapped = _from_glimpser(raw, report) if fmt == FORMAT else _from_glimpser_rs(raw, report)
+    mapped = _from_glimpser(raw, report) if fmt == FORMAT else from_glimpser_rs(raw, report)
     if mapped is None or report.errors:
         report.outcome = "error"
         return entry
@@ -243,12 +243,12 @@ class _ChannelEntry:
 
 
 def _channel_entries(data: dict[str, Any], fmt: str) -> list[Any]:
-    return _section(data, fmt, "channels", "notification channels")
+    return optional_section(data, fmt, "channels", "notification channels")
 
 
 def _prepare_channel(index: int, raw: Any) -> _ChannelEntry:
     """Check one channel entry with ChannelSpec, the schema the channel form and API use."""
-    entry = _ChannelEntry(_entry_report(index, raw))
+    entry = _ChannelEntry(entry_report(index, raw))
     report = entry.report
     if not isinstance(raw, dict):
         return entry
@@ -408,7 +408,7 @@ class _RuleEntry:
 
 
 def _rule_entries(data: dict[str, Any], fmt: str) -> list[Any]:
-    return _section(data, fmt, "rules", "rules")
+    return optional_section(data, fmt, "rules", "rules")
 
 
 def _name_list(value: Any) -> list[str] | None:
@@ -420,13 +420,13 @@ def _name_list(value: Any) -> list[str] | None:
 
 def _prepare_rule(index: int, raw: Any) -> _RuleEntry:
     """Check one rule entry with RuleSpec (stream and channel names are resolved later)."""
-    entry = _RuleEntry(_entry_report(index, raw))
+    entry = _RuleEntry(entry_report(index, raw))
     report = entry.report
     if not isinstance(raw, dict):
         return entry
-    values = {k: v for k, v in raw.items() if k in _RULE_ENTRY_KEYS}
+    values = {k: v for k, v in raw.items() if k in RULE_ENTRY_KEYS}
     for key in raw:
-        if key not in _RULE_ENTRY_KEYS and key not in ("streams", "channels"):
+        if key not in RULE_ENTRY_KEYS and key not in ("streams", "channels"):
             report.ignored.append(key)
     if "stream_ids" in raw:
         report.notes.append("stream ids do not travel between installations: give names")
@@ -563,8 +563,8 @@ def import_streams(
     if mode not in MODES:
         raise TransferError(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}.")
     fmt = detect_format(data)
-    raw_entries = _entries(data)
-    report = ImportReport(format=fmt, mode=mode, dry_run=dry_run, notes=_document_notes(data, fmt))
+    raw_entries = stream_list(data)
+    report = ImportReport(format=fmt, mode=mode, dry_run=dry_run, notes=document_notes(data, fmt))
     entries = [
         _prepare(i, raw, fmt, describe_by_default=ai_configured)
         for i, raw in enumerate(raw_entries, start=1)
@@ -603,7 +603,7 @@ def import_streams(
                 channel_writes = _decide_channels(channels, mode)
                 for channel in channel_writes:
                     _write_channel(channel)
-                detail["channels"] = _outcome_counts(report.channels)
+                detail["channels"] = outcome_counts(report.channels)
                 detail["channel_names"] = [c.spec.name for c in channel_writes if c.spec][:100]
             if rules:
                 ids = {s.name.lower(): s.id for s in Stream.select(Stream.id, Stream.name)}
@@ -618,7 +618,7 @@ def import_streams(
                 rule_writes = _decide_rules(rules, mode)
                 for pending in rule_writes:
                     _write_rule(pending)
-                detail["rules"] = _outcome_counts(report.rules)
+                detail["rules"] = outcome_counts(report.rules)
                 detail["rule_names"] = [r.spec.name for r in rule_writes if r.spec][:100]
             detail.update({o: report.count(o) for o in OUTCOMES if report.count(o)})
             detail["names"] = [e.spec.name for e in writes if e.spec is not None][:100]

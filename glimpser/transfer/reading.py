@@ -10,7 +10,7 @@ from glimpser.transfer.export import (
     VERSION,
 )
 from glimpser.transfer.glimpser_rs import (
-    _looks_like_glimpser_rs,
+    looks_like_glimpser_rs,
 )
 
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
@@ -63,7 +63,7 @@ def detect_format(data: dict[str, Any]) -> str:
     if "format" not in data:
         return "glimpser-rs"
     if data["format"] != FORMAT:
-        if _looks_like_glimpser_rs(data):
+        if looks_like_glimpser_rs(data):
             return "glimpser-rs"
         raise TransferError(f"Unknown export format {str(data['format'])[:50]!r}.")
     version = data.get("version", VERSION)
@@ -77,7 +77,7 @@ def detect_format(data: dict[str, Any]) -> str:
     return FORMAT
 
 
-def _entries(data: dict[str, Any]) -> list[Any]:
+def stream_list(data: dict[str, Any]) -> list[Any]:
     streams = data.get("streams")
     if not isinstance(streams, list):
         raise TransferError(
@@ -86,7 +86,7 @@ def _entries(data: dict[str, Any]) -> list[Any]:
     return streams
 
 
-def _document_notes(data: dict[str, Any], fmt: str) -> list[str]:
+def document_notes(data: dict[str, Any], fmt: str) -> list[str]:
     notes = []
     if fmt == FORMAT:
         for section in _LATER_SECTIONS:
@@ -101,7 +101,7 @@ def _document_notes(data: dict[str, Any], fmt: str) -> list[str]:
     return notes
 
 
-def _section(data: dict[str, Any], fmt: str, key: str, what: str) -> list[Any]:
+def optional_section(data: dict[str, Any], fmt: str, key: str, what: str) -> list[Any]:
     """The entries of an optional list beside the streams (Glimpser's format only)."""
     if fmt != FORMAT or key not in data:
         return []

@@ -49,7 +49,7 @@ class EntryReport:
         return text
 
 
-def _entry_report(index: int, raw: Any) -> EntryReport:
+def entry_report(index: int, raw: Any) -> EntryReport:
     """The report of one entry, named as the file names it; an error when it is no object."""
     name = raw.get("name") if isinstance(raw, dict) else None
     report = EntryReport(index=index, name=str(name)[:200] if name is not None else "")
@@ -138,6 +138,6 @@ class ImportReport:
         return out
 
 
-def _outcome_counts(reports: list[EntryReport]) -> dict[str, int]:
+def outcome_counts(reports: list[EntryReport]) -> dict[str, int]:
     counts = {o: sum(1 for e in reports if e.outcome == o) for o in OUTCOMES}
     return {o: n for o, n in counts.items() if n}
