@@ -173,6 +173,8 @@ def test_delete_in_the_web_request_only_hides_and_queues(app, redis_client):
     with database.connection_context():
         stream = Stream.create(name="Yard", kind="http_image", config={"url": "http://x/y.jpg"})
         fill(stream, storage, 3)
+        event_id = Event.create(stream=stream.id, kind="motion", title="Someone in the yard").id
+    assert "Someone in the yard" in admin.get("/events").get_data(as_text=True)
     assert "Yard" in admin.get(f"/streams/{stream.id}/delete").get_data(as_text=True)
     response = form_post(admin, f"/streams/{stream.id}/delete", data={"confirm": "Yard"})
     assert response.status_code == 302
@@ -180,6 +182,8 @@ def test_delete_in_the_web_request_only_hides_and_queues(app, redis_client):
     assert admin.get(f"/streams/{stream.id}").status_code == 404
     assert admin.get(f"/streams/{stream.id}/delete").status_code == 404
     assert "Yard" not in admin.get("/streams/").get_data(as_text=True)
+    assert "Someone in the yard" not in admin.get("/events").get_data(as_text=True)
+    assert admin.get(f"/events/{event_id}").status_code == 404
     again = form_post(admin, f"/streams/{stream.id}/delete", data={"confirm": "Yard"})
     assert again.status_code == 404
     # Nothing was removed inside the request: that is the job's work.
