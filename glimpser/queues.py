@@ -22,8 +22,8 @@ from glimpser.models import Event
 from glimpser.notify.dispatch import route, route_cancellations, route_updates
 
 # schedule: the short sweep that schedules captures; capture: ffmpeg/HTTP grabs; browser:
-# Chromium captures (one browser per worker); analysis: motion and AI; notify: deliveries
-# to channels; maintenance: retention, pruning.
+# Chromium captures (one browser per worker); analysis: motion, AI and summaries; notify:
+# deliveries to channels; maintenance: retention, pruning, stream deletion, the orphan sweep.
 QUEUE_NAMES: tuple[str, ...] = (
     "schedule",
     "capture",
