@@ -11,8 +11,17 @@ from typing import Any
 
 import click
 
+from glimpser import db
+from glimpser.auth.users import UserError, create_user
 from glimpser.config import ConfigError, Settings, load_settings
 from glimpser.db import DatabaseUnavailable
+from glimpser.logs import configure_logging
+from glimpser.models import AuditLog, Stream, StreamAccess, User
+from glimpser.queues import QUEUE_NAMES, WORKER_QUEUE_ORDER, connect_redis, get_queue
+
+# Imported inside their commands, deliberately: glimpser.jobs (which loads every domain module,
+# the AI SDK included), the supervisor, the readers and the transfer package, so that each
+# command loads only what it runs.
 
 # How often an RQ worker cleans its registries and tries to take over a dead RQ scheduler.
 MAINTENANCE_SECONDS = 30
@@ -32,8 +41,6 @@ def with_settings(func: Callable[..., Any]) -> Callable[..., Any]:
             settings = load_settings()
         except ConfigError as exc:
             _fail(str(exc))
-        from glimpser.logs import configure_logging
-
         configure_logging(settings.log_level)
         try:
             return func(settings, *args, **kwargs)
@@ -44,15 +51,11 @@ def with_settings(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _bind_database(settings: Settings) -> None:
-    from glimpser import db
-
     db.init_database(settings.database_url)
 
 
 def _redis(settings: Settings):  # noqa: ANN202
     import redis
-
-    from glimpser.queues import connect_redis
 
     client = connect_redis(settings.redis_url)
     try:
@@ -119,7 +122,6 @@ def worker(settings: Settings, queues: str, burst: bool) -> None:
     from rq import SimpleWorker
 
     from glimpser import jobs
-    from glimpser.queues import QUEUE_NAMES, WORKER_QUEUE_ORDER, get_queue
 
     names = [q.strip() for q in queues.split(",") if q.strip()] or list(WORKER_QUEUE_ORDER)
     unknown = [n for n in names if n not in QUEUE_NAMES]
@@ -219,8 +221,6 @@ def readers(settings: Settings) -> None:
 @with_settings
 def migrate(settings: Settings) -> None:
     """Apply pending database migrations (safe to run again, and concurrently)."""
-    from glimpser import db
-
     _bind_database(settings)
     applied = db.migrate()
     click.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
@@ -239,9 +239,6 @@ def _read_password() -> str:
 @with_settings
 def create_user_command(settings: Settings, username: str, role: str) -> None:
     """Create a user. The password is read from a prompt, or from stdin when piped."""
-    from glimpser import db
-    from glimpser.auth.users import UserError, create_user
-
     _bind_database(settings)
     db.migrate()
     password = _read_password()
@@ -255,8 +252,6 @@ def create_user_command(settings: Settings, username: str, role: str) -> None:
 
 def _access_targets(username: str, streams: tuple[str, ...]):  # noqa: ANN202
     """The user and the streams (by id or exact name) a grant or revoke names."""
-    from glimpser.models import Stream, User
-
     user = User.get_or_none(User.username == username)
     if user is None:
         _fail(f"no user named {username!r}")
@@ -276,9 +271,6 @@ def _access_targets(username: str, streams: tuple[str, ...]):  # noqa: ANN202
 @with_settings
 def grant(settings: Settings, username: str, streams: tuple[str, ...]) -> None:
     """Let a viewer see these streams (admins see every stream anyway)."""
-    from glimpser import db
-    from glimpser.models import AuditLog, StreamAccess
-
     _bind_database(settings)
     with db.database.connection_context(), db.write_transaction():
         user, found = _access_targets(username, streams)
@@ -298,9 +290,6 @@ def grant(settings: Settings, username: str, streams: tuple[str, ...]) -> None:
 @with_settings
 def revoke(settings: Settings, username: str, streams: tuple[str, ...]) -> None:
     """Take back a viewer's access to these streams."""
-    from glimpser import db
-    from glimpser.models import AuditLog, StreamAccess
-
     _bind_database(settings)
     with db.database.connection_context(), db.write_transaction():
         user, found = _access_targets(username, streams)
@@ -328,7 +317,6 @@ def revoke(settings: Settings, username: str, streams: tuple[str, ...]) -> None:
 def export_command(settings: Settings, file: str | None, include_secrets: bool) -> None:
     """Export the whole set-up (streams, rules, notification channels) as JSON to FILE, or to
     stdout without one. Secrets only with --include-secrets."""
-    from glimpser import db
     from glimpser.transfer import dumps_document, export_streams
 
     _bind_database(settings)
@@ -376,7 +364,6 @@ def import_command(settings: Settings, file: str, mode: str, dry_run: bool) -> N
     Prints one line per entry. Exit status 1 when some entries were invalid (the valid ones
     are imported), 2 when the file is refused or nothing could be written.
     """
-    from glimpser import db
     from glimpser.transfer import MAX_IMPORT_BYTES, TransferError, import_streams, load_document
 
     try:

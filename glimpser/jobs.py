@@ -1,23 +1,39 @@
 """Job entry points: the only code RQ workers import and the scheduler registers.
 
-Each job opens its own database connection and logs one line when it ends.
+Each job opens its own database connection and logs one line when it ends. Jobs are put on
+their queues by glimpser.queues (by dotted path), never by importing this module: only the
+worker and the scheduler (glimpser.cli) import it.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from rq import get_current_job
 
-from glimpser import times
+from glimpser import queues, times
+from glimpser.analysis import summaries
+from glimpser.analysis.ai import AIClient
+from glimpser.analysis.pipeline import analyse_snapshot as run_analysis
+from glimpser.capture import scheduling
+from glimpser.capture.run import grab, run_capture
 from glimpser.config import Settings, load_settings
 from glimpser.db import database
+from glimpser.media import deletion, retention, snapshots, timelapse
+from glimpser.media.storage import get_storage
+from glimpser.models import AuditLog, Stream
+from glimpser.notify.dispatch import deliver, requeue_lost, sweep_stuck
+from glimpser.sources import sealed
+from glimpser.sources.base import CaptureError
+from glimpser.sources.schemas import CONFIG_BY_KIND
 
 log = logging.getLogger("glimpser.job")
 
@@ -47,9 +63,7 @@ def settings() -> Settings:
 def _connection():  # noqa: ANN202 - the Redis connection of the running job
     job = get_current_job()
     if job is None:
-        from glimpser.queues import connect_redis
-
-        return connect_redis(settings().redis_url)
+        return queues.connect_redis(settings().redis_url)
     return job.connection
 
 
@@ -60,8 +74,6 @@ def _ai_client(connection: Any) -> Any:
     analysis or summary reuses the HTTP connections of the last instead of opening new ones.
     Made anew when the settings or the Redis connection change."""
     global _ai
-    from glimpser.analysis.ai import AIClient
-
     current = settings()
     if _ai is not None and _ai[0] is current and _ai[1] is connection:
         return _ai[2]
@@ -76,13 +88,6 @@ def _drop_ai_client() -> None:
     if _ai is not None and _ai[2] is not None:
         _ai[2].close()
     _ai = None
-
-
-def _events(event_ids: list[int]) -> list[Any]:
-    """The events with these ids, oldest first."""
-    from glimpser.models import Event
-
-    return list(Event.select().where(Event.id.in_(event_ids)).order_by(Event.id))
 
 
 def job(func: F) -> F:
@@ -113,8 +118,6 @@ def job(func: F) -> F:
 @job
 def prune_audit_log() -> int:
     """Drop audit entries older than a year; returns how many went."""
-    from glimpser.models import AuditLog
-
     cutoff = times.utcnow() - AUDIT_RETENTION
     return AuditLog.delete().where(AuditLog.at < cutoff).execute()
 
@@ -122,10 +125,6 @@ def prune_audit_log() -> int:
 @job
 def capture_stream(stream_id: int, due_at: str | None = None, manual: bool = False) -> dict:
     """Capture one stream, record the outcome, and schedule its next capture."""
-    from glimpser.capture import scheduling
-    from glimpser.capture.run import run_capture
-    from glimpser.models import Stream
-
     connection = _connection()
     due = times.parse(due_at)
     lag_ms = round((times.utcnow() - due).total_seconds() * 1000) if due else None
@@ -154,8 +153,8 @@ def capture_stream(stream_id: int, due_at: str | None = None, manual: bool = Fal
     finally:
         scheduling.release(connection, stream_id)
     if outcome.stored and outcome.snapshot_id is not None:
-        enqueue_analysis(connection, outcome.snapshot_id)
-    notify_events(connection, list(outcome.events))
+        queues.enqueue_analysis(connection, outcome.snapshot_id, settings())
+    queues.enqueue_notifications(connection, settings(), list(outcome.events))
     # Chain the next capture when it falls before the next sweep would see it.
     stream = Stream.get_or_none(Stream.id == stream_id)
     if (
@@ -174,97 +173,26 @@ def capture_stream(stream_id: int, due_at: str | None = None, manual: bool = Fal
     }
 
 
-def enqueue_analysis(connection: Any, snapshot_id: int) -> None:
-    """Queue the analysis of a stored snapshot (motion, AI description, rules)."""
-    from glimpser.queues import get_queue
-
-    s = settings()
-    # Up to two AI calls (description, a rule's question), each with its retries.
-    ai_seconds = s.ai_timeout * (s.ai_max_retries + 1) * 2 if s.ai_configured else 0
-    get_queue("analysis", connection).enqueue(
-        analyse_snapshot,
-        args=(snapshot_id,),
-        job_id=f"analyse-{snapshot_id}",
-        job_timeout=120 + ai_seconds,
-        result_ttl=60,
-        failure_ttl=24 * 3600,
-        description=f"analyse snapshot {snapshot_id}",
-    )
-
-
 @job
 def analyse_snapshot(snapshot_id: int) -> dict:
     """Detect motion/change on one snapshot, describe it with AI if asked, apply the rules."""
-    from dataclasses import asdict
-
-    from glimpser.analysis.pipeline import analyse_snapshot as run
-    from glimpser.media.storage import get_storage
-
     connection = _connection()
     ai = _ai_client(connection)
-    outcome = run(snapshot_id, settings(), connection, get_storage(settings()), ai)
-    notify_events(connection, outcome.events)
-    notify_repeats(connection, outcome.repeated)
+    outcome = run_analysis(snapshot_id, settings(), connection, get_storage(settings()), ai)
+    queues.enqueue_notifications(connection, settings(), outcome.events)
+    queues.enqueue_updates(connection, outcome.repeated)
     return asdict(outcome)
-
-
-def enqueue_delivery(connection: Any, delivery_id: int, delay: float = 0.0) -> None:
-    """Queue one notification delivery on the notify queue, now or after `delay` seconds."""
-    from glimpser.queues import get_queue
-
-    queue = get_queue("notify", connection)
-    options = {
-        "job_timeout": 180,
-        "result_ttl": 300,
-        "failure_ttl": 7 * 24 * 3600,
-        "description": f"deliver notification {delivery_id}",
-    }
-    if delay > 0.5:
-        queue.enqueue_in(timedelta(seconds=delay), deliver_notification, delivery_id, **options)
-    else:
-        queue.enqueue(deliver_notification, delivery_id, **options)
-
-
-def notify_events(connection: Any, event_ids: list[int]) -> list[int]:
-    """Create the deliveries of new events (their rules' channels) and queue them."""
-    from glimpser.notify.dispatch import route
-
-    if not event_ids:
-        return []
-    return route(
-        _events(event_ids), connection, settings(), lambda i, d: enqueue_delivery(connection, i, d)
-    )
-
-
-def notify_repeats(connection: Any, event_ids: list[int]) -> list[int]:
-    """Open events that matched again: CAP endpoints get an Update (throttled)."""
-    from glimpser.notify.dispatch import route_updates
-
-    if not event_ids:
-        return []
-    return route_updates(_events(event_ids), lambda i, d: enqueue_delivery(connection, i, d))
-
-
-def notify_acknowledged(connection: Any, event_ids: list[int]) -> list[int]:
-    """Withdraw acknowledged events where channels support it (CAP Cancel messages)."""
-    from glimpser.notify.dispatch import route_cancellations
-
-    if not event_ids:
-        return []
-    return route_cancellations(_events(event_ids), lambda i, d: enqueue_delivery(connection, i, d))
 
 
 @job
 def deliver_notification(delivery_id: int) -> str:
     """Send one delivery at most once (see glimpser.notify.dispatch); returns its status."""
-    from glimpser.notify.dispatch import deliver
-
     connection = _connection()
     return deliver(
         delivery_id,
         connection,
         settings(),
-        lambda i, d: enqueue_delivery(connection, i, d),
+        lambda i, d: queues.enqueue_delivery(connection, i, d),
     )
 
 
@@ -272,11 +200,9 @@ def deliver_notification(delivery_id: int) -> str:
 def sweep_stuck_deliveries() -> dict:
     """Deliveries left "sending" by a worker that died are marked failed (never resent);
     queued ones whose job was lost are queued again."""
-    from glimpser.notify.dispatch import requeue_lost, sweep_stuck
-
     connection = _connection()
     failed = sweep_stuck()
-    requeued = requeue_lost(lambda i, d: enqueue_delivery(connection, i, d))
+    requeued = requeue_lost(lambda i, d: queues.enqueue_delivery(connection, i, d))
     return {"failed": failed, "requeued": requeued}
 
 
@@ -284,11 +210,8 @@ def sweep_stuck_deliveries() -> dict:
 def sweep_due_streams() -> int:
     """Schedule the captures that are due soon (see glimpser.capture.scheduling), and queue
     scheduled jobs left waiting by a dead worker's RQ scheduler (queues.enqueue_overdue)."""
-    from glimpser.capture import scheduling
-    from glimpser.queues import enqueue_overdue
-
     connection = _connection()
-    overdue = enqueue_overdue(connection)
+    overdue = queues.enqueue_overdue(connection)
     if overdue:
         log.warning("scheduled jobs were overdue: queued them", extra={"jobs": overdue})
     return scheduling.sweep_due_streams(connection)
@@ -297,14 +220,6 @@ def sweep_due_streams() -> int:
 def test_capture(config: dict, stream_id: int | None = None, secrets: str = "") -> dict:
     """Capture once from an unsaved configuration, for the stream form's preview. `config` has
     no secrets: they come from the saved stream `stream_id` or `secrets` (sources.sealed)."""
-    import base64
-
-    from glimpser.capture.run import grab
-    from glimpser.models import Stream
-    from glimpser.sources import sealed
-    from glimpser.sources.base import CaptureError
-    from glimpser.sources.schemas import CONFIG_BY_KIND
-
     try:
         stream = Stream.get_or_none(Stream.id == stream_id) if stream_id is not None else None
         names = CONFIG_BY_KIND[config["kind"]].SECRET_FIELDS
@@ -325,51 +240,61 @@ def test_capture(config: dict, stream_id: int | None = None, secrets: str = "") 
 @job
 def apply_retention() -> dict:
     """Delete snapshots (files with rows) and events past their retention."""
-    from dataclasses import asdict
-
-    from glimpser.media.retention import apply_retention as run
-    from glimpser.media.storage import get_storage
-
-    report = run(settings(), get_storage(settings()))
+    report = retention.apply_retention(settings(), get_storage(settings()))
     return {**asdict(report), "snapshots_deleted": report.snapshots_deleted}
 
 
 @job
 def build_timelapse(timelapse_id: int) -> dict:
     """Build one timelapse MP4 (media.timelapse); the row records progress and outcome."""
-    from glimpser.media.storage import get_storage
-    from glimpser.media.timelapse import build
-
-    return build(timelapse_id, get_storage(settings()))
+    return timelapse.build(timelapse_id, get_storage(settings()))
 
 
 @job
 def prune_timelapses() -> dict:
     """Delete timelapses past GLIMPSER_TIMELAPSE_RETENTION_DAYS, files with rows."""
-    from glimpser.media.storage import get_storage
-    from glimpser.media.timelapse import prune_timelapses as run
-
-    return run(settings(), get_storage(settings()))
+    return timelapse.prune_timelapses(settings(), get_storage(settings()))
 
 
 @job
 def build_summary(summary_id: int) -> dict:
     """Build one AI summary (see glimpser.analysis.summaries); the row records the outcome."""
-    from glimpser.analysis.summaries import build
-
     connection = _connection()
-    return build(summary_id, _ai_client(connection), connection)
+    return summaries.build(summary_id, _ai_client(connection), connection)
 
 
 @job
 def schedule_summaries() -> dict:
     """Create and enqueue the hourly/daily summaries of the windows that just ended."""
-    from glimpser.analysis.summaries import schedule_due
-
     if not settings().ai_configured:
         return {"created": 0, "skipped": "AI not configured"}
-    created = schedule_due(times.utcnow(), _connection(), settings().summary_periods)
+    created = summaries.schedule_due(times.utcnow(), _connection(), settings().summary_periods)
     return {"created": len(created)}
+
+
+@job
+def delete_stream(stream_id: int) -> dict:
+    """Remove a stream marked for deletion, in batches; progress goes to the job's meta."""
+    current = get_current_job()
+
+    def report(progress: deletion.DeletionProgress) -> None:
+        if current is not None:
+            current.meta["progress"] = asdict(progress)
+            current.save_meta()
+
+    return asdict(deletion.delete_stream(stream_id, get_storage(settings()), report))
+
+
+@job
+def sweep_orphans() -> dict:
+    """Remove snapshot files without a row (past a grace period) and rows without a file."""
+    return asdict(snapshots.sweep_orphans(get_storage(settings())))
+
+
+@job
+def resume_stream_deletions() -> int:
+    """Queue again the stream deletions whose job was lost (a worker died mid-way)."""
+    return deletion.resume_deletions(_connection())
 
 
 # (function, queue, interval in seconds) registered with RQ's cron scheduler.
@@ -380,4 +305,6 @@ CRON_JOBS: list[tuple[Callable[..., Any], str, int]] = [
     (prune_timelapses, "maintenance", 24 * 3600),
     (schedule_summaries, "maintenance", 5 * 60),
     (sweep_stuck_deliveries, "maintenance", 5 * 60),
+    (resume_stream_deletions, "maintenance", 5 * 60),
+    (sweep_orphans, "maintenance", 3600),
 ]

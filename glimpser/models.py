@@ -114,6 +114,20 @@ class Stream(BaseModel):
     # The latest AI description (written only by the analysis job), for the dashboard card.
     ai_caption = peewee.TextField(default="")
     ai_caption_at = UTCDateTimeField(null=True)
+    # Set when an admin deleted the stream: from then on it is gone for every query (see
+    # select), while the delete_stream job removes its files and rows (glimpser.media.deletion).
+    deleting_since = UTCDateTimeField(null=True)
+
+    @classmethod
+    def select(cls, *fields: peewee.Field) -> peewee.ModelSelect:
+        """Every query of streams (lists, get, get_or_none, get_by_id, exists, count) leaves
+        out the streams being deleted; `select_including_deleting` is for the deletion itself."""
+        return super().select(*fields).where(cls.deleting_since.is_null())
+
+    @classmethod
+    def select_including_deleting(cls, *fields: peewee.Field) -> peewee.ModelSelect:
+        """All stream rows, also those being deleted (only glimpser.media.deletion needs it)."""
+        return super().select(*fields)
 
 
 class StreamAccess(BaseModel):

@@ -1,18 +1,31 @@
-"""The Redis connection and the named RQ queues every process agrees on."""
+"""The Redis connection, the named RQ queues, and the one place that enqueues jobs.
+
+Every job is put on its queue by a function here, which names the job's entry point by its
+dotted path ("glimpser.jobs.capture_stream"); RQ imports it in the worker. So no domain or web
+module imports glimpser.jobs (which imports them all): jobs.py holds only the entry points, and
+the import graph has no cycle through it. tests/test_house_imports.py keeps it so.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlparse
 
 import redis
-from rq import Queue
+from rq import Callback, Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
+from glimpser.config import Settings
+from glimpser.models import Event
+from glimpser.notify.dispatch import route, route_cancellations, route_updates
+
 # schedule: the short sweep that schedules captures; capture: ffmpeg/HTTP grabs; browser:
-# Chromium captures (one browser per worker); analysis: motion and AI; notify: deliveries
-# to channels; maintenance: retention, pruning.
+# Chromium captures (one browser per worker); analysis: motion, AI and summaries; notify:
+# deliveries to channels; maintenance: retention, pruning, stream deletion, the orphan sweep.
 QUEUE_NAMES: tuple[str, ...] = (
     "schedule",
     "capture",
@@ -32,20 +45,21 @@ WORKER_QUEUE_ORDER: tuple[str, ...] = (
 )
 
 
+# A job scheduled (enqueue_at/enqueue_in) this long ago and still waiting has no live RQ
+# scheduler to queue it: see enqueue_overdue().
+OVERDUE_SECONDS = 10
+
+
 def connect_redis(url: str) -> redis.Redis:
     """A client for the configured Redis (redis://, rediss:// or unix://)."""
     return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
 
 
 def get_queue(name: str, connection: redis.Redis) -> Queue:
+    """The RQ queue of this name (one of QUEUE_NAMES)."""
     if name not in QUEUE_NAMES:
         raise ValueError(f"unknown queue {name!r}")
     return Queue(name, connection=connection)
-
-
-# A job scheduled (enqueue_at/enqueue_in) this long ago and still waiting has no live RQ
-# scheduler to queue it: see enqueue_overdue().
-OVERDUE_SECONDS = 10
 
 
 def enqueue_overdue(connection: redis.Redis, grace: float = OVERDUE_SECONDS) -> int:
@@ -80,3 +94,167 @@ def limiter_storage_uri(redis_url: str) -> str:
     if parsed.scheme == "unix":
         return f"redis+unix://{parsed.path}"
     return redis_url
+
+
+# --- enqueueing ---------------------------------------------------------------------------------
+
+JOBS = "glimpser.jobs"
+
+
+def _job(name: str) -> str:
+    """The dotted path RQ imports the job's function from."""
+    return f"{JOBS}.{name}"
+
+
+def enqueue_capture(
+    connection: redis.Redis,
+    queue_name: str,
+    stream_id: int,
+    *,
+    job_id: str,
+    job_timeout: int,
+    due_at: str,
+    manual: bool,
+    at: datetime | None = None,
+) -> Job:
+    """Queue one capture of a stream now, or schedule it for `at` (see capture.scheduling)."""
+    queue = get_queue(queue_name, connection)
+    options: dict[str, Any] = {
+        "job_id": job_id,
+        "job_timeout": job_timeout,
+        "result_ttl": 60,
+        "failure_ttl": 24 * 3600,
+        "description": f"capture stream {stream_id}",
+        # A capture that fails before its own cleanup (killed, timed out) frees its claim.
+        "on_failure": Callback("glimpser.capture.scheduling.release_after_failure"),
+    }
+    kwargs = {"due_at": due_at, "manual": manual}
+    if at is not None:
+        return queue.enqueue_at(
+            at, _job("capture_stream"), args=(stream_id,), kwargs=kwargs, **options
+        )
+    return queue.enqueue(_job("capture_stream"), args=(stream_id,), kwargs=kwargs, **options)
+
+
+def enqueue_test_capture(
+    connection: redis.Redis,
+    queue_name: str,
+    stream_config: dict,
+    job_timeout: int,
+    *,
+    stream_id: int | None,
+    sealed_secrets: str,
+) -> Job:
+    """Queue a one-off capture of an unsaved configuration (the stream form's preview). The
+    configuration carries no secret: they come from the saved stream or the sealed ones."""
+    return get_queue(queue_name, connection).enqueue(
+        _job("test_capture"),
+        stream_config,
+        stream_id,
+        sealed_secrets,
+        job_timeout=job_timeout,
+        result_ttl=300,
+        ttl=120,
+        failure_ttl=300,
+    )
+
+
+def enqueue_analysis(connection: redis.Redis, snapshot_id: int, settings: Settings) -> Job:
+    """Queue the analysis of a stored snapshot (motion, AI description, rules)."""
+    # Up to two AI calls (description, a rule's question), each with its retries.
+    s = settings
+    ai_seconds = s.ai_timeout * (s.ai_max_retries + 1) * 2 if s.ai_configured else 0
+    return get_queue("analysis", connection).enqueue(
+        _job("analyse_snapshot"),
+        args=(snapshot_id,),
+        job_id=f"analyse-{snapshot_id}",
+        job_timeout=120 + ai_seconds,
+        result_ttl=60,
+        failure_ttl=24 * 3600,
+        description=f"analyse snapshot {snapshot_id}",
+    )
+
+
+def enqueue_delivery(connection: redis.Redis, delivery_id: int, delay: float = 0.0) -> None:
+    """Queue one notification delivery on the notify queue, now or after `delay` seconds."""
+    queue = get_queue("notify", connection)
+    options: dict[str, Any] = {
+        "job_timeout": 180,
+        "result_ttl": 300,
+        "failure_ttl": 7 * 24 * 3600,
+        "description": f"deliver notification {delivery_id}",
+    }
+    if delay > 0.5:
+        queue.enqueue_in(
+            timedelta(seconds=delay), _job("deliver_notification"), delivery_id, **options
+        )
+    else:
+        queue.enqueue(_job("deliver_notification"), delivery_id, **options)
+
+
+def _events(event_ids: Sequence[int]) -> list[Event]:
+    """The events with these ids, oldest first."""
+    return list(Event.select().where(Event.id.in_(list(event_ids))).order_by(Event.id))
+
+
+def enqueue_notifications(
+    connection: redis.Redis, settings: Settings, event_ids: Sequence[int]
+) -> list[int]:
+    """Create the deliveries of new events (their rules' channels) and queue them."""
+    if not event_ids:
+        return []
+    return route(
+        _events(event_ids),
+        connection,
+        settings,
+        lambda i, d: enqueue_delivery(connection, i, d),
+    )
+
+
+def enqueue_updates(connection: redis.Redis, event_ids: Sequence[int]) -> list[int]:
+    """Open events that matched again: CAP endpoints get an Update (throttled)."""
+    if not event_ids:
+        return []
+    return route_updates(_events(event_ids), lambda i, d: enqueue_delivery(connection, i, d))
+
+
+def enqueue_cancellations(connection: redis.Redis, event_ids: Sequence[int]) -> list[int]:
+    """Withdraw acknowledged events where channels support it (CAP Cancel messages)."""
+    if not event_ids:
+        return []
+    return route_cancellations(_events(event_ids), lambda i, d: enqueue_delivery(connection, i, d))
+
+
+def enqueue_timelapse_build(connection: redis.Redis, timelapse_id: int, job_timeout: int) -> Job:
+    """Queue the build of a timelapse on the maintenance queue."""
+    return get_queue("maintenance", connection).enqueue(
+        _job("build_timelapse"),
+        timelapse_id,
+        job_timeout=job_timeout,
+        result_ttl=3600,
+        failure_ttl=24 * 3600,
+    )
+
+
+def enqueue_summary_build(connection: redis.Redis, summary_id: int, job_timeout: int) -> Job:
+    """Queue the build of an AI summary on the analysis queue."""
+    return get_queue("analysis", connection).enqueue(
+        _job("build_summary"),
+        summary_id,
+        job_timeout=job_timeout,
+        result_ttl=3600,
+        failure_ttl=24 * 3600,
+    )
+
+
+def enqueue_stream_deletion(connection: redis.Redis, stream_id: int, job_id: str, name: str) -> Job:
+    """Queue the removal of a stream marked for deletion (see media.deletion)."""
+    return get_queue("maintenance", connection).enqueue(
+        _job("delete_stream"),
+        stream_id,
+        job_id=job_id,
+        job_timeout=6 * 3600,
+        result_ttl=3600,
+        failure_ttl=7 * 24 * 3600,
+        description=f"delete stream {stream_id} ({name[:100]})",
+    )

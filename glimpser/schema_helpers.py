@@ -3,7 +3,7 @@
 Form input arrives as text: `split_lines` and `split_list` turn one-per-line and comma-separated
 text into lists. Secret fields are SecretStr; `secret_text` reads one and `dump_config` stores
 (or leaves out) all of a config's SECRET_FIELDS. `error_messages` turns pydantic errors into
-{field path: message} for the forms, the import and the API.
+{field path: message} for the forms and the import.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import sys
 import time
 from types import FrameType
 
+from glimpser import db
 from glimpser.config import Settings
 from glimpser.redis_server import PrivateRedis
 
@@ -37,8 +38,6 @@ class Supervisor:
         self._stopping = True
 
     def run(self) -> int:
-        from glimpser import db
-
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         try:

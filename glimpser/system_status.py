@@ -11,6 +11,7 @@ from rq.cron_scheduler_registry import get_registry_key
 
 from glimpser.db import database
 from glimpser.queues import QUEUE_NAMES, get_queue
+from glimpser.web.health import check_database
 
 # A cron scheduler that has not sent a heartbeat for this long is considered gone.
 SCHEDULER_STALE_SECONDS = 120
@@ -38,8 +39,6 @@ class SystemStatus:
 
 
 def collect(redis_client: redis.Redis) -> SystemStatus:
-    from glimpser.web.health import check_database
-
     status = SystemStatus(
         database_kind=type(database.obj).__name__.replace("Database", ""),
         database_error=check_database(),

@@ -14,7 +14,8 @@ from glimpser import db, transfer
 from glimpser.auth.users import create_user
 from glimpser.db import database
 from glimpser.models import AuditLog, Stream
-from glimpser.sources.schemas import StreamSpec, dump_config
+from glimpser.sources.schemas import STREAM_FIELDS, StreamSpec, dump_config
+from glimpser.transfer import importing
 from tests.conftest import _new_postgres_database, make_env
 from tests.helpers import csrf_from, login, setup_admin
 from tests.media_servers import SHARED
@@ -115,7 +116,7 @@ def streams_by_name() -> dict[str, dict[str, Any]]:
     """Every stream's definition (not its status), keyed by name."""
     out = {}
     for s in Stream.select():
-        out[s.name] = {name: getattr(s, name) for name in transfer.STREAM_FIELDS}
+        out[s.name] = {name: getattr(s, name) for name in STREAM_FIELDS}
         out[s.name].update(kind=s.kind, config=s.config)
     return out
 
@@ -525,7 +526,7 @@ def test_invalid_mode_is_refused():
 
 
 def test_a_failing_write_writes_nothing(db_app, monkeypatch):
-    real_write = transfer._write
+    real_write = importing._write
     calls: list[str] = []
 
     def write_then_collide(entry):
@@ -535,7 +536,7 @@ def test_a_failing_write_writes_nothing(db_app, monkeypatch):
             # A real constraint violation from the database in the middle of the import.
             Stream.create(name=calls[0], kind="rtsp", config={})
 
-    monkeypatch.setattr(transfer, "_write", write_then_collide)
+    monkeypatch.setattr(importing, "_write", write_then_collide)
     with database.connection_context():
         existing = _existing_camera()
         report = transfer.import_streams(
@@ -558,7 +559,7 @@ def test_a_failing_write_on_the_admin_page_is_a_409(db_app, monkeypatch):
     def fail(entry):
         raise peewee.IntegrityError("duplicate key value violates unique constraint")
 
-    monkeypatch.setattr(transfer, "_write", fail)
+    monkeypatch.setattr(importing, "_write", fail)
     client = db_app.test_client()
     setup_admin(client, "alice", PASSWORD)
     response = upload(client, RS_EXPORT.read_bytes())

@@ -14,6 +14,7 @@ from glimpser.analysis.rules import rule_columns
 from glimpser.analysis.schemas import RuleSpec
 from glimpser.db import database
 from glimpser.models import AuditLog, Rule, Stream
+from glimpser.transfer import importing
 from tests.conftest import make_env
 from tests.helpers import setup_admin
 from tests.test_cli import run_cli
@@ -242,7 +243,7 @@ def test_a_failing_rule_write_writes_no_stream_either(db_app, monkeypatch):
     def fail(entry):
         raise peewee.IntegrityError("duplicate key value violates unique constraint")
 
-    monkeypatch.setattr(transfer, "_write_rule", fail)
+    monkeypatch.setattr(importing, "_write_rule", fail)
     with database.connection_context():
         report = transfer.import_streams(
             doc([camera_entry("Shed")], [chosen_rule("Shed rule", "Shed")]), "skip"

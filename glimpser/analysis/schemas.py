@@ -1,6 +1,6 @@
 """Schemas of analysis: per-stream settings and rules.
 
-The stream form, the rule form, import/export, the API and the workers all validate with these,
+The stream form, the rule form, import/export and the workers all validate with these,
 so their keys never drift apart. A field's `title` is its form label and `description` its help.
 Percentages are stored as percent (0-100) the way people type them.
 """
@@ -252,7 +252,7 @@ class RuleConditions(BaseModel):
 
 
 class RuleSpec(BaseModel):
-    """Everything that defines a rule, as the rule form, import and API submit it."""
+    """Everything that defines a rule, as the rule form and the import submit it."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 

@@ -29,7 +29,7 @@ import peewee
 import redis
 from redis.exceptions import RedisError
 
-from glimpser import times
+from glimpser import queues, times
 from glimpser.db import write_transaction
 from glimpser.models import AICall, Event, Snapshot, Stream, StreamAccess, Summary, User
 
@@ -86,7 +86,9 @@ class SummaryError(Exception):
 def scope_label(summary: Summary) -> str:
     """How the page names what a summary covers."""
     if summary.stream_id is not None:
-        return summary.stream.name
+        # Not summary.stream: a stream being deleted is left out of every query (models.Stream).
+        stream = Stream.select(Stream.name).where(Stream.id == summary.stream_id).first()
+        return stream.name if stream is not None else "A deleted stream"
     count = len(summary.stream_ids or [])
     noun = "stream" if count == 1 else "streams"
     if summary.requested_by_id is None:
@@ -161,17 +163,8 @@ def pending_count(user_id: int) -> int:
 
 def enqueue_build(summary_id: int, connection: redis.Redis) -> bool:
     """Put the build on the analysis queue; on a Redis failure the row says so (failed)."""
-    from glimpser.jobs import build_summary
-    from glimpser.queues import get_queue
-
     try:
-        get_queue("analysis", connection).enqueue(
-            build_summary,
-            summary_id,
-            job_timeout=JOB_TIMEOUT_SECONDS,
-            result_ttl=3600,
-            failure_ttl=24 * 3600,
-        )
+        queues.enqueue_summary_build(connection, summary_id, JOB_TIMEOUT_SECONDS)
     except RedisError:
         _set(
             summary_id,
@@ -626,7 +619,7 @@ def build(
     """The job body: gather the material, ask the model (unless nothing happened), and record
     the text or the reason it failed on the row. With `connection`, builds of one stream (or
     of several streams) call the model one after another, which keeps token counts exact."""
-    from glimpser.analysis.ai import AIError
+    from glimpser.analysis.ai import AIError  # lazy: the web process never loads the AI SDK
 
     summary = Summary.get_or_none(Summary.id == summary_id)
     if summary is None or summary.status not in ACTIVE_STATES:

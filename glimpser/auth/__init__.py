@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Flask
 from flask_login import LoginManager
 
+from glimpser.auth import policy
+from glimpser.auth.views import bp
 from glimpser.models import User
 
 login_manager = LoginManager()
@@ -27,9 +29,6 @@ def load_user(user_id: str) -> User | None:
 
 
 def init_auth(app: Flask) -> None:
-    from glimpser.auth import policy
-    from glimpser.auth.views import bp
-
     login_manager.init_app(app)
     app.register_blueprint(bp)
     policy.install(app)

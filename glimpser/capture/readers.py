@@ -27,6 +27,7 @@ import redis
 
 from glimpser.capture import live
 from glimpser.config import Settings
+from glimpser.db import database
 from glimpser.media.imaging import split_jpegs
 from glimpser.models import Stream
 from glimpser.sources import rtsp, youtube
@@ -476,8 +477,6 @@ class ReaderHub:
         return StreamReader(stream.id, interval, command, self.connection)
 
     def run(self) -> None:
-        from glimpser.db import database
-
         while not self.stopping:
             try:
                 with database.connection_context():

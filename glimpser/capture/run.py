@@ -15,6 +15,7 @@ import redis
 from pydantic import ValidationError
 
 from glimpser import sources, times
+from glimpser.analysis.rules import evaluate_capture_failure
 from glimpser.capture import readers
 from glimpser.config import Settings
 from glimpser.db import write_transaction
@@ -218,8 +219,6 @@ def _failure_events(
     system event (rule NULL) is stored, so a failure is always on record and a recovery event
     can answer it. Returns the events stored (for the notifications)."""
     try:
-        from glimpser.analysis.rules import evaluate_capture_failure
-
         events = evaluate_capture_failure(stream, error, failures, connection)
     except Exception:  # the rules must never lose the record that the stream is failing
         log.exception("capture-failure rules failed", extra={"stream_id": stream.id})

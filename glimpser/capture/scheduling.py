@@ -23,13 +23,11 @@ from datetime import datetime, timedelta
 
 import redis
 from redis.exceptions import LockError
-from rq import Callback, Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from glimpser import times
+from glimpser import queues, times
 from glimpser.models import Stream
-from glimpser.queues import get_queue
 from glimpser.sources.schemas import KIND_QUEUE
 
 log = logging.getLogger(__name__)
@@ -119,8 +117,6 @@ def enqueue_capture(
 
     Returns False, and does nothing, when the stream already has one in flight.
     """
-    from glimpser.jobs import capture_stream
-
     now = times.utcnow()
     at = at or now
     lead = max((at - now).total_seconds(), 0.0)
@@ -128,21 +124,17 @@ def enqueue_capture(
     job_id = f"capture-{stream.id}-{uuid.uuid4().hex[:12]}"
     if not claim(connection, stream.id, job_id, lead + job_timeout + CLAIM_GRACE_SECONDS):
         return False
-    queue: Queue = get_queue(KIND_QUEUE.get(stream.kind, "capture"), connection)
-    options = {
-        "job_id": job_id,
-        "job_timeout": job_timeout,
-        "result_ttl": 60,
-        "failure_ttl": 24 * 3600,
-        "description": f"capture stream {stream.id}",
-        "on_failure": Callback(release_after_failure),
-    }
-    kwargs = {"due_at": times.isoformat_precise(at), "manual": manual}
     try:
-        if lead > 0.5:
-            queue.enqueue_at(at, capture_stream, args=(stream.id,), kwargs=kwargs, **options)
-        else:
-            queue.enqueue(capture_stream, args=(stream.id,), kwargs=kwargs, **options)
+        queues.enqueue_capture(
+            connection,
+            KIND_QUEUE.get(stream.kind, "capture"),
+            stream.id,
+            job_id=job_id,
+            job_timeout=job_timeout,
+            due_at=times.isoformat_precise(at),
+            manual=manual,
+            at=at if lead > 0.5 else None,
+        )
     except Exception:
         release(connection, stream.id)
         raise

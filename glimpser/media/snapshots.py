@@ -9,21 +9,27 @@ the invariant "never a row without a file":
 
 Call these outside any open transaction: a row committed only by an outer transaction that later
 rolls back would leave its file behind.
+
+What a crash can still leave behind, `sweep_orphans` (run by the maintenance cron) removes:
+snapshot files (and thumbnails) without a row, older than a grace period so that a file being
+written right now is never touched, and rows whose file is gone.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from datetime import datetime
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import peewee
 
 from glimpser import times
 from glimpser.db import database, write_transaction
 from glimpser.media import imaging
-from glimpser.media.storage import Storage, snapshot_key
-from glimpser.media.thumbnails import thumbnail_key
+from glimpser.media.storage import Storage, StoredObject, snapshot_key
+from glimpser.media.thumbnails import THUMB_SUFFIX, thumbnail_key
 from glimpser.models import Snapshot, Stream
 from glimpser.sources.base import Frame
 
@@ -200,3 +206,120 @@ def _has_returning() -> bool:
 
         return sqlite3.sqlite_version_info >= (3, 35, 0)
     return isinstance(db, peewee.PostgresqlDatabase)
+
+
+# --- orphans ----------------------------------------------------------------------------------
+
+# A file younger than this is never removed as an orphan: its row may not be committed yet.
+ORPHAN_GRACE = timedelta(hours=1)
+# Snapshot keys (see storage.snapshot_key) and their thumbnails; anything else is not ours.
+_SNAPSHOT_FILE = re.compile(
+    r"(?P<stream>[1-9][0-9]*)/[0-9]{4}/[0-9]{2}/[0-9]{2}/[0-9]{6}\.[0-9]{6}-[0-9a-f]{12}"
+    r"(?P<thumb>" + re.escape(THUMB_SUFFIX[: -len(".jpg")]) + r")?\.jpg"
+)
+SWEEP_BATCH = 1000
+
+
+@dataclass
+class SweepReport:
+    files_seen: int = 0
+    orphan_files_deleted: int = 0
+    orphan_rows_deleted: int = 0
+
+
+def snapshot_key_of(key: str) -> str | None:
+    """The snapshot key a stored file belongs to (itself, or its thumbnail's), or None."""
+    match = _SNAPSHOT_FILE.fullmatch(key)
+    if match is None:
+        return None
+    return key[: match.start("thumb")] + ".jpg" if match.group("thumb") else key
+
+
+def sweep_orphans(
+    storage: Storage, now: datetime | None = None, *, grace: timedelta = ORPHAN_GRACE
+) -> SweepReport:
+    """Remove snapshot files without a row (older than `grace`) and rows without a file.
+
+    Rows are read before the files are listed: save_snapshot writes the file before the row,
+    so any row read has its file listed unless the file really is gone. A StorageError while
+    listing stops the sweep before anything is deleted on its strength.
+    """
+    now = times.to_utc(now) if now is not None else times.utcnow()
+    report = SweepReport()
+    _sweep_files(storage, now - grace, report)
+    stream_ids = [row[0] for row in Snapshot.select(Snapshot.stream).distinct().tuples()]
+    for stream_id in sorted(stream_ids):
+        report.orphan_rows_deleted += _sweep_rows(storage, stream_id)
+    log.info(
+        "orphan sweep",
+        extra={
+            "files_seen": report.files_seen,
+            "orphan_files_deleted": report.orphan_files_deleted,
+            "orphan_rows_deleted": report.orphan_rows_deleted,
+        },
+    )
+    return report
+
+
+def _sweep_files(storage: Storage, cutoff: datetime, report: SweepReport) -> None:
+    batch: list[StoredObject] = []
+    for item in storage.list_objects():
+        report.files_seen += 1
+        if item.modified_at < cutoff and snapshot_key_of(item.key) is not None:
+            batch.append(item)
+        if len(batch) >= SWEEP_BATCH:
+            report.orphan_files_deleted += _delete_unowned(batch, storage)
+            batch = []
+    report.orphan_files_deleted += _delete_unowned(batch, storage)
+
+
+def _delete_unowned(batch: list[StoredObject], storage: Storage) -> int:
+    if not batch:
+        return 0
+    owners = {item.key: snapshot_key_of(item.key) for item in batch}
+    owned = {
+        row[0]
+        for row in Snapshot.select(Snapshot.storage_key)
+        .where(Snapshot.storage_key.in_(sorted(set(owners.values()))))
+        .tuples()
+    }
+    orphans = [key for key, owner in owners.items() if owner not in owned]
+    if not orphans:
+        return 0
+    failed = set(storage.delete_many(orphans))
+    log.warning(
+        "orphan snapshot files deleted",
+        extra={"files": len(orphans) - len(failed), "storage": storage.name},
+    )
+    return len(orphans) - len(failed)
+
+
+def _stored_keys(storage: Storage, stream_id: int) -> Iterator[str]:
+    for item in storage.list_objects(f"{stream_id}/"):
+        yield item.key
+
+
+def _sweep_rows(storage: Storage, stream_id: int) -> int:
+    """Delete the rows of one stream whose file is not stored (e.g. lost by hand or a restore)."""
+    rows = list(
+        Snapshot.select(Snapshot.id, Snapshot.storage_key)
+        .where(Snapshot.stream == stream_id)
+        .tuples()
+    )
+    if not rows:
+        return 0
+    prefix = f"{stream_id}/"
+    stored = set(_stored_keys(storage, stream_id))
+    missing = [
+        snapshot_id
+        for snapshot_id, key in rows
+        if (key not in stored if key.startswith(prefix) else not storage.exists(key))
+    ]
+    if not missing:
+        return 0
+    deleted = delete_snapshots(missing, storage)
+    log.warning(
+        "snapshot rows without a file deleted",
+        extra={"rows": deleted, "stream_id": stream_id, "storage": storage.name},
+    )
+    return deleted

@@ -14,8 +14,9 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -65,6 +66,15 @@ def snapshot_key(stream_id: int, captured_at: datetime, sha256: str) -> str:
     return f"{stream_id}/{at:%Y/%m/%d/%H%M%S.%f}-{sha256[:12]}.jpg"
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """One stored file, as listed by `Storage.list_objects`."""
+
+    key: str
+    modified_at: datetime  # UTC
+    size: int
+
+
 @runtime_checkable
 class Storage(Protocol):
     """What every backend offers. All methods raise StorageError (one-line message) on failure."""
@@ -90,6 +100,10 @@ class Storage(Protocol):
 
     def check(self) -> None:
         """Raise StorageError when the backend is not usable (for health/status pages)."""
+
+    def list_objects(self, prefix: str = "") -> Iterator[StoredObject]:
+        """Every stored file whose key starts with prefix, in key order (for the orphan sweep).
+        Files being written (hidden temporary names) are not listed."""
 
 
 # --- local directory --------------------------------------------------------------------------
@@ -188,6 +202,30 @@ class LocalStorage:
             raise StorageError(f"cannot create {self.root}: {_one_line(exc)}") from None
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise StorageError(f"snapshot directory {self.root} is not writable")
+
+    def list_objects(self, prefix: str = "") -> Iterator[StoredObject]:
+        # Walk only the directory the prefix names (its part up to the last "/").
+        start = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
+        if not start.resolve().is_relative_to(self.root) or not start.is_dir():
+            return
+        try:
+            for directory, subdirs, files in os.walk(start):
+                subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+                base = Path(directory)
+                for name in sorted(files):
+                    if name.startswith("."):
+                        continue  # a temporary file of a write in progress (see put)
+                    key = (base / name).relative_to(self.root).as_posix()
+                    if not key.startswith(prefix):
+                        continue
+                    try:
+                        info = (base / name).stat()
+                    except FileNotFoundError:
+                        continue  # deleted meanwhile
+                    modified = datetime.fromtimestamp(info.st_mtime, UTC)
+                    yield StoredObject(key, modified, info.st_size)
+        except OSError as exc:
+            raise StorageError(f"cannot list {self.root}: {_one_line(exc)}") from None
 
     def _prune(self, directory: Path) -> None:
         """Remove empty directories left behind (e.g. old days), up to but not the root."""
@@ -373,6 +411,24 @@ class S3Storage:
             self._client.head_bucket(Bucket=self.bucket)
         except (BotoCoreError, ClientError) as exc:
             raise self._error("head bucket", None, exc) from None
+
+    def list_objects(self, prefix: str = "") -> Iterator[StoredObject]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        base = f"{self.prefix}/" if self.prefix else ""
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=base + prefix
+        )
+        try:
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield StoredObject(
+                        item["Key"][len(base) :],
+                        times.to_utc(item["LastModified"]),
+                        int(item.get("Size", 0)),
+                    )
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("list", None, exc) from None
 
 
 def _is_not_found(exc: Exception) -> bool:

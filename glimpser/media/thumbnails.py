@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 THUMB_WIDTH = 320
 _QUALITY = 75
 _SUFFIX = f".t{THUMB_WIDTH}.jpg"
+THUMB_SUFFIX = _SUFFIX
 
 
 def thumbnail_key(storage_key: str) -> str:

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import IO
 
 import peewee
+import redis
+from redis.exceptions import RedisError
 
-from glimpser import times
+from glimpser import queues, times
 from glimpser.config import Settings
 from glimpser.db import write_transaction
 from glimpser.media.storage import ObjectNotFound, Storage, StorageError
@@ -408,14 +410,9 @@ def request_build(
     start: datetime,
     end: datetime,
     fps: int,
-    connection: object,
+    connection: redis.Redis,
 ) -> Timelapse:
     """Record a queued timelapse and enqueue its build on the maintenance queue."""
-    from redis.exceptions import RedisError
-
-    from glimpser.jobs import build_timelapse
-    from glimpser.queues import get_queue
-
     with write_transaction():
         timelapse = Timelapse.create(
             stream=stream.id,
@@ -425,13 +422,7 @@ def request_build(
             fps=fps,
         )
     try:
-        get_queue("maintenance", connection).enqueue(
-            build_timelapse,
-            timelapse.id,
-            job_timeout=JOB_TIMEOUT_SECONDS,
-            result_ttl=3600,
-            failure_ttl=24 * 3600,
-        )
+        queues.enqueue_timelapse_build(connection, timelapse.id, JOB_TIMEOUT_SECONDS)
     except RedisError:
         _set(timelapse.id, status="failed", error="The job queue is unavailable; try again.")
         timelapse = Timelapse.get_by_id(timelapse.id)

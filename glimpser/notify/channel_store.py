@@ -1,4 +1,4 @@
-"""Saving a validated ChannelSpec: the one place the form, the import and the API write channels.
+"""Saving a validated ChannelSpec: the one place the form and the import write channels.
 
 Secrets are write-only: the form never shows them and an export leaves them out unless asked,
 so a submitted secret that is empty means "keep what is stored" — unless the caller names it in

@@ -1,4 +1,4 @@
-"""One schema per channel kind: the channel form, the import, the API and the senders use these.
+"""One schema per channel kind: the channel form, the import and the senders use these.
 
 Modelled on glimpser.sources.schemas: a field's `title` is its form label and `description` its
 help text; `json_schema_extra` carries the widget where the type alone does not say it. Secret
@@ -112,7 +112,7 @@ def check_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 def _parse_header_lines(value: Any) -> Any:
-    """The form sends headers as "Name: value" lines; the API and import send an object."""
+    """The form sends headers as "Name: value" lines; the import sends an object."""
     if not isinstance(value, str):
         return value
     headers: dict[str, str] = {}
@@ -599,7 +599,7 @@ def dump_config(config: ChannelConfig, *, include_secrets: bool) -> dict[str, An
 
 
 class ChannelSpec(BaseModel):
-    """Everything that defines a channel, as the form, import and API submit it."""
+    """Everything that defines a channel, as the form and the import submit it."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, hide_input_in_errors=True)
 

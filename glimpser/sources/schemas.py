@@ -1,4 +1,4 @@
-"""One schema per source kind: the stream form, the import, the API and the worker all use these.
+"""One schema per source kind: the stream form, the import and the worker all use these.
 
 A field's `title` is its form label and `description` its help text; `json_schema_extra`
 carries the form widget where the type alone does not say it. Secret fields are SecretStr:
@@ -280,7 +280,7 @@ def dump_config(config: SourceConfig, *, include_secrets: bool) -> dict[str, Any
 
 
 class StreamSpec(BaseModel):
-    """Everything that defines a stream, as the form, import and API submit it."""
+    """Everything that defines a stream, as the form and the import submit it."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 

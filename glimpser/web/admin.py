@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, render_template
 
 from glimpser import system_status
 from glimpser.analysis.usage import usage_last_day
+from glimpser.media.deletion import deletions_in_progress
 from glimpser.models import AuditLog, User
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -38,4 +39,5 @@ def index():
         # Host and port only: a URL may carry user:password@ (never shown).
         ai_host=_host_port(settings.ai_base_url) if settings.ai_configured else "",
         ai_usage=usage_last_day(),
+        deletions=deletions_in_progress(current_app.extensions["glimpser.redis"]),
     )

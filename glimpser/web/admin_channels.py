@@ -3,7 +3,7 @@ notification channels (issue 6).
 
 The form is built from the kind schemas in glimpser.notify.schemas (labels and help are the
 fields' titles and descriptions, limits and widgets come from the schema) and validated by the
-same ChannelSpec the import and the API use; glimpser.notify.channel_store writes the result.
+same ChannelSpec the import uses; glimpser.notify.channel_store writes the result.
 Form names: channel fields as they are (`name`, `enabled`, `min_severity`, `cooldown_seconds`),
 the kind as `kind`, kind fields as `config.<field>`, and `remove_secret` (repeated) naming the
 stored secrets to delete. Secrets are write-only: never rendered, not even back into a form that
@@ -39,7 +39,7 @@ from flask_login import current_user
 from pydantic import ValidationError
 from werkzeug.datastructures import MultiDict
 
-from glimpser import jobs, times
+from glimpser import queues, times
 from glimpser.config import Settings
 from glimpser.db import write_transaction
 from glimpser.models import (
@@ -636,7 +636,7 @@ def send_test(channel_id: int):
         )
         _audit("channel.test", channel, event_id=event.id, delivery_id=delivery.id)
     try:
-        jobs.enqueue_delivery(_redis(), delivery.id, 0.0)
+        queues.enqueue_delivery(_redis(), delivery.id, 0.0)
     except redis.RedisError:
         with write_transaction():
             Delivery.update(

@@ -25,7 +25,7 @@ from flask import (
     url_for,
 )
 
-from glimpser import jobs
+from glimpser import queues
 from glimpser.db import write_transaction
 from glimpser.models import DELIVERY_STATES, Delivery, Event, NotificationChannel
 from glimpser.notify.dispatch import retry_by_hand
@@ -212,7 +212,7 @@ def retry(delivery_id: int):
     delivery = _get_delivery(delivery_id)
     connection = _redis()
     try:
-        queued = retry_by_hand(delivery, lambda i, d: jobs.enqueue_delivery(connection, i, d))
+        queued = retry_by_hand(delivery, lambda i, d: queues.enqueue_delivery(connection, i, d))
     except redis.RedisError:
         abort(503, "Redis is not reachable; the delivery was not queued.")
     if queued:

@@ -1,4 +1,4 @@
-"""Friendly error pages (and JSON for API clients) instead of tracebacks."""
+"""Friendly error pages (problem+json for clients that ask for JSON) instead of tracebacks."""
 
 from __future__ import annotations
 

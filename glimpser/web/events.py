@@ -31,7 +31,7 @@ from flask import (
 from flask_login import current_user
 from werkzeug.datastructures import MultiDict
 
-from glimpser import jobs, times
+from glimpser import queues, times
 from glimpser.auth.access import visible_streams
 from glimpser.auth.views import safe_next
 from glimpser.db import write_transaction
@@ -157,7 +157,8 @@ def visible_events(user: Any = None) -> peewee.ModelSelect:
     user = user or current_user
     query = Event.select()
     if getattr(user, "is_admin", False):
-        return query
+        # Not the events of a stream being deleted (Stream.select leaves those streams out).
+        return query.where(Event.stream.is_null() | Event.stream.in_(Stream.select(Stream.id)))
     return query.where(Event.stream.in_(visible_streams(user).select(Stream.id)))
 
 
@@ -370,7 +371,7 @@ def acknowledge(event_id: int | None = None):
                 )
         if acknowledged:
             # CAP endpoints that received an alert get its Cancel (queued, sent by a worker).
-            jobs.notify_acknowledged(current_app.extensions["glimpser.redis"], acknowledged)
+            queues.enqueue_cancellations(current_app.extensions["glimpser.redis"], acknowledged)
     # What the user may see of what they asked for, now (acknowledged before or just now).
     shown = list(_newest_first(visible_events().where(Event.id.in_(ids)))) if ids else []
     count = len(acknowledged)

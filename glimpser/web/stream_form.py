@@ -1,5 +1,5 @@
 """The stream form, derived from the kind schemas (glimpser.sources.schemas): one source of
-truth for field names, labels, limits and validation, shared with the import, API and worker.
+truth for field names, labels, limits and validation, shared with the import and the worker.
 
 Form names: stream fields as they are (`name`, `interval`, …), kind fields as `config.<field>`,
 analysis settings (glimpser.analysis.schemas.AnalysisSettings) as `analysis.<field>`; masks and

@@ -27,19 +27,23 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from werkzeug.http import is_resource_modified
 
-from glimpser import times
+from glimpser import queues, times
 from glimpser.auth.access import get_visible_stream, visible_streams
 from glimpser.auth.policy import admin_only
 from glimpser.capture import scheduling
 from glimpser.db import write_transaction
-from glimpser.media import thumbnails
-from glimpser.media.snapshots import delete_snapshots, latest_snapshot
+from glimpser.media import deletion, thumbnails
+from glimpser.media.snapshots import latest_snapshot
 from glimpser.media.storage import ObjectNotFound, StorageError, get_storage
-from glimpser.media.timelapse import delete_stream_timelapses
 from glimpser.models import Snapshot, Stream
-from glimpser.queues import get_queue
 from glimpser.sources import sealed
-from glimpser.sources.schemas import CONFIG_BY_KIND, KIND_LABELS, KIND_QUEUE, dump_config
+from glimpser.sources.schemas import (
+    CONFIG_BY_KIND,
+    KIND_LABELS,
+    KIND_QUEUE,
+    dump_config,
+    parse_config,
+)
 from glimpser.transfer.stream_store import create_stream, update_stream
 from glimpser.web import keyset, stream_form
 from glimpser.web.audit import audit
@@ -411,8 +415,6 @@ def update(stream_id: int):
 @bp.post("/test-capture")
 def test_capture():
     """Validate the form as it stands and capture once on a worker, without saving."""
-    from glimpser.jobs import test_capture as test_capture_job
-
     existing, stream_id = None, None
     if request.form.get("stream_id", "").isdigit():
         stream = Stream.get_or_none(Stream.id == int(request.form["stream_id"]))
@@ -424,25 +426,18 @@ def test_capture():
         return render_template(
             "streams/_test_capture.html", state="invalid", errors=config_errors
         ), 422
-    if spec is None:  # only stream-level fields are wrong: the source can still be tried
-        from glimpser.sources.schemas import parse_config
-
-        config = parse_config(_cv)
-    else:
-        config = spec.config
+    # When only stream-level fields are wrong, the source can still be tried.
+    config = parse_config(_cv) if spec is None else spec.config
     # No secret in the job's arguments (Redis, redis.rdb, the worker's log): see sources.sealed.
     names = type(config).SECRET_FIELDS
     typed = sealed.typed_secrets(dump_config(config, include_secrets=True), existing, names)
-    queue = get_queue(KIND_QUEUE[config.kind], _redis())
-    job = queue.enqueue(
-        test_capture_job,
+    job = queues.enqueue_test_capture(
+        _redis(),
+        KIND_QUEUE[config.kind],
         dump_config(config, include_secrets=False),
-        stream_id,
-        sealed.seal(typed, _settings().secret_key),
-        job_timeout=config.timeout + 30,
-        result_ttl=300,
-        ttl=120,
-        failure_ttl=300,
+        config.timeout + 30,
+        stream_id=stream_id,
+        sealed_secrets=sealed.seal(typed, _settings().secret_key),
     )
     session[TEST_JOBS_KEY] = ([*session.get(TEST_JOBS_KEY, [])][-9:]) + [job.id]
     return render_template("streams/_test_capture.html", state="pending", job_id=job.id)
@@ -530,11 +525,17 @@ def delete(stream_id: int):
     if request.form.get("confirm") != stream.name:
         flash("Type the stream's name to confirm.", "error")
         return redirect(url_for("streams.confirm_delete", stream_id=stream.id))
-    storage = get_storage(_settings())
-    removed = delete_snapshots(Snapshot.select().where(Snapshot.stream == stream), storage)
-    delete_stream_timelapses(stream, storage)
-    _audit("stream.delete", stream, snapshots=removed)
-    stream.delete_instance()
+    # Hidden at once; the files and rows go in a job on the maintenance queue (media.deletion).
+    snapshots = Snapshot.select().where(Snapshot.stream == stream).count()
+    try:
+        deletion.request_deletion(stream, _redis())
+    except deletion.DeletionError:
+        abort(404)
+    _audit("stream.delete", stream, snapshots=snapshots)
     scheduling.release(_redis(), stream_id)
-    flash(f"Stream “{stream.name}” and {removed} snapshots deleted.", "info")
+    flash(
+        f"Stream “{stream.name}” deleted; its {snapshots} snapshots are being removed "
+        "(progress under Admin).",
+        "info",
+    )
     return redirect(url_for("streams.index"))

@@ -11,7 +11,7 @@ import redis as redis_lib
 from lxml import etree
 from rq.registry import ScheduledJobRegistry
 
-from glimpser import jobs, times
+from glimpser import jobs, queues, times
 from glimpser.db import database
 from glimpser.models import Delivery, Event, NotificationChannel, Rule, Stream
 from glimpser.notify import dispatch
@@ -70,7 +70,9 @@ def raise_event(channels: list[NotificationChannel], severity: str = "high", str
 
 def notify(app, event: Event) -> list[int]:
     with database.connection_context():
-        return jobs.notify_events(app.extensions["glimpser.redis"], [event.id])
+        return queues.enqueue_notifications(
+            app.extensions["glimpser.redis"], jobs.settings(), [event.id]
+        )
 
 
 def deliveries() -> list[Delivery]:
@@ -142,7 +144,7 @@ def test_attempts_stop_at_the_maximum(app, hook):
 def test_a_duplicated_job_sends_once(app, hook):
     notify(app, raise_event([webhook(hook)]))
     (delivery,) = deliveries()
-    jobs.enqueue_delivery(app.extensions["glimpser.redis"], delivery.id)  # a duplicate
+    queues.enqueue_delivery(app.extensions["glimpser.redis"], delivery.id)  # a duplicate
     run_queued_jobs(app, ("notify",))
     assert len(hook.requests) == 1
     assert deliveries()[0].status == "sent"
@@ -240,7 +242,7 @@ def test_a_delivery_whose_job_was_lost_is_queued_again_and_sent_once(app, hook):
     with database.connection_context():
         Delivery.update(updated_at=times.utcnow() - timedelta(minutes=10)).execute()
         assert jobs.sweep_stuck_deliveries() == {"failed": 0, "requeued": 1}
-        jobs.enqueue_delivery(connection, deliveries()[0].id)  # and a duplicate on top
+        queues.enqueue_delivery(connection, deliveries()[0].id)  # and a duplicate on top
     run_queued_jobs(app, ("notify",))
     assert deliveries()[0].status == "sent"
     assert len(hook.requests) == 1
@@ -288,7 +290,7 @@ def test_a_failed_delivery_can_be_retried_by_hand(app, hook):
     connection = app.extensions["glimpser.redis"]
     with database.connection_context():
         assert dispatch.retry_by_hand(
-            delivery, lambda i, d: jobs.enqueue_delivery(connection, i, d)
+            delivery, lambda i, d: queues.enqueue_delivery(connection, i, d)
         )
     run_queued_jobs(app, ("notify",))
     assert deliveries()[0].status == "sent"
@@ -307,7 +309,7 @@ def test_acknowledging_sends_a_cap_cancel_referencing_the_alert(app):
         run_queued_jobs(app, ("notify",))
         with database.connection_context():
             Event.update(acknowledged=True).where(Event.id == event.id).execute()
-            jobs.notify_acknowledged(app.extensions["glimpser.redis"], [event.id])
+            queues.enqueue_cancellations(app.extensions["glimpser.redis"], [event.id])
         run_queued_jobs(app, ("notify",))
 
         alert, cancel = (etree.fromstring(r.body) for r in endpoint.requests)
@@ -336,7 +338,7 @@ def test_repeats_of_an_open_event_send_throttled_cap_updates(app):
                 Event.update(data={"repeats": repeats, "last_snapshot_id": None}).where(
                     Event.id == event.id
                 ).execute()
-                jobs.notify_repeats(connection, [event.id])
+                queues.enqueue_updates(connection, [event.id])
             run_queued_jobs(app, ("notify",))
 
         messages = [etree.fromstring(r.body) for r in endpoint.requests]
