@@ -125,15 +125,13 @@ def test_kill9_of_a_notify_worker_mid_delivery_sends_each_notification_once(
             for n in range(total)
         ]
     # The deliveries are routed and queued as the analysis job does it.
-    from glimpser import jobs
+    from glimpser import queues
     from glimpser.config import load_settings
 
-    jobs.configure(load_settings(env))
-    try:
-        with database.connection_context():
-            queued = jobs.notify_events(redis_client, [e.id for e in events])
-    finally:
-        jobs.configure(None)
+    with database.connection_context():
+        queued = queues.enqueue_notifications(
+            redis_client, load_settings(env), [e.id for e in events]
+        )
     assert len(queued) == total
     logs = tmp_path / "logs"
     worker = start_glimpser(["worker", "--queues", "notify"], env, logs)

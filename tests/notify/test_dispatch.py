@@ -372,7 +372,7 @@ def msg_types(endpoint: HttpReceiver) -> list[str]:
 def acknowledge(app, event: Event) -> None:
     with database.connection_context():
         Event.update(acknowledged=True).where(Event.id == event.id).execute()
-        jobs.notify_acknowledged(app.extensions["glimpser.redis"], [event.id])
+        queues.enqueue_cancellations(app.extensions["glimpser.redis"], [event.id])
 
 
 def test_an_update_retried_after_the_cancel_is_still_the_update(app):
@@ -385,7 +385,7 @@ def test_an_update_retried_after_the_cancel_is_still_the_update(app):
             run_queued_jobs(app, ("notify",))  # the Alert
             with database.connection_context():
                 Event.update(data={"repeats": 1}).where(Event.id == event.id).execute()
-                jobs.notify_repeats(app.extensions["glimpser.redis"], [event.id])
+                queues.enqueue_updates(app.extensions["glimpser.redis"], [event.id])
             endpoint.script(Reply(503, "busy"))
             run_queued_jobs(app, ("notify",))  # the Update's first attempt fails
             acknowledge(app, event)
@@ -406,7 +406,7 @@ def test_an_update_not_yet_sent_when_the_event_is_acknowledged_is_skipped(app):
         run_queued_jobs(app, ("notify",))
         with database.connection_context():
             Event.update(data={"repeats": 1}).where(Event.id == event.id).execute()
-            jobs.notify_repeats(app.extensions["glimpser.redis"], [event.id])
+            queues.enqueue_updates(app.extensions["glimpser.redis"], [event.id])
         acknowledge(app, event)  # before the Update's job ran
         run_queued_jobs(app, ("notify",))
 
