@@ -64,6 +64,9 @@ class PrivateRedis:
                 str(self.data_dir / "redis.log"),
             ],
             stdin=subprocess.DEVNULL,
+            # Its own session: Ctrl-C in the terminal reaches `glimpser serve` and the processes
+            # that use Redis, not Redis itself; the supervisor stops it last (stop()).
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
