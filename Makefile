@@ -36,6 +36,8 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q --require-hashes -r $(LOCK)
 	$(BIN)/pip install -q --no-deps -e .
+	@$(BIN)/pip check >/dev/null || { $(BIN)/pip check; \
+	  echo "requirements.lock does not satisfy pyproject.toml: run make lock"; exit 1; }
 	touch $(STAMP)
 
 ## lock: after changing dependencies in pyproject.toml, pin them again with hashes
