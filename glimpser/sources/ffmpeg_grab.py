@@ -74,22 +74,19 @@ def last_error_line(stderr: bytes) -> str:
     specific = [ln for ln in lines if not _GENERIC.match(_CONTEXT.sub("", ln))]
     if not specific:
         return redact(lines[-1])[:500]
-    chosen = specific[-1]
-    for index in range(len(specific) - 1, -1, -1):
-        if _INPUT_ERROR.match(specific[index]):
-            chosen = specific[index]
-            for before in reversed(specific[:index]):
-                if _INPUT_ERROR.match(before):
-                    break  # an earlier failure's lines
-                context = _CONTEXT.match(before)
-                if context and context["name"] in _PROTOCOLS:
-                    reason = before[context.end() :]
-                    if chosen.split(": ", 1)[-1] not in reason:  # not the same words again
-                        chosen = f"{reason}; {chosen}"
-                    break
+    inputs = [i for i, line in enumerate(specific) if _INPUT_ERROR.match(line)]
+    if not inputs:
+        return redact(_CONTEXT.sub("", specific[-1]))[:500]
+    chosen = specific[inputs[-1]]
+    # The protocol's reason, looked for among the lines of this failure only.
+    this_failure = specific[inputs[-2] + 1 if len(inputs) > 1 else 0 : inputs[-1]]
+    for before in reversed(this_failure):
+        context = _CONTEXT.match(before)
+        if context and context["name"] in _PROTOCOLS:
+            reason = before[context.end() :]
+            if chosen.split(": ", 1)[-1] not in reason:  # not the same words again
+                chosen = f"{reason}; {chosen}"
             break
-    else:
-        chosen = _CONTEXT.sub("", chosen)
     return redact(chosen)[:500]
 
 
