@@ -4,6 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Exact versions and hashes of every package (`make lock` writes it from pyproject.toml).
+LOCK := requirements.lock
 
 # Debian packages the product needs at run time, and the extra ones the tests and benches use.
 RUN_PACKAGES := redis-server ffmpeg chromium fonts-liberation fonts-dejavu-core
@@ -12,7 +14,7 @@ TEST_PACKAGES := $(RUN_PACKAGES) postgresql-15 gir1.2-gst-rtsp-server-1.0 \
 	gstreamer1.0-plugins-ugly python3-gi
 BENCH_PACKAGES := $(TEST_PACKAGES) nginx-light wrk
 
-.PHONY: setup setup-test run test lint bench clean
+.PHONY: setup setup-test run test lint bench clean lock
 
 ## setup: system packages, the virtualenv and the package (quick when already done)
 setup: system-run $(STAMP)
@@ -29,11 +31,21 @@ system-run system-test system-bench: system-%:
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
+	@$(BIN)/pip check >/dev/null || { $(BIN)/pip check; \
+	  echo "requirements.lock does not satisfy pyproject.toml: run make lock"; exit 1; }
 	touch $(STAMP)
+
+## lock: after changing dependencies in pyproject.toml, pin them again with hashes
+lock:
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q 'uv>=0.13,<0.14'
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --generate-hashes --extra dev \
+	  -o $(LOCK) pyproject.toml
 
 ## run: set up, then start web, workers, scheduler and a private Redis on http://127.0.0.1:8000
 run: setup

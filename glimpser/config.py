@@ -1,4 +1,5 @@
-"""Settings from GLIMPSER_* environment variables: defaults, validation, one clear error."""
+"""Settings from GLIMPSER_* environment variables (or .env): defaults, validation, one clear
+error."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from dotenv import dotenv_values
 from limits import parse_many
 
 from glimpser.private_files import private_dir
@@ -288,8 +290,14 @@ def _summary_periods(raw: str) -> tuple[str, ...]:
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate settings; raise ConfigError with a one-line message."""
-    env = os.environ if env is None else env
+    """Read and validate settings; raise ConfigError with a one-line message.
+
+    Without `env`: the process environment, over a `.env` file in the current directory
+    (a variable set in the environment wins over the same one in the file).
+    """
+    if env is None:
+        from_file = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+        env = {**from_file, **os.environ}
     data_dir = Path(env.get("GLIMPSER_DATA_DIR", "").strip() or "./data").resolve()
     try:
         private_dir(data_dir)  # 0700: the database and redis.rdb in it hold secrets

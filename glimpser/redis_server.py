@@ -71,6 +71,9 @@ class PrivateRedis:
             ],
             stdin=subprocess.DEVNULL,
             umask=0o077,  # redis.rdb (queued jobs, sessions) and redis.log: 0600
+            # Its own session: Ctrl-C in the terminal reaches `glimpser serve` and the processes
+            # that use Redis, not Redis itself; the supervisor stops it last (stop()).
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,5 +1,5 @@
-"""Retry-After (RFC 9110 §10.2.3): how long a server asked us to wait, for every HTTP client
-in Glimpser (the AI client and the notification senders)."""
+"""Retry-After (RFC 9110 §10.2.3): how long a server asked us to wait, for the notification
+senders (the AI client's `openai` package reads it itself)."""
 
 from __future__ import annotations
 

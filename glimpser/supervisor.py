@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import signal
@@ -18,7 +19,10 @@ log = logging.getLogger(__name__)
 
 
 class Supervisor:
-    """Starts web, workers and scheduler as child processes; any exit or signal stops all."""
+    """Starts web, workers and scheduler as child processes; any exit or signal stops all.
+
+    The private Redis starts first and stops last, so no process loses it while stopping.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -50,12 +54,13 @@ class Supervisor:
                 self._spawn(f"worker-{i + 1}", "worker")
             self._spawn("scheduler", "scheduler")
             self._spawn("readers", "readers")
-            log.info(
-                "glimpser is running",
-                extra={"url": f"http://{self.settings.host}:{self.settings.port}/"},
-            )
+            url = f"http://{self.settings.host}:{self.settings.port}/"
+            announced = False
             exit_code = 0
             while not self._stopping:
+                if not announced and self._web_answers():
+                    log.info(f"glimpser is running on {url}", extra={"url": url})
+                    announced = True
                 for name, child in self.children.items():
                     if child.poll() is not None:
                         log.error(
@@ -71,6 +76,22 @@ class Supervisor:
             self._stop_children()
             if self.redis:
                 self.redis.stop()
+
+    def _web_answers(self) -> bool:
+        """Whether the web process answers /healthz yet (gunicorn takes seconds to start)."""
+        host = self.settings.host
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        connection = http.client.HTTPConnection(host, self.settings.port, timeout=2)
+        try:
+            connection.request("GET", "/healthz")
+            return connection.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            connection.close()
 
     def _stop_children(self) -> None:
         for child in self.children.values():

@@ -24,7 +24,6 @@ from glimpser.analysis.ai import (
     AIClient,
     AIError,
     Description,
-    retry_after_seconds,
 )
 from glimpser.config import load_settings
 from glimpser.db import database, init_database, migrate
@@ -336,14 +335,46 @@ def test_unreachable_server(make_client, stream) -> None:
     assert calls()[0].attempts == 1
 
 
-def test_retry_after_forms() -> None:
-    assert retry_after_seconds({"retry-after": "3"}) == 3.0
-    assert retry_after_seconds({"retry-after-ms": "1500"}) == 1.5
-    now = time.time()
-    date = formatdate(now + 20, usegmt=True)
-    assert 18 <= retry_after_seconds({"retry-after": date}, now=now) <= 21
-    assert retry_after_seconds({"retry-after": "soon"}) is None
-    assert retry_after_seconds({}) is None
+def test_retry_after_as_a_date_or_in_milliseconds_is_honoured(
+    make_client, openai_server: FakeOpenAI, stream
+) -> None:
+    ai = make_client(openai_server.url)
+    wall, mono = time.time(), time.monotonic()
+    until = int(wall) + 4  # an HTTP date has whole seconds
+    openai_server.reply_error(503, "busy", headers={"Retry-After": formatdate(until, usegmt=True)})
+    openai_server.reply_error(429, "slow down", headers={"retry-after-ms": "1500"})
+    openai_server.reply_json(GOOD)
+
+    ai.describe(BIG_JPEG, stream_id=stream.id)
+
+    first, second, third = openai_server.requests
+    asked = until - (wall + first.at - mono)  # the wait the date meant when the server answered
+    assert second.at - first.at >= asked - 0.05
+    assert third.at - second.at >= 1.4
+    # The openai package retried (it numbers its tries), and every try is counted.
+    retry_counts = [
+        {k.lower(): v for k, v in r.headers.items()}.get("x-stainless-retry-count")
+        for r in openai_server.requests
+    ]
+    assert retry_counts == ["0", "1", "2"]
+    assert calls()[0].attempts == 3
+
+
+def test_a_retry_that_gets_a_bad_request_stops_and_counts_both(
+    make_client, openai_server: FakeOpenAI, stream
+) -> None:
+    ai = make_client(openai_server.url)
+    openai_server.reply_error(500, "overloaded")
+    openai_server.reply_error(400, "bad image")
+
+    with pytest.raises(AIError) as caught:
+        ai.describe(BIG_JPEG, stream_id=stream.id)
+
+    assert str(caught.value) == (
+        "the AI server rejected the request (HTTP 400): bad image (2 attempts)"
+    )
+    assert len(openai_server.requests) == 2
+    assert calls()[0].attempts == 2
 
 
 # --- cost control -----------------------------------------------------------------------------

@@ -8,10 +8,11 @@ Three uses, one client:
 
 Cost control lives here so that no caller can forget it: a per-stream daily token budget
 counted in Redis (shared by every worker), a cache keyed by the picture's perceptual hash,
-timeouts, and retries with backoff on timeouts, connection errors, 429 and 5xx (honouring
-Retry-After). Retries are done here rather than by the `openai` package so that attempts are
-counted, recorded and bounded by one deadline. Every call, cache hit or refusal is recorded as
-an AICall row; the API key and the image are never logged nor put into an error message.
+timeouts, and retries with backoff on timeouts, connection errors, 408, 409, 429 and 5xx
+(honouring Retry-After), which the `openai` package does itself (`max_retries`); the attempts
+it made are read back from each request's retry count. Every call, cache hit or refusal is
+recorded as an AICall row; the API key and the image are never logged nor put into an error
+message.
 
 A malformed answer is a failure (AIError), never something filled in: callers fail open and
 show the error instead of a description.
@@ -39,7 +40,6 @@ from glimpser.config import Settings
 from glimpser.db import write_transaction
 from glimpser.logs import redact
 from glimpser.models import AICall
-from glimpser.retry_after import retry_after_seconds as parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("openai").setLevel(logging.INFO)
 
 PLACEHOLDER_KEY = "not-needed"  # Ollama, vLLM and llama.cpp accept any key
-BACKOFF_FIRST = 1.0  # seconds before the first retry; doubles each time
-BACKOFF_MAX = 30.0
-RETRY_AFTER_MAX = 60.0  # a longer Retry-After is capped to this
-DEADLINE_SLACK = 60.0  # a call's deadline: timeout × attempts + this, waits included
+RETRY_COUNT_HEADER = "x-stainless-retry-count"  # set by the openai package on every request
 JPEG_QUALITY = 85
 
 TITLE_MAX = 120
@@ -363,22 +360,6 @@ def prepare_image(jpeg: bytes, max_px: int) -> bytes:
     return out.getvalue()
 
 
-# --- Retry-After ------------------------------------------------------------------------------
-
-
-def retry_after_seconds(headers: Any, now: float | None = None) -> float | None:
-    """Seconds the server asked to wait (retry-after-ms, as OpenAI sends it, or Retry-After)."""
-    if headers is None:
-        return None
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000)
-        except ValueError:
-            pass
-    return parse_retry_after(headers.get("retry-after"), now)
-
-
 # --- the client -------------------------------------------------------------------------------
 
 
@@ -388,6 +369,16 @@ def _day() -> str:
 
 def _scope(stream_id: int | None) -> str:
     return "all" if stream_id is None else str(int(stream_id))
+
+
+def _attempts(exc: openai.OpenAIError) -> int:
+    """How many requests the openai package sent before failing: the last one's retry count,
+    plus one."""
+    request = getattr(exc, "request", None)
+    try:
+        return int(request.headers.get(RETRY_COUNT_HEADER, "0")) + 1 if request else 1
+    except ValueError:
+        return 1
 
 
 class AIClient:
@@ -403,7 +394,7 @@ class AIClient:
             base_url=settings.ai_base_url,
             api_key=settings.ai_api_key or PLACEHOLDER_KEY,
             timeout=float(settings.ai_timeout),
-            max_retries=0,  # retried here, counted and recorded
+            max_retries=settings.ai_max_retries,
         )
 
     @classmethod
@@ -605,7 +596,7 @@ class AIClient:
     ) -> _Outcome:
         """Send with retries; count the tokens; raise AIError (recorded) when it fails for good."""
         try:
-            outcome = self._send_with_retries(messages, json_mode=json_mode, started=started)
+            outcome = self._send(messages, json_mode=json_mode)
         except _CallFailed as failed:
             self._count(stream_id, failed.usage)
             self._record(
@@ -624,57 +615,39 @@ class AIClient:
         pipe.expire(key, 2 * 86400)
         pipe.execute()
 
-    def _send_with_retries(
-        self, messages: list[dict], *, json_mode: bool, started: float
-    ) -> _Outcome:
-        s = self.settings
-        deadline = started + s.ai_timeout * (s.ai_max_retries + 1) + DEADLINE_SLACK
+    def _send(self, messages: list[dict], *, json_mode: bool) -> _Outcome:
+        """One completion; the openai package retries what is worth retrying (max_retries)."""
         extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if json_mode else {}
-        attempts = 0
-        while True:
-            attempts += 1
-            remaining = deadline - time.monotonic()
+        try:
+            raw = self._client.chat.completions.with_raw_response.create(
+                model=self.model,
+                messages=messages,  # type: ignore[arg-type]
+                **extra,
+            )
+        except openai.APITimeoutError as exc:
+            error = f"the AI server did not answer within {self.settings.ai_timeout} s"
+            attempts = _attempts(exc)
+        except openai.APIConnectionError as exc:
+            error = f"cannot reach the AI server at {self._base_url}: {self._cause(exc)}"
+            attempts = _attempts(exc)
+        except openai.APIStatusError as exc:
+            error = self._status_message(exc)
+            attempts = _attempts(exc)
+        except openai.OpenAIError as exc:
+            raise _CallFailed(
+                self._scrub(f"the AI server's answer could not be read: {exc}"),
+                _attempts(exc),
+            ) from None
+        else:
+            attempts = raw.retries_taken + 1
             try:
-                response = self._client.chat.completions.create(
-                    model=self.model,
-                    messages=messages,  # type: ignore[arg-type]
-                    timeout=max(1.0, min(float(s.ai_timeout), remaining)),
-                    **extra,
-                )
-            except openai.APITimeoutError:
-                error = f"the AI server did not answer within {s.ai_timeout} s"
-                wait: float | None = None
-                retryable = True
-            except openai.APIConnectionError as exc:
-                error = f"cannot reach the AI server at {self._base_url}: {self._cause(exc)}"
-                wait, retryable = None, True
-            except openai.APIStatusError as exc:
-                error = self._status_message(exc)
-                status = exc.status_code
-                retryable = status == 429 or status >= 500
-                wait = retry_after_seconds(exc.response.headers) if retryable else None
-            except openai.OpenAIError as exc:  # e.g. a 200 whose body is not a completion
+                response = raw.parse()
+            except (openai.OpenAIError, ValueError) as exc:  # a 200 that is not a completion
                 raise _CallFailed(
                     self._scrub(f"the AI server's answer could not be read: {exc}"), attempts
                 ) from None
-            else:
-                return self._outcome(response, attempts)
-
-            if not retryable or attempts > s.ai_max_retries:
-                raise _CallFailed(self._with_attempts(error, attempts), attempts)
-            if wait is None:
-                wait = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (attempts - 1))
-            wait = min(wait, RETRY_AFTER_MAX)
-            # Never sleep past the deadline, and leave a second at least for the next try.
-            if time.monotonic() + wait + 1 > deadline:
-                raise _CallFailed(
-                    self._with_attempts(error, attempts) + "; no time left to retry", attempts
-                )
-            log.info(
-                "AI request failed, retrying",
-                extra={"attempt": attempts, "wait_seconds": round(wait, 2), "error": error},
-            )
-            time.sleep(wait)
+            return self._outcome(response, attempts)
+        raise _CallFailed(self._with_attempts(error, attempts), attempts)
 
     def _outcome(self, response: Any, attempts: int) -> _Outcome:
         usage = _Usage()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from typing import Any
@@ -68,13 +69,48 @@ def grab_command(
     )
 
 
+# ffmpeg's closing summaries: true, but they say only that something failed before.
+_GENERIC = re.compile(
+    r"^(Error marking filters as finished|Cannot determine format of input stream"
+    r"|Conversion failed!|Error opening (input|output) files?|Error while (filtering|decoding)"
+    r"|Error during demuxing|Nothing was written into output file|Terminating thread"
+    r"|Error initializing output stream|Exiting normally|Last message repeated)"
+)
+# "[http @ 0x55d3edd8b640] Stream ends prematurely…": the component that logged the line.
+_CONTEXT = re.compile(r"^\[(?P<name>[\w,.-]+) @ 0x[0-9a-f]+\]\s*")
+# The line ffmpeg writes for a failed input: "<url or path>: <reason>".
+_INPUT_ERROR = re.compile(r"^\S+?://\S+: |^/\S+: ")
+_PROTOCOLS = {"http", "https", "tcp", "tls", "udp", "rtsp", "rtmp", "hls", "crypto"}
+
+
 def last_error_line(stderr: bytes) -> str:
-    """The most useful line of ffmpeg's error output, credentials masked."""
+    """The most useful line of ffmpeg's error output, credentials masked.
+
+    ffmpeg ends with generic summaries ("Error marking filters as finished"), so those are
+    skipped. The line naming the failed input ("http://…: Input/output error") is preferred,
+    led by the network protocol's own reason just before it when there is one ("Stream ends
+    prematurely at 48, should be 230565"). Without such a line, the last specific one is taken.
+    """
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
     if not lines:
         return ""
-    # The final line is often a generic summary; a line naming the URL or protocol is better.
-    return redact(lines[-1])[:500]
+    specific = [ln for ln in lines if not _GENERIC.match(_CONTEXT.sub("", ln))]
+    if not specific:
+        return redact(lines[-1])[:500]
+    inputs = [i for i, line in enumerate(specific) if _INPUT_ERROR.match(line)]
+    if not inputs:
+        return redact(_CONTEXT.sub("", specific[-1]))[:500]
+    chosen = specific[inputs[-1]]
+    # The protocol's reason, looked for among the lines of this failure only.
+    this_failure = specific[inputs[-2] + 1 if len(inputs) > 1 else 0 : inputs[-1]]
+    for before in reversed(this_failure):
+        context = _CONTEXT.match(before)
+        if context and context["name"] in _PROTOCOLS:
+            reason = before[context.end() :]
+            if chosen.split(": ", 1)[-1] not in reason:  # not the same words again
+                chosen = f"{reason}; {chosen}"
+            break
+    return redact(chosen)[:500]
 
 
 def run_grab(
