@@ -24,7 +24,7 @@ MAX_ID = 2**31 - 1
 
 def make_cursor(at: datetime, row_id: int) -> str:
     """The cursor "<time>_<id>" of a row."""
-    return f"{times.to_utc(at):{_TIME_FORMAT}}_{row_id}"
+    return f"{times.strftime(times.to_utc(at), _TIME_FORMAT)}_{row_id}"
 
 
 def parse_cursor(raw: str, invalid: str, max_id: int | None = None) -> tuple[datetime, int]:
