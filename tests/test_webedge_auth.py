@@ -109,7 +109,7 @@ def _query(value: str) -> str:
     return quote(value, safe="")
 
 
-@pytest.mark.parametrize("target", HOSTILE_NEXT)
+@pytest.mark.parametrize("target", HOSTILE_NEXT, ids=lambda t: repr(t[:24]))
 def test_login_falls_back_to_the_dashboard_for_anything_but_a_local_path(app, target):
     setup_admin(app.test_client(), "alice", PASSWORD)
     client = app.test_client()
@@ -160,7 +160,7 @@ def test_login_still_follows_a_local_next(app):
     assert client.get(f"/login?next={_query('/admin/')}").headers["Location"] == "/admin/"
 
 
-@pytest.mark.parametrize("target", HOSTILE_NEXT)
+@pytest.mark.parametrize("target", HOSTILE_NEXT, ids=lambda t: repr(t[:24]))
 def test_acknowledge_falls_back_to_the_events_page(app, target):
     client = signed_in_admin(app)
     stream = add_stream("Garden")

@@ -147,3 +147,14 @@ def test_years_below_1000_are_written_with_four_digits():
     assert text == "0001-01-01T00:00:00.000000+00:00"
     assert datetime.fromisoformat(text) == year_one
     assert times.strftime(datetime(999, 2, 3, tzinfo=UTC), "%Y-%m-%d") == "0999-02-03"
+
+
+@pytest.mark.parametrize("id_text", [str(2**64), str(2**31), "-1", "٣", "²", "1x"])
+def test_cursor_ids_are_checked_on_every_list(id_text):
+    from werkzeug.exceptions import BadRequest
+
+    from glimpser.web.keyset import parse_cursor
+
+    with pytest.raises(BadRequest):
+        parse_cursor(f"20240101T000000.000000Z_{id_text}", "bad position")
+    assert parse_cursor("00010101T000000.000000Z_7", "bad")[1] == 7

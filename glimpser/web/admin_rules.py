@@ -200,7 +200,8 @@ def _window_rows(values: dict[str, Any], which: str, errors: dict[str, str]) -> 
     rows = [WindowRow(prefix=f"schedule.{which}.{i}") for i in range(count)]
     for number, window in zip(numbers, windows, strict=False):
         row = rows[number]
-        row.days = {d for d in (parse_int(str(d)) for d in window.get("days", [])) if d is not None}
+        days = (parse_int(str(day)) for day in window.get("days", []))
+        row.days = {day for day in days if day is not None}
         row.start, row.end = window.get("start", ""), window.get("end", "")
     for row in rows:
         for part in ("days", "start", "end"):

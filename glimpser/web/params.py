@@ -20,13 +20,16 @@ from datetime import UTC, datetime
 from flask import Flask, abort, request
 
 from glimpser import times
-from glimpser.web.keyset import MAX_ID
 
+# The largest row id: larger ids cannot exist (and the databases refuse to compare them), so
+# ids from URLs, forms and cursors are checked against it before they reach a query.
+MAX_ID = 2**31 - 1
 MAX_INT = 2**63 - 1
 MIN_INT = -(2**63)
 
 # ASCII only: [0-9], not \d (which matches every Unicode decimal digit).
 _INT = re.compile(r"-?[0-9]{1,19}")
+_DIGITS = re.compile(r"[0-9]+")
 # YYYY-MM-DDTHH:MM[:SS[.ffffff]][offset]; the year has exactly four digits.
 _LOCAL_TIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
@@ -43,6 +46,12 @@ def parse_int(raw: str | None, *, minimum: int = MIN_INT, maximum: int = MAX_INT
         return None
     value = int(text)
     return value if minimum <= value <= maximum else None
+
+
+def is_number(raw: str | None) -> bool:
+    """True for ASCII digits of any length: an id that cannot exist (404), not malformed
+    input (400)."""
+    return bool(_DIGITS.fullmatch((raw or "").strip()))
 
 
 def parse_id(raw: str | None) -> int | None:

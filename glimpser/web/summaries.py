@@ -26,8 +26,7 @@ from glimpser.analysis import summaries as service
 from glimpser.auth.access import get_visible_stream, visible_streams
 from glimpser.models import Stream, Summary
 from glimpser.web.htmx import is_fragment_request as _is_htmx
-from glimpser.web.keyset import MAX_ID
-from glimpser.web.params import parse_int
+from glimpser.web.params import is_number, parse_id, parse_int
 
 bp = Blueprint("summaries", __name__, url_prefix="/summaries")
 
@@ -64,11 +63,11 @@ def _filters() -> tuple[Stream | None, str]:
     stream = None
     stream_arg = request.args.get("stream", "")
     if stream_arg:
-        stream_id = parse_int(stream_arg, minimum=0)
-        if stream_id is None:
+        if not is_number(stream_arg):
             abort(400)
-        if not 0 < stream_id <= MAX_ID:
-            abort(404)
+        stream_id = parse_id(stream_arg)
+        if stream_id is None:
+            abort(404)  # a number, but no row can have it
         stream = get_visible_stream(stream_id)
     period = request.args.get("period", "")
     if period and period not in PERIODS:
@@ -146,9 +145,9 @@ def create():
     window = request.form.get("window", "")
     errors: dict[str, str] = {}
     stream = None
-    scope_id = parse_int(scope, minimum=0)
-    if scope_id is not None:
-        if not 0 < scope_id <= MAX_ID:
+    if is_number(scope):
+        scope_id = parse_id(scope)
+        if scope_id is None:
             abort(404)
         stream = get_visible_stream(scope_id)  # 404 for a stream the user may not see
     elif scope != "all":
