@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 def create_app(settings: Settings | None = None) -> Flask:
     """The application factory: configuration, database, Redis, extensions, blueprints."""
     from glimpser import db
-    from glimpser.auth import init_auth
+    from glimpser.auth import init_auth, sessions
     from glimpser.extensions import csrf, limiter, server_sessions
     from glimpser.logs import configure_logging
     from glimpser.queues import connect_redis, limiter_storage_uri
@@ -51,13 +51,16 @@ def create_app(settings: Settings | None = None) -> Flask:
         WTF_CSRF_SSL_STRICT=settings.secure_cookies,
         RATELIMIT_STORAGE_URI=limiter_storage_uri(settings.redis_url),
         RATELIMIT_KEY_PREFIX="glimpser:ratelimit",
-        RATELIMIT_HEADERS_ENABLED=False,
+        # X-RateLimit-* and Retry-After on the limited routes (login), also on the 429 itself.
+        RATELIMIT_HEADERS_ENABLED=True,
         GLIMPSER_LOGIN_RATE_LIMIT=settings.login_rate_limit,
+        GLIMPSER_LOGIN_USER_RATE_LIMIT=settings.login_user_rate_limit,
     )
     app.extensions["glimpser.settings"] = settings
     app.extensions["glimpser.redis"] = redis_client
 
     server_sessions.init_app(app)
+    sessions.install(app)  # anonymous sessions: short-lived
     csrf.init_app(app)
     limiter.init_app(app)
     init_auth(app)

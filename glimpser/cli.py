@@ -257,7 +257,8 @@ def _access_targets(username: str, streams: tuple[str, ...]):  # noqa: ANN202
         _fail(f"no user named {username!r}")
     found = []
     for ref in streams:
-        stream = Stream.get_or_none(Stream.id == int(ref)) if ref.isdigit() else None
+        by_id = ref.isascii() and ref.isdigit()
+        stream = Stream.get_or_none(Stream.id == int(ref)) if by_id else None
         stream = stream or Stream.get_or_none(Stream.name == ref)
         if stream is None:
             _fail(f"no stream {ref!r} (give its id or exact name)")

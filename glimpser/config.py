@@ -92,6 +92,7 @@ class Settings:
     secret_key: str = field(repr=False)
     secure_cookies: bool
     login_rate_limit: str
+    login_user_rate_limit: str  # failed sign-ins per username from all addresses (a backstop)
     web_workers: int
     web_threads: int
     workers: int
@@ -331,12 +332,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
 
     login_rate_limit = env.get("GLIMPSER_LOGIN_RATE_LIMIT", "").strip() or "10 per minute"
-    try:
-        parse_many(login_rate_limit)
-    except ValueError:
-        raise ConfigError(
-            f"GLIMPSER_LOGIN_RATE_LIMIT={login_rate_limit!r} is not a rate (e.g. '10 per minute')"
-        ) from None
+    login_user_rate_limit = (
+        env.get("GLIMPSER_LOGIN_USER_RATE_LIMIT", "").strip() or "100 per hour"
+    )
+    for name, rate in (
+        ("GLIMPSER_LOGIN_RATE_LIMIT", login_rate_limit),
+        ("GLIMPSER_LOGIN_USER_RATE_LIMIT", login_user_rate_limit),
+    ):
+        try:
+            parse_many(rate)
+        except ValueError:
+            raise ConfigError(f"{name}={rate!r} is not a rate (e.g. '10 per minute')") from None
 
     host = env.get("GLIMPSER_HOST", "127.0.0.1").strip() or "127.0.0.1"
 
@@ -369,6 +375,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         secret_key=_secret_key(env, data_dir),
         secure_cookies=_bool(env, "GLIMPSER_SECURE_COOKIES", True),
         login_rate_limit=login_rate_limit,
+        login_user_rate_limit=login_user_rate_limit,
         web_workers=_int(env, "GLIMPSER_WEB_WORKERS", 2, 1, 64),
         web_threads=_int(env, "GLIMPSER_WEB_THREADS", 8, 1, 256),
         workers=_int(env, "GLIMPSER_WORKERS", 2, 1, 64),

@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
+# The most items a list field (groups, hide selectors) may hold: the schemas refuse more.
+MAX_LIST_ITEMS = 50
+
 
 def split_lines(value: Any) -> Any:
     """Form text with one item per line → the stripped, non-blank lines; other values as given."""
@@ -25,19 +28,21 @@ def split_lines(value: Any) -> Any:
 def split_list(value: Any, *, lower: bool = False, max_chars: int | None = None) -> Any:
     """Comma-separated text (or a list) → stripped, non-blank items, each once, in order.
 
-    `lower` lower-cases the items; `max_chars` cuts each kept item to that length.
+    `lower` lower-cases the items; `max_chars` cuts each item to that length (before the
+    de-duplication, so that two items cut to the same text are kept once). Linear time: a
+    dict remembers what was kept (the schemas then refuse more than MAX_LIST_ITEMS).
     """
     if isinstance(value, str):
         value = value.split(",")
     if isinstance(value, list):
-        out: list[str] = []
+        out: dict[str, None] = {}
         for item in value:
             item = str(item).strip()
             if lower:
                 item = item.lower()
-            if item and item not in out:
-                out.append(item[:max_chars])
-        return out
+            if item:
+                out.setdefault(item[:max_chars], None)
+        return list(out)
     return value
 
 

@@ -20,8 +20,14 @@ def to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def strftime(value: datetime, fmt: str) -> str:
+    """`value.strftime(fmt)` with "%Y" always four digits: the C library writes the year 1 as
+    "1", which no parser (nor a text comparison) reads back as the same time."""
+    return value.strftime(fmt.replace("%Y", f"{value.year:04d}"))
+
+
 def to_db_text(value: datetime) -> str:
-    return to_utc(value).strftime(_DB_FORMAT)
+    return strftime(to_utc(value), _DB_FORMAT)
 
 
 def isoformat(value: datetime | None) -> str | None:

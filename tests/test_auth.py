@@ -189,7 +189,8 @@ def test_failed_logins_are_rate_limited_per_ip(app_factory):
 
 
 def test_failed_logins_are_rate_limited_per_username(app_factory):
-    app = app_factory(GLIMPSER_LOGIN_RATE_LIMIT="3 per minute")
+    # The backstop: per username from all addresses (tests/test_webedge_auth.py has more).
+    app = app_factory(GLIMPSER_LOGIN_USER_RATE_LIMIT="3 per minute")
     setup_admin(app.test_client(), "alice", PASSWORD)
     codes = []
     for i in range(4):  # four different addresses, one username

@@ -261,7 +261,10 @@ class RuleSpec(BaseModel):
     enabled: bool = Field(True, title="Enabled")
     applies_to: Literal["all", "groups", "chosen"] = Field("all", title="Streams")
     groups: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        default_factory=list, title="Groups", description="Comma-separated"
+        default_factory=list,
+        max_length=schema_helpers.MAX_LIST_ITEMS,
+        title="Groups",
+        description="Comma-separated",
     )
     stream_ids: list[int] = Field(default_factory=list, title="Chosen streams")
     conditions: RuleConditions

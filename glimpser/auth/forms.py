@@ -9,7 +9,7 @@ from wtforms import Field, PasswordField, StringField
 from wtforms.validators import EqualTo, InputRequired, Length, ValidationError
 
 from glimpser.auth.passwords import MAX_PASSWORD_LENGTH, password_problem
-from glimpser.auth.users import username_problem
+from glimpser.auth.users import MAX_USERNAME, username_problem
 
 
 def _rule(check: Callable[[str], str | None]) -> Callable[[FlaskForm, Field], None]:
@@ -28,7 +28,7 @@ def _rule(check: Callable[[str], str | None]) -> Callable[[FlaskForm, Field], No
 class LoginForm(FlaskForm):
     username = StringField(
         "Username",
-        validators=[InputRequired(), Length(max=64)],
+        validators=[InputRequired(), Length(max=MAX_USERNAME)],
         render_kw={"autocomplete": "username", "autofocus": True},
     )
     password = PasswordField(

@@ -11,6 +11,7 @@ from glimpser.auth.passwords import hash_password, password_problem
 from glimpser.db import write_transaction
 from glimpser.models import ROLES, AuditLog, Setting, User
 
+MAX_USERNAME = 64
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 SETUP_DONE_KEY = "setup_completed_at"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import (
     Blueprint,
     abort,
@@ -18,26 +20,49 @@ from flask_login import current_user, login_user, logout_user
 from glimpser import times
 from glimpser.auth.forms import LoginForm, SetupForm
 from glimpser.auth.passwords import hash_password, needs_rehash, verify_password
-from glimpser.auth.users import UserError, create_user, setup_open
+from glimpser.auth.users import MAX_USERNAME, UserError, create_user, setup_open
 from glimpser.extensions import limiter
 from glimpser.models import AuditLog, User
 
 bp = Blueprint("auth", __name__)
 
 
+# What a `next` may hold: printable ASCII except the backslash (browsers read "\\" as "/").
+_PATH_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F)) - {"\\"}
+MAX_NEXT_CHARS = 2048
+
+
 def safe_next(target: str | None, default: str | None = None) -> str:
-    """Only same-site paths; anything else goes to `default` (the dashboard when not given)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return default if default is not None else url_for("dashboard.index")
+    """`target` when it is a plain same-site path, else `default` (the dashboard when not
+    given): the one check of every `next` a request carries (login, acknowledge, ...).
+
+    Browsers forgive a lot in a Location: they drop tabs and line breaks, read backslashes as
+    slashes and "//host" as another site. So the target must start with a single "/" and
+    hold nothing but printable ASCII without backslashes (no spaces, control or non-ASCII
+    characters: our own links are percent-encoded), no scheme and no host.
+    """
+    fallback = default if default is not None else url_for("dashboard.index")
+    if not target or len(target) > MAX_NEXT_CHARS or not set(target) <= _PATH_CHARS:
+        return fallback
+    if not target.startswith("/") or target.startswith("//"):
+        return fallback
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return fallback
+    return target
 
 
 def _login_limit() -> str:
     return current_app.config["GLIMPSER_LOGIN_RATE_LIMIT"]
 
 
+def _user_backstop_limit() -> str:
+    return current_app.config["GLIMPSER_LOGIN_USER_RATE_LIMIT"]
+
+
 def _username_key() -> str:
-    return "login-user:" + (request.form.get("username") or "").strip().lower()
+    # Bounded: the key is stored in Redis, the username is whatever the request sent.
+    return "login-user:" + (request.form.get("username") or "").strip().lower()[:MAX_USERNAME]
 
 
 def _failed(response) -> bool:  # noqa: ANN001 - flask Response
@@ -77,9 +102,14 @@ def setup():
     return render_template("auth/setup.html", form=form), 400 if form.errors else 200
 
 
+# Failed sign-ins are limited twice (a 429 with Retry-After once a limit is reached):
+# - per address, at GLIMPSER_LOGIN_RATE_LIMIT, whatever usernames it tries: an attacker's
+#   address locks itself out, not the user, who signs in from elsewhere;
+# - per username from all addresses, at the much higher GLIMPSER_LOGIN_USER_RATE_LIMIT: a
+#   backstop against guessing one password from many addresses.
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(_login_limit, methods=["POST"], deduct_when=_failed)
-@limiter.limit(_login_limit, methods=["POST"], key_func=_username_key, deduct_when=_failed)
+@limiter.limit(_user_backstop_limit, methods=["POST"], key_func=_username_key, deduct_when=_failed)
 def login():
     if setup_open():
         return redirect(url_for("auth.setup"))

@@ -288,7 +288,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def do_CONNECT(self) -> None:  # noqa: N802
         host, _, port = self.path.rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not (port.isascii() and port.isdigit()):
             self._refuse(400, "bad CONNECT target")
             return
         upstream = self._connect(host, int(port))

@@ -226,8 +226,9 @@ class WebsiteConfig(SourceConfig, _Credentials):
         title="Crop to element",
         description="Capture only this element (CSS or XPath).",
     )
-    hide_selectors: list[str] = Field(
+    hide_selectors: list[Annotated[str, Field(max_length=1000)]] = Field(
         default_factory=list,
+        max_length=schema_helpers.MAX_LIST_ITEMS,
         title="Hide elements",
         description="CSS selectors to hide, one per line (cookie banners, ads).",
         json_schema_extra={"widget": "lines"},
@@ -287,7 +288,10 @@ class StreamSpec(BaseModel):
     name: str = Field(min_length=1, max_length=200, title="Name")
     description: str = Field("", max_length=5000, title="Description")
     groups: list[str] = Field(
-        default_factory=list, title="Groups", description="Comma-separated, e.g. outdoor, traffic"
+        default_factory=list,
+        max_length=schema_helpers.MAX_LIST_ITEMS,
+        title="Groups",
+        description="Comma-separated, e.g. outdoor, traffic",
     )
     interval: int = Field(60, ge=1, le=7 * 24 * 3600, title="Capture every (seconds)")
     enabled: bool = Field(True, title="Enabled")

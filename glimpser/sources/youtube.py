@@ -166,7 +166,7 @@ def url_expiry(url: str) -> float | None:
     values = parse_qs(parts.query).get("expire") or []
     match = _PATH_EXPIRE.search(parts.path)
     raw = values[0] if values else (match.group(1) if match else "")
-    return float(raw) if raw.isdigit() else None
+    return float(raw) if raw.isascii() and raw.isdigit() else None
 
 
 class MediaUrlCache:

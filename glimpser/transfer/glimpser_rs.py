@@ -78,10 +78,10 @@ def _rs_quality(value: Any) -> Any:
     if text in _RS_QUALITIES:
         return _RS_QUALITIES[text]
     digits = text.removesuffix("p")
-    if digits.isdigit():
+    if digits.isascii() and digits.isdigit():
         return digits
     head = text.split("p", 1)[0]  # "720p60"
-    return head if head.isdigit() else value
+    return head if head.isascii() and head.isdigit() else value
 
 
 def from_glimpser_rs(raw: dict[str, Any], entry: EntryReport) -> dict[str, Any] | None:

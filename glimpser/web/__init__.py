@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
 from werkzeug.routing import IntegerConverter
 
 from glimpser import __version__
 from glimpser.db import database
 from glimpser.web.keyset import MAX_ID
+
+# Health probes: a database that cannot be opened is what /readyz reports, not a 500.
+_PROBES = frozenset({"health.healthz", "health.readyz"})
 
 
 class RowIdConverter(IntegerConverter):
@@ -34,6 +37,7 @@ def init_web(app: Flask) -> None:
         headers,
         health,
         live,
+        params,
         profile,
         pwa,
         streams,
@@ -43,6 +47,8 @@ def init_web(app: Flask) -> None:
 
     @app.before_request
     def _open_db() -> None:
+        if request.endpoint in _PROBES:
+            return  # they connect when they query, and report a failure rather than raise
         database.connect(reuse_if_open=True)
 
     @app.teardown_request
@@ -55,6 +61,7 @@ def init_web(app: Flask) -> None:
         return {"glimpser_version": __version__}
 
     app.url_map.converters["int"] = RowIdConverter  # before the blueprints add their rules
+    params.install(app)
     for module in (
         health,
         dashboard,

@@ -68,6 +68,7 @@ from glimpser.sources.base import CaptureContext
 from glimpser.sources.network_guard import address_problem
 from glimpser.web.audit import audit
 from glimpser.web.htmx import is_fragment_request as _is_htmx
+from glimpser.web.params import parse_id
 from glimpser.web.stream_form import FieldView, _default, _form_value, _view
 
 log = logging.getLogger(__name__)
@@ -445,10 +446,8 @@ def kind_fields_fragment():
     if kind not in CONFIG_BY_KIND:
         abort(400, "unknown kind")
     channel = None
-    if request.args.get("channel_id", "").isdigit():
-        channel = NotificationChannel.get_or_none(
-            NotificationChannel.id == int(request.args["channel_id"])
-        )
+    if (channel_id := parse_id(request.args.get("channel_id"))) is not None:
+        channel = NotificationChannel.get_or_none(NotificationChannel.id == channel_id)
     values = channel.config if channel is not None and channel.kind == kind else {}
     return render_template(
         "admin/channels/_kind_fields.html",

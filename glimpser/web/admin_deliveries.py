@@ -31,7 +31,7 @@ from glimpser.models import DELIVERY_STATES, Delivery, Event, NotificationChanne
 from glimpser.notify.dispatch import retry_by_hand
 from glimpser.web.audit import audit
 from glimpser.web.htmx import is_fragment_request as _is_htmx
-from glimpser.web.keyset import MAX_ID
+from glimpser.web.params import parse_id
 
 bp = Blueprint("admin_deliveries", __name__, url_prefix="/admin/deliveries")
 
@@ -46,10 +46,7 @@ def _redis() -> redis.Redis:
 
 
 def _positive_int(raw: str | None) -> int | None:
-    raw = (raw or "").strip()
-    if raw.isdigit() and 0 < int(raw) <= MAX_ID:
-        return int(raw)
-    return None
+    return parse_id(raw)
 
 
 @dataclass

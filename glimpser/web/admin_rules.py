@@ -45,6 +45,7 @@ from glimpser.models import Event, NotificationChannel, Rule, Stream
 from glimpser.notify.schemas import KIND_LABELS
 from glimpser.sources.schemas import error_messages
 from glimpser.web.audit import audit
+from glimpser.web.params import parse_id, parse_int
 from glimpser.web.stream_form import FieldView, _view
 
 bp = Blueprint("admin_rules", __name__, url_prefix="/admin/rules")
@@ -119,7 +120,7 @@ def _windows(form: MultiDict, which: str) -> tuple[list[dict[str, Any]], list[in
         end = form.get(f"{prefix}.end", "").strip()
         if not days_raw and not start and not end:
             continue
-        days = [int(d) for d in days_raw if d.isdigit()]
+        days = [d for d in map(parse_int, days_raw) if d is not None]
         windows.append({"days": days, "start": start or "00:00", "end": end or "24:00"})
         rows_used.append(i)
     return windows, rows_used
@@ -149,7 +150,7 @@ def parse_rule_form(
         "enabled": "enabled" in form,
         "applies_to": form.get("applies_to", "all"),
         "groups": form.get("groups", ""),
-        "stream_ids": [int(v) for v in form.getlist("stream_ids") if v.isdigit()],
+        "stream_ids": [i for i in map(parse_id, form.getlist("stream_ids")) if i is not None],
         "severity": form.get("severity", "info"),
         "cooldown_seconds": _blank_to_none(form.get("cooldown_seconds"))
         or RuleSpec.model_fields["cooldown_seconds"].default,
@@ -159,10 +160,10 @@ def parse_rule_form(
             "active": active,
             "quiet": quiet,
         },
-        "channels": [int(v) for v in channel_raw if v.isdigit()],
+        "channels": [i for i in map(parse_id, channel_raw) if i is not None],
     }
     errors: dict[str, str] = {}
-    if any(not v.isdigit() for v in channel_raw):
+    if any(parse_id(v) is None for v in channel_raw):
         # Only a hand-made request sends this; say so rather than drop it silently.
         errors["channels"] = "A chosen channel does not exist; reload the page."
     try:
@@ -199,7 +200,8 @@ def _window_rows(values: dict[str, Any], which: str, errors: dict[str, str]) -> 
     rows = [WindowRow(prefix=f"schedule.{which}.{i}") for i in range(count)]
     for number, window in zip(numbers, windows, strict=False):
         row = rows[number]
-        row.days = {int(d) for d in window.get("days", []) if str(d).isdigit()}
+        days = (parse_int(str(day)) for day in window.get("days", []))
+        row.days = {day for day in days if day is not None}
         row.start, row.end = window.get("start", ""), window.get("end", "")
     for row in rows:
         for part in ("days", "start", "end"):

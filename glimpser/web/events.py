@@ -41,7 +41,8 @@ from glimpser.web.audit import audit
 from glimpser.web.htmx import is_fragment_request as _is_fragment_request
 from glimpser.web.htmx import render_block
 from glimpser.web.keyset import MAX_ID
-from glimpser.web.local_time import LOCAL_FORMAT, parse_local
+from glimpser.web.local_time import format_local, parse_local
+from glimpser.web.params import parse_id, parse_ids, parse_int
 
 bp = Blueprint("events", __name__, url_prefix="/events")
 
@@ -91,9 +92,9 @@ class Filters:
         }
         if self.range == "custom":
             if self.start is not None:
-                out["from"] = self.start.strftime(LOCAL_FORMAT)
+                out["from"] = format_local(self.start)
             if self.end is not None:
-                out["to"] = self.end.strftime(LOCAL_FORMAT)
+                out["to"] = format_local(self.end)
         return out
 
     @property
@@ -102,7 +103,7 @@ class Filters:
 
     @property
     def stream_id(self) -> int | None:
-        return int(self.stream) if self.stream.isdigit() else None
+        return parse_id(self.stream)
 
 
 def _parse_local(value: str, name: str) -> datetime | None:
@@ -130,9 +131,10 @@ def parse_filters(args: MultiDict) -> Filters:
         if not current_user.is_admin:
             abort(404)
     elif stream:
-        if not stream.isdigit() or int(stream) > MAX_ID:
+        stream_id = parse_id(stream)
+        if stream_id is None:
             abort(400, "The stream filter must be a stream id.")
-        if not visible_streams().where(Stream.id == int(stream)).exists():
+        if not visible_streams().where(Stream.id == stream_id).exists():
             abort(404)
     severity = _choice(args, "severity", SEVERITIES, "severity")
     kind = _choice(args, "kind", EVENT_KINDS, "kind")
@@ -235,9 +237,10 @@ def _int_arg(name: str) -> int | None:
     raw = request.args.get(name, "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or int(raw) > MAX_ID:
+    value = parse_int(raw, minimum=0, maximum=MAX_ID)
+    if value is None:
         abort(400, f"“{name}” must be an event id.")
-    return int(raw)
+    return value
 
 
 def _newest_id() -> int:
@@ -321,12 +324,9 @@ def _bulk_ids() -> list[int]:
     raw = request.form.getlist(name)
     if len(raw) > MAX_BULK:
         abort(400, f"Acknowledge at most {MAX_BULK} events at once.")
-    ids: set[int] = set()
-    for value in raw:
-        value = value.strip()
-        if not value.isdigit() or int(value) > MAX_ID:
-            abort(400, "Event ids must be numbers.")
-        ids.add(int(value))
+    ids = parse_ids(raw)
+    if ids is None:
+        abort(400, "Event ids must be numbers.")
     return sorted(ids)
 
 

@@ -14,29 +14,28 @@ import peewee
 from flask import abort
 
 from glimpser import times
+from glimpser.web.params import MAX_ID, parse_int
+
+__all__ = ["MAX_ID", "make_cursor", "older_than", "parse_cursor", "split_page"]
 
 _TIME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
-
-# The largest row id: larger ids cannot exist (and the databases refuse to compare them), so
-# ids from URLs, forms and cursors are checked against it before they reach a query.
-MAX_ID = 2**31 - 1
 
 
 def make_cursor(at: datetime, row_id: int) -> str:
     """The cursor "<time>_<id>" of a row."""
-    return f"{times.to_utc(at):{_TIME_FORMAT}}_{row_id}"
+    return f"{times.strftime(times.to_utc(at), _TIME_FORMAT)}_{row_id}"
 
 
-def parse_cursor(raw: str, invalid: str, max_id: int | None = None) -> tuple[datetime, int]:
+def parse_cursor(raw: str, invalid: str, max_id: int = MAX_ID) -> tuple[datetime, int]:
     """(time, id) from a cursor; a 400 with the message `invalid` when it is not one (or the
-    id is above `max_id`, when given)."""
+    id is not an ASCII number from 0 to `max_id`)."""
     try:
         at_text, id_text = raw.split("_", 1)
         at = datetime.strptime(at_text, _TIME_FORMAT).replace(tzinfo=UTC)
-        row_id = int(id_text)
     except ValueError:
         abort(400, invalid)
-    if max_id is not None and not 0 <= row_id <= max_id:
+    row_id = parse_int(id_text, minimum=0, maximum=max_id)
+    if row_id is None:
         abort(400, invalid)
     return at, row_id
 

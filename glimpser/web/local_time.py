@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from glimpser import times
+from glimpser.web.params import parse_local_time
 
 LOCAL_FORMAT = "%Y-%m-%dT%H:%M"  # what <input type="datetime-local"> sends
 
@@ -12,11 +13,9 @@ LOCAL_FORMAT = "%Y-%m-%dT%H:%M"  # what <input type="datetime-local"> sends
 def parse_local(value: str) -> datetime | None:
     """A datetime-local value (an offset, when given, is honoured) as UTC; None when blank,
     ValueError when it is not a time (or, with its offset, lies outside years 1-9999)."""
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value[:40])
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else times.to_utc(parsed)
-    except OverflowError as exc:
-        raise ValueError(str(exc)) from exc
+    return parse_local_time(value)
+
+
+def format_local(value: datetime) -> str:
+    """A time as a datetime-local value (four-digit year, also before the year 1000)."""
+    return times.strftime(times.to_utc(value), LOCAL_FORMAT)

@@ -287,6 +287,32 @@ def _is_point(value: Any) -> bool:
     )
 
 
+# masks: [polygon, ...], polygon: [[x, y], ...]: three levels; one spare for a clear message.
+MAX_SHAPE_NESTING = 4
+
+
+def _nesting(text: str) -> int:
+    """How deeply JSON text nests its arrays and objects (brackets inside strings ignored)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def _parse_shapes(name: str, raw: str) -> Any:
     """JSON text → masks (a list of polygons) or a region (a polygon or None).
 
@@ -296,6 +322,9 @@ def _parse_shapes(name: str, raw: str) -> Any:
     raw = raw.strip()
     if not raw:
         return [] if name == "masks" else None
+    if _nesting(raw) > MAX_SHAPE_NESTING:
+        # Checked before parsing: deeply nested text would exhaust the parser's recursion.
+        raise ValueError("Too deeply nested: masks are a list of polygons of [x, y] points.")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:

@@ -49,6 +49,7 @@ from glimpser.web import keyset, stream_form
 from glimpser.web.audit import audit
 from glimpser.web.events import recent_events
 from glimpser.web.htmx import is_fragment_request as _is_fragment_request
+from glimpser.web.params import parse_id
 
 log = logging.getLogger(__name__)
 
@@ -338,8 +339,8 @@ def kind_fields():
     if kind not in CONFIG_BY_KIND:
         abort(400, "unknown kind")
     stream = None
-    if request.args.get("stream_id", "").isdigit():
-        stream = Stream.get_or_none(Stream.id == int(request.args["stream_id"]))
+    if (stream_id := parse_id(request.args.get("stream_id"))) is not None:
+        stream = Stream.get_or_none(Stream.id == stream_id)
     values = stream.config if stream is not None and stream.kind == kind else {}
     stored = frozenset(n for n in CONFIG_BY_KIND[kind].SECRET_FIELDS if values.get(n))
     return render_template(
@@ -415,9 +416,9 @@ def update(stream_id: int):
 @bp.post("/test-capture")
 def test_capture():
     """Validate the form as it stands and capture once on a worker, without saving."""
-    existing, stream_id = None, None
-    if request.form.get("stream_id", "").isdigit():
-        stream = Stream.get_or_none(Stream.id == int(request.form["stream_id"]))
+    existing = None
+    if (stream_id := parse_id(request.form.get("stream_id"))) is not None:
+        stream = Stream.get_or_none(Stream.id == stream_id)
         existing = stream.config if stream is not None else None
         stream_id = stream.id if stream is not None else None
     spec, _sv, _cv, _av, errors = stream_form.parse_form(request.form, existing)

@@ -26,7 +26,7 @@ from glimpser.analysis import summaries as service
 from glimpser.auth.access import get_visible_stream, visible_streams
 from glimpser.models import Stream, Summary
 from glimpser.web.htmx import is_fragment_request as _is_htmx
-from glimpser.web.keyset import MAX_ID
+from glimpser.web.params import is_number, parse_id, parse_int
 
 bp = Blueprint("summaries", __name__, url_prefix="/summaries")
 
@@ -63,11 +63,12 @@ def _filters() -> tuple[Stream | None, str]:
     stream = None
     stream_arg = request.args.get("stream", "")
     if stream_arg:
-        if not stream_arg.isdigit():
+        if not is_number(stream_arg):
             abort(400)
-        if int(stream_arg) > MAX_ID:
-            abort(404)
-        stream = get_visible_stream(int(stream_arg))
+        stream_id = parse_id(stream_arg)
+        if stream_id is None:
+            abort(404)  # a number, but no row can have it
+        stream = get_visible_stream(stream_id)
     period = request.args.get("period", "")
     if period and period not in PERIODS:
         abort(400)
@@ -77,7 +78,7 @@ def _filters() -> tuple[Stream | None, str]:
 def _render_index(form: MultiDict | None = None, errors: dict | None = None):  # noqa: ANN202
     stream, period = _filters()
     page_arg = request.args.get("page", "1")
-    page = min(MAX_PAGE, max(1, int(page_arg))) if page_arg.isdigit() else 1
+    page = min(MAX_PAGE, max(1, parse_int(page_arg) or 1))
     query = service.visible_summaries(current_user)
     if stream is not None:
         query = query.where(Summary.stream == stream.id)
@@ -144,10 +145,11 @@ def create():
     window = request.form.get("window", "")
     errors: dict[str, str] = {}
     stream = None
-    if scope.isdigit():
-        if int(scope) > MAX_ID:
+    if is_number(scope):
+        scope_id = parse_id(scope)
+        if scope_id is None:
             abort(404)
-        stream = get_visible_stream(int(scope))  # 404 for a stream the user may not see
+        stream = get_visible_stream(scope_id)  # 404 for a stream the user may not see
     elif scope != "all":
         errors["scope"] = "Choose a stream or all your streams."
     if window not in service.CUSTOM_WINDOWS:

@@ -34,7 +34,8 @@ from glimpser.media.storage import ObjectNotFound, get_storage
 from glimpser.models import Stream, Timelapse
 from glimpser.web.audit import audit
 from glimpser.web.htmx import is_fragment_request as _is_htmx
-from glimpser.web.local_time import LOCAL_FORMAT, parse_local
+from glimpser.web.local_time import format_local, parse_local
+from glimpser.web.params import parse_int
 
 bp = Blueprint("timelapse", __name__)
 
@@ -73,7 +74,7 @@ def parse_build_form(form: MultiDict, now: datetime) -> tuple[BuildRequest | Non
     errors: dict[str, str] = {}
     preset = form.get("preset", "")
     fps_text = form.get("fps", "")
-    fps = int(fps_text) if fps_text.isdigit() else 0
+    fps = parse_int(fps_text, minimum=0) or 0
     if fps not in builder.FPS_CHOICES:
         errors["fps"] = f"Choose one of {', '.join(map(str, builder.FPS_CHOICES))} fps."
     start = end = None
@@ -102,8 +103,8 @@ def _form_values(form: MultiDict | None, now: datetime) -> dict:
     form = form or MultiDict()
     return {
         "preset": form.get("preset", "hour"),
-        "start": form.get("start") or (now - timedelta(hours=1)).strftime(LOCAL_FORMAT),
-        "end": form.get("end") or now.strftime(LOCAL_FORMAT),
+        "start": form.get("start") or format_local(now - timedelta(hours=1)),
+        "end": form.get("end") or format_local(now),
         "fps": form.get("fps", str(builder.DEFAULT_FPS)),
     }
 
