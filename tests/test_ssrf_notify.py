@@ -1,5 +1,6 @@
 """Notification senders through the SSRF guard, end to end: a Web Push endpoint (supplied by
-any signed-in browser) that redirects to a refused address reaches nothing there."""
+any signed-in browser) that redirects to a refused address reaches nothing there, and a refused
+connection is a final failure, not one retried."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from glimpser.models import Event, NotificationChannel
 from tests.helpers import jobs_configured, setup_admin
 from tests.notify.push_service import Subscriber
 from tests.notify.test_webpush import SUBJECT, deliver, subscribe
-from tests.test_ssrf_guard import DENIED_IP, Peer
+from tests.test_ssrf_guard import DENIED_IP, Peer, allowed, rebinding  # noqa: F401 - fixtures
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def push_app(app_factory):
 
 
 def test_a_push_endpoint_redirecting_to_a_refused_address_reaches_nothing(push_app):
-    allowed, denied = Peer("127.0.0.1"), Peer(DENIED_IP)
+    allowed, denied = Peer("127.0.0.1"), Peer(DENIED_IP)  # noqa: F811 - not the fixture
     try:
         client = push_app.test_client()
         setup_admin(client)
@@ -39,8 +40,28 @@ def test_a_push_endpoint_redirecting_to_a_refused_address_reaches_nothing(push_a
         delivery = deliver(push_app, event, channel)
         assert [path for path, _ in allowed.requests] == ["/push/admin"]
         assert denied.requests == []
-        assert delivery.status != "sent"
+        assert (delivery.status, delivery.attempts) == ("failed", 1)  # a refusal is final
         assert "0 of 1" in delivery.error
+        assert f"refused to connect to {DENIED_IP}" in delivery.error
     finally:
         allowed.stop()
         denied.stop()
+
+
+def test_a_webhook_refused_by_the_guard_fails_at_once_with_the_reason(
+    push_app,
+    rebinding,  # noqa: F811 - the fixture imported above
+):
+    # The name passes the check before sending, then rebinds to the denied address: the guarded
+    # session refuses the connection. A refusal is final: retrying would be refused again.
+    name, other = rebinding
+    other.routes["/hook"] = (204, {}, b"")
+    with database.connection_context():
+        channel = NotificationChannel.create(
+            name="Hook", kind="webhook", config={"url": f"http://{name}:{other.port}/hook"}
+        )
+        event = Event.create(stream=None, kind="test", severity="high", title="Hello")
+    delivery = deliver(push_app, event, channel)
+    assert other.requests == []
+    assert (delivery.status, delivery.attempts) == ("failed", 1)
+    assert f"refused to connect to {name} ({DENIED_IP})" in delivery.error

@@ -38,7 +38,7 @@ from glimpser.models import (
 from glimpser.notify.dispatch import SendError, SendResult
 from glimpser.notify.schemas import WebPushConfig
 from glimpser.sources.base import CaptureContext, CaptureError
-from glimpser.sources.network_guard import guarded_session, resolve
+from glimpser.sources.network_guard import GuardError, guarded_session, resolve
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +270,9 @@ def deliver(
                 continue
             retryable = retryable or code is None or code == 429 or code >= 500
             errors.append(f"push service answered {code}" if code else "push failed")
+            continue
+        except GuardError as exc:  # a redirect to a refused address: final, with the reason
+            errors.append(f"subscription {sub.id}: {exc}")
             continue
         except requests.RequestException as exc:
             retryable = True
