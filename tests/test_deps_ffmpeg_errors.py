@@ -101,3 +101,11 @@ def test_only_summaries_are_still_said_and_credentials_stay_masked():
     )
     message = last_error_line(stderr)
     assert message.endswith("/live: Connection refused") and "hunter2" not in message
+
+
+def test_a_huge_error_text_is_cut_before_it_is_read_and_stays_masked():
+    # 5 MB of credentialed URLs on one line without spaces: ffmpeg prints what it is given.
+    stderr = b"rtsp://admin:hunter2@cam/" * 200_000 + b"\nError opening input files\n"
+    message = last_error_line(stderr)
+    assert message.startswith("rtsp://admin:***@cam/") and "hunter2" not in message
+    assert "more characters]" in message and len(message) < 600

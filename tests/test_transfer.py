@@ -497,6 +497,28 @@ def test_mode_overwrite_keeps_id_status_and_the_stored_password(db_app):
         assert Stream.get_by_id(existing.id).config["password"] == ""
 
 
+def test_overwrite_keeps_a_stored_password_by_the_forms_rule_of_destination(db_app):
+    # The stream form's rule (schema_helpers.may_keep_secrets): scheme, host and port, the
+    # scheme's default port filled in. The same camera over plain http is another destination.
+    def image(url: str, **extra: Any) -> dict[str, Any]:
+        config = {"kind": "http_image", "url": url, "username": "viewer", "auth": "basic"}
+        return {"name": "Porch", "interval": 30, "config": {**config, **extra}}
+
+    with database.connection_context():
+        stored = image("https://cam.example.net/snap.jpg", password=CAMERA_PASSWORD)
+        porch = add_stream("Porch", stored["config"], interval=30)
+
+        same = _glimpser_doc(image("https://cam.example.net:443/snap.jpg"))
+        report = transfer.import_streams(same, "overwrite")
+        assert report.entries[0].notes == ["stored password kept"]
+        assert Stream.get_by_id(porch.id).config["password"] == CAMERA_PASSWORD
+
+        plain = _glimpser_doc(image("http://cam.example.net/snap.jpg"))
+        report = transfer.import_streams(plain, "overwrite")
+        assert report.entries[0].notes == ["stored password not kept: the address changed"]
+        assert Stream.get_by_id(porch.id).config["password"] == ""
+
+
 def test_mode_rename(db_app):
     with database.connection_context():
         existing = _existing_camera()

@@ -3,8 +3,9 @@ reading a channel's stored config. Which module sends a kind: glimpser.notify.re
 
 A sender makes exactly ONE attempt. It returns a SendResult only when the receiver answered
 success, and raises SendError otherwise: `retryable` for network errors, timeouts, 5xx and 429
-(with Retry-After), not for other 4xx or for a channel that cannot work as configured. Retries,
-backoff, the circuit breaker and the delivery log are the dispatcher's (glimpser.notify.dispatch).
+(with Retry-After), not for other 4xx, a destination the SSRF guard refuses, or a channel that
+cannot work as configured. Retries, backoff, the circuit breaker and the delivery log are the
+dispatcher's (glimpser.notify.dispatch).
 Error messages name what failed, never a token, password or secret URL.
 """
 
@@ -25,7 +26,12 @@ from glimpser.notify.message import Message, message_for
 from glimpser.notify.schemas import ChannelConfig, error_messages, parse_config
 from glimpser.retry_after import retry_after_seconds as parse_retry_after
 from glimpser.sources.base import CaptureContext, CaptureError
-from glimpser.sources.network_guard import address_problem, guarded_session, resolve
+from glimpser.sources.network_guard import (
+    GuardError,
+    address_problem,
+    guarded_session,
+    resolve,
+)
 
 __all__ = [
     "SendContext",
@@ -135,7 +141,11 @@ def http_failure(
 
 def network_failure(what: str, exc: requests.RequestException, timeout: float) -> SendError:
     """Timeouts and connection errors: retryable. The message names the kind of failure only
-    (requests' own messages repeat the URL, which may carry a token)."""
+    (requests' own messages repeat the URL, which may carry a token). A connection the SSRF
+    guard refused (a redirect hop, a name resolved again) is final, with the guard's reason
+    (host and address only)."""
+    if isinstance(exc, GuardError):
+        return SendError(str(exc), retryable=False)
     if isinstance(exc, requests.Timeout):
         return SendError(f"{what} did not answer within {timeout:g} s", retryable=True)
     if isinstance(exc, requests.ConnectionError):

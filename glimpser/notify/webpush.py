@@ -38,7 +38,7 @@ from glimpser.models import (
 from glimpser.notify.dispatch import SendError, SendResult
 from glimpser.notify.schemas import WebPushConfig
 from glimpser.sources.base import CaptureContext, CaptureError
-from glimpser.sources.network_guard import guarded_session, resolve
+from glimpser.sources.network_guard import GuardError, guarded_session, public_problem, resolve
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +100,14 @@ def subject_problem(settings: Settings) -> str:
     )
 
 
-def endpoint_problem(endpoint: str, allow_loopback: bool) -> str | None:
+def endpoint_problem(endpoint: str, guard: CaptureContext) -> str | None:
     """Why Glimpser will not POST to this push endpoint, or None.
 
     Endpoints come from browsers, i.e. from any signed-in user, so they must point at the public
-    internet (push services do): no private, loopback, link-local or reserved addresses. Loopback
-    over plain HTTP only with GLIMPSER_ALLOW_LOOPBACK_SOURCES=1 (the tests' push service).
+    internet (push services do): no private, loopback, link-local or reserved addresses, and none
+    in GLIMPSER_SOURCE_DENY_CIDRS (`network_guard.public_problem`, the rule the guarded session
+    applies to every hop). Loopback over plain HTTP only with GLIMPSER_ALLOW_LOOPBACK_SOURCES=1
+    (the tests' push service).
     """
     parts = urlsplit(endpoint)
     host = parts.hostname
@@ -116,13 +118,12 @@ def endpoint_problem(endpoint: str, allow_loopback: bool) -> str | None:
     except CaptureError as exc:
         return str(exc)
     for addr in addresses:
-        if addr.is_loopback and allow_loopback:
-            continue
-        if not addr.is_global:
-            return f"the endpoint's address {addr} is not on the public internet"
+        problem = public_problem(addr, guard)
+        if problem:
+            return f"the endpoint's address {addr} is refused: {problem}"
     loopback_only = all(a.is_loopback for a in addresses)
     if parts.scheme != "https" and not (
-        parts.scheme == "http" and loopback_only and allow_loopback
+        parts.scheme == "http" and loopback_only and guard.allow_loopback
     ):
         return "the endpoint must use https"
     return None
@@ -133,7 +134,7 @@ class SubscriptionTaken(ValueError):
 
 
 def save_subscription(
-    user: User, data: dict, user_agent: str = "", *, allow_loopback: bool = False
+    user: User, data: dict, user_agent: str, guard: CaptureContext
 ) -> PushSubscription:
     """Store a browser's PushSubscription JSON for this user (the same endpoint again updates
     its keys). ValueError when invalid; SubscriptionTaken when another user has the endpoint
@@ -153,7 +154,7 @@ def save_subscription(
         except ValueError:
             raise ValueError(f"the subscription key {name} is not base64url") from None
     # Last: it resolves the host name.
-    problem = endpoint_problem(endpoint, allow_loopback)
+    problem = endpoint_problem(endpoint, guard)
     if problem:
         raise ValueError(problem)
     values = {"p256dh": p256dh, "auth": auth, "user_agent": user_agent[:300]}
@@ -239,12 +240,13 @@ def deliver(
     ttl = int((channel.config or {}).get("ttl", 24 * 3600))
     done_key = f"glimpser:webpush:done:{delivery.id}"
     reached, gone, retryable, errors, last_code = 0, 0, False, [], None
-    session = guarded_session(CaptureContext.from_settings(settings), public_only=True)
+    guard = CaptureContext.from_settings(settings)
+    session = guarded_session(guard, public_only=True)
     for sub in subscriptions:
         if connection.sismember(done_key, sub.id):
             reached += 1
             continue
-        problem = endpoint_problem(sub.endpoint, settings.allow_loopback_sources)
+        problem = endpoint_problem(sub.endpoint, guard)
         if problem:
             errors.append(f"subscription {sub.id} skipped: {problem}")
             continue
@@ -270,6 +272,9 @@ def deliver(
                 continue
             retryable = retryable or code is None or code == 429 or code >= 500
             errors.append(f"push service answered {code}" if code else "push failed")
+            continue
+        except GuardError as exc:  # a redirect to a refused address: final, with the reason
+            errors.append(f"subscription {sub.id}: {exc}")
             continue
         except requests.RequestException as exc:
             retryable = True

@@ -78,8 +78,9 @@ _GENERIC = re.compile(
 )
 # "[http @ 0x55d3edd8b640] Stream ends prematurely…": the component that logged the line.
 _CONTEXT = re.compile(r"^\[(?P<name>[\w,.-]+) @ 0x[0-9a-f]+\]\s*")
-# The line ffmpeg writes for a failed input: "<url or path>: <reason>".
-_INPUT_ERROR = re.compile(r"^\S+?://\S+: |^/\S+: ")
+# The line ffmpeg writes for a failed input: "<url or path>: <reason>". Linear time: the scheme
+# holds no ":", so only the first "://" is tried (not each one of a long line, each to its end).
+_INPUT_ERROR = re.compile(r"^[^\s:]+://\S+?: |^/\S+: ")
 _PROTOCOLS = {"http", "https", "tcp", "tls", "udp", "rtsp", "rtmp", "hls", "crypto"}
 
 
@@ -96,10 +97,10 @@ def last_error_line(stderr: bytes) -> str:
         return ""
     specific = [ln for ln in lines if not _GENERIC.match(_CONTEXT.sub("", ln))]
     if not specific:
-        return redact(lines[-1])[:500]
+        return redact(lines[-1], 500)
     inputs = [i for i, line in enumerate(specific) if _INPUT_ERROR.match(line)]
     if not inputs:
-        return redact(_CONTEXT.sub("", specific[-1]))[:500]
+        return redact(_CONTEXT.sub("", specific[-1]), 500)
     chosen = specific[inputs[-1]]
     # The protocol's reason, looked for among the lines of this failure only.
     this_failure = specific[inputs[-2] + 1 if len(inputs) > 1 else 0 : inputs[-1]]
@@ -110,7 +111,7 @@ def last_error_line(stderr: bytes) -> str:
             if chosen.split(": ", 1)[-1] not in reason:  # not the same words again
                 chosen = f"{reason}; {chosen}"
             break
-    return redact(chosen)[:500]
+    return redact(chosen, 500)
 
 
 def run_grab(

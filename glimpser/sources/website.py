@@ -285,7 +285,7 @@ def _message(exc: Exception, password: str) -> str:
     line = _first_line(exc) if isinstance(exc, PlaywrightError) else str(exc)
     if password:
         line = line.replace(password, "***")
-    return redact(line)[:500]
+    return redact(line, 500)
 
 
 def _first_line(exc: PlaywrightError) -> str:

@@ -97,7 +97,7 @@ def ytdlp_message(exc: BaseException) -> str:
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     line = line.removeprefix("ERROR:").strip()
     line = _REPORT_BUG.sub("", _CAUSED_BY.sub("", line)).strip()
-    return redact(line)[:500] or exc.__class__.__name__
+    return redact(line, 500) or exc.__class__.__name__
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import peewee
 from pydantic import SecretStr, ValidationError
@@ -23,6 +22,7 @@ from glimpser.db import write_transaction
 from glimpser.models import AuditLog, NotificationChannel, Rule, Stream, User
 from glimpser.notify import channel_store
 from glimpser.notify import schemas as channel_schemas
+from glimpser.schema_helpers import may_keep_secrets
 from glimpser.sources.redaction import unmask
 from glimpser.sources.schemas import (
     KINDS,
@@ -125,19 +125,9 @@ def _free_name(name: str, taken: set[str]) -> str:
         n += 1
 
 
-def _host(config: dict[str, Any]) -> tuple[str, int | None] | None:
-    url = config.get("url")
-    if not isinstance(url, str) or not url:
-        return None
-    try:
-        parts = urlsplit(url)
-        return ((parts.hostname or "").lower(), parts.port)
-    except ValueError:
-        return None
-
-
 def _keep_secrets(entry: _Entry) -> None:
-    """An overwrite without a secret keeps the stored one, but only for the same kind and host."""
+    """An overwrite without a secret keeps the stored one, but only for the same kind and a
+    destination the stored config sent it to already (the stream form's rule)."""
     assert entry.spec is not None and entry.target is not None
     stored = entry.target.config or {}
     config = entry.spec.config
@@ -147,7 +137,7 @@ def _keep_secrets(entry: _Entry) -> None:
             continue
         if stored.get("kind") != config.kind:
             entry.report.notes.append(f"stored {name} not kept: the kind changed")
-        elif _host(stored) != _host(config.model_dump()):
+        elif not may_keep_secrets(stored, config.model_dump(mode="json")):
             entry.report.notes.append(f"stored {name} not kept: the address changed")
         else:
             entry.kept_secrets[name] = value
@@ -286,20 +276,6 @@ def _prepare_channel(index: int, raw: Any) -> _ChannelEntry:
     return entry
 
 
-def _channel_address(config: dict[str, Any]) -> Any:
-    """Where a channel sends its secrets; an overwrite keeps stored secrets only when this is
-    unchanged (an imported file must not redirect a stored token to another host)."""
-    kind = config.get("kind")
-    if kind == "webhook":
-        return _host(config)
-    if kind == "cap":
-        endpoints = config.get("endpoints") or []
-        return frozenset(_host({"url": u}) for u in endpoints if isinstance(u, str))
-    if kind == "email":
-        return str(config.get("host") or "").lower()
-    return None  # Pushover's API is fixed; Apprise URLs are themselves the secret
-
-
 def _secret_label(config: channel_schemas.ChannelConfig, name: str) -> str:
     return type(config).model_fields[name].title or name
 
@@ -319,7 +295,7 @@ def _keep_channel_secrets(entry: _ChannelEntry) -> None:
         label = _secret_label(config, name)
         if stored_kind != config.kind:
             entry.report.notes.append(f"stored {label} not kept: the kind changed")
-        elif _channel_address(stored) != _channel_address(config.model_dump()):
+        elif not may_keep_secrets({**stored, "kind": stored_kind}, config.model_dump(mode="json")):
             entry.report.notes.append(f"stored {label} not kept: the address changed")
         else:
             kept[name] = value

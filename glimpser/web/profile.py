@@ -22,6 +22,7 @@ from flask_login import current_user
 from glimpser.db import write_transaction
 from glimpser.models import PushSubscription
 from glimpser.notify import webpush
+from glimpser.sources.base import CaptureContext
 
 bp = Blueprint("profile", __name__, url_prefix="/profile")
 
@@ -55,7 +56,7 @@ def subscribe():
             current_user,
             data,
             request.headers.get("User-Agent", ""),
-            allow_loopback=current_app.extensions["glimpser.settings"].allow_loopback_sources,
+            CaptureContext.from_settings(current_app.extensions["glimpser.settings"]),
         )
     except webpush.SubscriptionTaken as exc:
         return jsonify(error=str(exc)), 409

@@ -7,6 +7,7 @@ own keys (http_ece) and verifies the VAPID JWT, as real push services do.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -21,6 +22,7 @@ from glimpser.models import (
     StreamAccess,
 )
 from glimpser.notify import dispatch, webpush
+from glimpser.sources.base import CaptureContext
 from tests.helpers import csrf_from, jobs_configured, login, setup_admin
 from tests.notify.push_service import PushService
 
@@ -259,17 +261,19 @@ def test_another_users_subscription_is_never_taken_over(world, capture_app, push
         ("https://100.64.0.1/push/x", False),  # shared address space (CGNAT): not public
     ],
 )
-def test_which_push_endpoints_may_be_reached(endpoint, allowed_with_loopback):
+def test_which_push_endpoints_may_be_reached(endpoint, allowed_with_loopback, tmp_path):
     """As docs/notifications.md says: public https only; loopback with the setting alone."""
-    assert webpush.endpoint_problem(endpoint, allow_loopback=False)
-    problem = webpush.endpoint_problem(endpoint, allow_loopback=True)
+    strict = CaptureContext(5_000_000, False, (), tmp_path, "")
+    assert webpush.endpoint_problem(endpoint, strict)
+    problem = webpush.endpoint_problem(endpoint, replace(strict, allow_loopback=True))
     assert (problem is None) == allowed_with_loopback, problem
 
 
 def test_two_users_racing_for_one_endpoint_get_201_and_409_never_a_500(app_factory, database_url):
     """Both requests read "nobody has it" and insert: the loser meets the unique endpoint and
     answers 409 (or 201 when it was its own), never an IntegrityError."""
-    app_factory(database_url, GLIMPSER_ALLOW_LOOPBACK_SOURCES="1")  # opens the database
+    app = app_factory(database_url, GLIMPSER_ALLOW_LOOPBACK_SOURCES="1")  # opens the database
+    guard = CaptureContext.from_settings(app.extensions["glimpser.settings"])
     with database.connection_context():
         users = [create_user(name, PASSWORD, "viewer") for name in ("ana", "ben")]
     keys = {"p256dh": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQ", "auth": "tBHItJI5svbpez7K"}
@@ -282,9 +286,7 @@ def test_two_users_racing_for_one_endpoint_get_201_and_409_never_a_500(app_facto
             with database.connection_context():
                 barrier.wait()
                 try:
-                    webpush.save_subscription(
-                        user, {"endpoint": endpoint, "keys": keys}, allow_loopback=True
-                    )
+                    webpush.save_subscription(user, {"endpoint": endpoint, "keys": keys}, "", guard)
                     outcomes[user.username] = "saved"
                 except webpush.SubscriptionTaken:
                     outcomes[user.username] = "taken"
