@@ -267,3 +267,24 @@ def test_the_analysis_job_makes_the_thumbnail_so_the_web_process_need_not(captur
     jobs.analyse_snapshot(snapshot.id)
     thumb = Image.open(io.BytesIO(storage.get(key)))
     assert thumb.width == THUMB_WIDTH
+
+
+@pytest.mark.timeout(30)  # a hang guard: the old wait for a left-behind lock was a minute
+def test_a_lock_left_behind_by_a_dead_job_does_not_hold_up_the_worker(capture_app):
+    """Redis restarted with a job's analysis lock saved in its RDB (the job died with Redis
+    away, so it could not release it): the next analysis of that stream must not keep the
+    worker, which runs the captures too, waiting for the lock to expire."""
+    from tests.helpers import add_snapshot, add_stream
+    from tests.media_servers import jpeg
+
+    redis = capture_app.extensions["glimpser.redis"]
+    stream = add_stream("Orphaned lock")
+    snapshot = add_snapshot(capture_app, stream, jpeg((30, 90, 150), size=(640, 360)))
+    lock_key = f"glimpser:analysis:lock:{stream.id}"
+    redis.set(lock_key, "token-of-a-dead-job", ex=3600)
+    outcome = jobs.analyse_snapshot(snapshot.id)
+    assert outcome["snapshot_id"] == snapshot.id
+    # Compared, but the state was left to the lock's holder, and the lock to its TTL.
+    assert redis.get(lock_key) == b"token-of-a-dead-job"
+    with database.connection_context():
+        assert Snapshot.get_by_id(snapshot.id).analysed_at is not None

@@ -35,7 +35,12 @@ from glimpser.models import Event, Snapshot, Stream
 
 log = logging.getLogger(__name__)
 
-LOCK_SECONDS = 60
+# A stream's motion state is updated under a lock. Detection takes milliseconds, so the lock
+# lives LOCK_SECONDS at most and a job waits LOCK_WAIT_SECONDS for it: a lock left behind by a
+# job that died (e.g. Redis restarted with the lock saved in its RDB) must not hold up the
+# worker, which also runs the captures, for a minute.
+LOCK_SECONDS = 10
+LOCK_WAIT_SECONDS = 2
 
 
 @dataclass
@@ -83,11 +88,13 @@ def _detect(
     last_key = f"glimpser:analysis:last:{stream.id}"
     stamp = snapshot.captured_at.timestamp()
     lock = connection.lock(
-        f"glimpser:analysis:lock:{stream.id}", timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
+        f"glimpser:analysis:lock:{stream.id}",
+        timeout=LOCK_SECONDS,
+        blocking_timeout=LOCK_WAIT_SECONDS,
     )
     if not lock.acquire():
-        # Another worker held the stream for a whole minute (stuck or very slow): compare with
-        # the stored background anyway, but leave the state to the holder.
+        # Another job holds the stream (stuck, very slow, or dead with its lock left behind):
+        # compare with the stored background anyway, but leave the state to the holder.
         log.warning("analysis lock busy", extra={"stream_id": stream.id})
         try:
             return motion.detect(jpeg, motion.load_state(connection, stream.id), config)[0]
