@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 from limits import parse_many
@@ -93,6 +95,7 @@ class Settings:
     secure_cookies: bool
     login_rate_limit: str
     login_user_rate_limit: str  # failed sign-ins per username from all addresses (a backstop)
+    session_lifetime_days: int  # how long a signed-in session lasts
     web_workers: int
     web_threads: int
     workers: int
@@ -120,6 +123,9 @@ class Settings:
     retention_max_count: int
     retention_max_bytes: int
     event_retention_days: int
+    summary_retention_days: int  # 0 = keep forever
+    ai_call_retention_days: int
+    audit_retention_days: int
     # watching
     live_fps: int
     live_idle_seconds: int
@@ -147,6 +153,9 @@ class Settings:
     notify_cooldown_seconds: int
     breaker_threshold: int
     breaker_cooldown_seconds: int
+    # time zone and locale defaults (a user's own choice wins)
+    default_timezone: str  # an IANA name, e.g. Europe/Berlin
+    default_locale: str  # a BCP 47 tag, e.g. en-GB
 
     @property
     def ai_configured(self) -> bool:
@@ -260,6 +269,27 @@ def _vapid_subject(env: Mapping[str, str]) -> str:
 SUMMARY_PERIODS = ("hour", "day")
 
 
+def _timezone(raw: str) -> str:
+    name = raw.strip() or "UTC"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"GLIMPSER_TIMEZONE={raw!r} is not an IANA time zone (e.g. Europe/Berlin, UTC)"
+        ) from None
+    return name
+
+
+_LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+def _locale(raw: str) -> str:
+    tag = raw.strip() or "en"
+    if not _LOCALE_RE.match(tag):
+        raise ConfigError(f"GLIMPSER_LOCALE={raw!r} is not a language tag (e.g. en, en-GB, de)")
+    return tag
+
+
 def _ai(env: Mapping[str, str]) -> tuple[str, str, str]:
     """(base URL, API key, model); the base URL is "" when AI is not configured."""
     base = env.get("GLIMPSER_AI_BASE_URL", "").strip().rstrip("/")
@@ -332,9 +362,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
 
     login_rate_limit = env.get("GLIMPSER_LOGIN_RATE_LIMIT", "").strip() or "10 per minute"
-    login_user_rate_limit = (
-        env.get("GLIMPSER_LOGIN_USER_RATE_LIMIT", "").strip() or "100 per hour"
-    )
+    login_user_rate_limit = env.get("GLIMPSER_LOGIN_USER_RATE_LIMIT", "").strip() or "100 per hour"
     for name, rate in (
         ("GLIMPSER_LOGIN_RATE_LIMIT", login_rate_limit),
         ("GLIMPSER_LOGIN_USER_RATE_LIMIT", login_user_rate_limit),
@@ -376,6 +404,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         secure_cookies=_bool(env, "GLIMPSER_SECURE_COOKIES", True),
         login_rate_limit=login_rate_limit,
         login_user_rate_limit=login_user_rate_limit,
+        session_lifetime_days=_int(env, "GLIMPSER_SESSION_LIFETIME_DAYS", 14, 1, 365),
         web_workers=_int(env, "GLIMPSER_WEB_WORKERS", 2, 1, 64),
         web_threads=_int(env, "GLIMPSER_WEB_THREADS", 8, 1, 256),
         workers=_int(env, "GLIMPSER_WORKERS", 2, 1, 64),
@@ -407,6 +436,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retention_max_count=_int(env, "GLIMPSER_RETENTION_MAX_COUNT", 0, 0, 10**9),
         retention_max_bytes=_int(env, "GLIMPSER_RETENTION_MAX_BYTES", 0, 0, 2**62),
         event_retention_days=_int(env, "GLIMPSER_EVENT_RETENTION_DAYS", 30, 0, 36500),
+        summary_retention_days=_int(env, "GLIMPSER_SUMMARY_RETENTION_DAYS", 365, 0, 36500),
+        ai_call_retention_days=_int(env, "GLIMPSER_AI_CALL_RETENTION_DAYS", 90, 0, 36500),
+        audit_retention_days=_int(env, "GLIMPSER_AUDIT_RETENTION_DAYS", 365, 0, 36500),
         live_fps=_int(env, "GLIMPSER_LIVE_FPS", 5, 1, 30),
         live_idle_seconds=_int(env, "GLIMPSER_LIVE_IDLE_SECONDS", 10, 1, 3600),
         timelapse_retention_days=_int(env, "GLIMPSER_TIMELAPSE_RETENTION_DAYS", 30, 0, 36500),
@@ -430,4 +462,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         notify_cooldown_seconds=_int(env, "GLIMPSER_NOTIFY_COOLDOWN_SECONDS", 0, 0, 7 * 86400),
         breaker_threshold=_int(env, "GLIMPSER_BREAKER_THRESHOLD", 5, 1, 1000),
         breaker_cooldown_seconds=_int(env, "GLIMPSER_BREAKER_COOLDOWN_SECONDS", 60, 1, 86400),
+        default_timezone=_timezone(env.get("GLIMPSER_TIMEZONE", "")),
+        default_locale=_locale(env.get("GLIMPSER_LOCALE", "")),
     )

@@ -18,6 +18,7 @@ from flask import Flask, abort, redirect, request, url_for
 from flask_login import current_user
 
 from glimpser.auth.users import setup_open
+from glimpser.web.app_settings import current_settings
 
 F = TypeVar("F", bound=Callable)
 
@@ -25,6 +26,7 @@ PUBLIC_ENDPOINTS: frozenset[str] = frozenset(
     {
         "auth.login",
         "auth.setup",  # the view itself refuses once setup is done
+        "account.set_password",  # a one-time link an admin made; the view checks the token
         "health.healthz",
         "health.readyz",
         "static",
@@ -48,10 +50,25 @@ VIEWER_WRITE_ENDPOINTS: frozenset[str] = frozenset(
         "profile.subscribe",
         "profile.unsubscribe",
         "profile.remove",
+        # Everyone changes their own password and ends their own other sessions.
+        "profile.change_password",
+        "profile.end_session",
+        "profile.end_other_sessions",
     }
 )
 ADMIN_BLUEPRINTS: frozenset[str] = frozenset(
-    {"admin", "admin_rules", "admin_transfer", "admin_channels", "admin_deliveries"}
+    {
+        "admin",
+        "admin_rules",
+        "admin_transfer",
+        "admin_channels",
+        "admin_deliveries",
+        "admin_users",
+        "admin_sessions",
+        "admin_settings",
+        "admin_system",
+        "admin_audit",
+    }
 )
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -75,7 +92,7 @@ def _public_by_setting(app: Flask, endpoint: str) -> bool:
     name = PUBLIC_IF_SETTING.get(endpoint)
     if name is None or request.method not in SAFE_METHODS:
         return False
-    return getattr(app.extensions.get("glimpser.settings"), name, False) is True
+    return getattr(current_settings(), name, False) is True
 
 
 def install(app: Flask) -> None:

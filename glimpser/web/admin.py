@@ -10,6 +10,7 @@ from glimpser import system_status
 from glimpser.analysis.usage import usage_last_day
 from glimpser.media.deletion import deletions_in_progress
 from glimpser.models import AuditLog, User
+from glimpser.web.app_settings import current_settings
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -24,7 +25,7 @@ def index():
     status = system_status.collect(current_app.extensions["glimpser.redis"])
     users = User.select().order_by(User.username)
     audit = AuditLog.select().order_by(AuditLog.at.desc()).limit(20)
-    settings = current_app.extensions["glimpser.settings"]
+    settings = current_settings()
     return render_template(
         "admin/index.html",
         status=status,

@@ -66,6 +66,7 @@ from glimpser.notify.schemas import (
 from glimpser.schema_helpers import REENTER_MESSAGE
 from glimpser.sources.base import CaptureContext
 from glimpser.sources.network_guard import address_problem
+from glimpser.web.app_settings import current_settings
 from glimpser.web.audit import audit
 from glimpser.web.htmx import is_fragment_request as _is_htmx
 from glimpser.web.params import parse_id
@@ -82,7 +83,7 @@ FINAL_STATES = frozenset({"sent", "failed", "skipped"})
 
 
 def _settings() -> Settings:
-    return current_app.extensions["glimpser.settings"]
+    return current_settings()
 
 
 def _redis() -> redis.Redis:

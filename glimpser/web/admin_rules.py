@@ -44,6 +44,7 @@ from glimpser.db import write_transaction
 from glimpser.models import Event, NotificationChannel, Rule, Stream
 from glimpser.notify.schemas import KIND_LABELS
 from glimpser.sources.schemas import error_messages
+from glimpser.web.app_settings import current_settings
 from glimpser.web.audit import audit
 from glimpser.web.params import parse_id, parse_int
 from glimpser.web.stream_form import FieldView, _view
@@ -237,7 +238,7 @@ def _render_form(rule: Rule | None, values: dict[str, Any], errors: dict[str, st
             view.widget = "textarea"
         condition_fields.append((name in AI_CONDITIONS, view))
     schedule = values.get("schedule") or {}
-    settings = current_app.extensions["glimpser.settings"]
+    settings = current_settings()
     return render_template(
         "admin/rules/form.html",
         rule=rule,
@@ -404,7 +405,7 @@ def _rows(rules: list[Rule]) -> list[RuleRow]:
 @bp.get("/")
 def index():
     rows = _rows(list(Rule.select().order_by(Rule.name)))
-    settings = current_app.extensions["glimpser.settings"]
+    settings = current_settings()
     return render_template("admin/rules/list.html", rows=rows, ai_configured=settings.ai_configured)
 
 

@@ -20,6 +20,7 @@ from glimpser.transfer import (
     import_streams,
     load_document,
 )
+from glimpser.web.app_settings import current_settings
 
 bp = Blueprint("admin_transfer", __name__, url_prefix="/admin/transfer")
 
@@ -88,7 +89,7 @@ def index():
             ip=request.remote_addr or "",
             via="web",
             source=upload.filename or "",
-            ai_configured=current_app.extensions["glimpser.settings"].ai_configured,
+            ai_configured=current_settings().ai_configured,
         )
     except TransferError as exc:
         return _page(form, error=str(exc), status=exc.status)

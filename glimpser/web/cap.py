@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 
 import peewee
-from flask import Blueprint, Response, abort, current_app, url_for
+from flask import Blueprint, Response, abort, url_for
 from flask_login import current_user
 from lxml import etree
 
@@ -25,6 +25,7 @@ from glimpser.auth.access import visible_streams
 from glimpser.config import Settings
 from glimpser.models import CapMessage, Event, Stream
 from glimpser.notify.cap import CAP_CONTENT_TYPE, CAP_NS, alert_head, cap_sender, cap_time
+from glimpser.web.app_settings import current_settings
 
 bp = Blueprint("cap", __name__, url_prefix="/cap")
 
@@ -35,7 +36,7 @@ TITLE_PREFIX = {"Alert": "", "Update": "Update: ", "Cancel": "Cancelled: "}
 
 
 def _settings() -> Settings:
-    return current_app.extensions["glimpser.settings"]
+    return current_settings()
 
 
 def _visible_messages() -> peewee.ModelSelect:

@@ -37,6 +37,7 @@ from glimpser.auth.views import safe_next
 from glimpser.db import write_transaction
 from glimpser.models import EVENT_KINDS, SEVERITIES, Event, Rule, Snapshot, Stream
 from glimpser.web import keyset
+from glimpser.web.app_settings import current_settings
 from glimpser.web.audit import audit
 from glimpser.web.htmx import is_fragment_request as _is_fragment_request
 from glimpser.web.htmx import render_block
@@ -405,7 +406,7 @@ def event_kind_label(kind: str) -> str:
 @bp.app_template_global()
 def ai_configured() -> bool:
     """Whether an AI server is configured: without one the UI says so instead of describing."""
-    settings = current_app.extensions.get("glimpser.settings")
+    settings = current_settings()
     return bool(settings is not None and settings.ai_configured)
 
 

@@ -16,6 +16,7 @@ from glimpser.capture import live
 from glimpser.capture.readers import frame_key
 from glimpser.media.snapshots import latest_snapshot
 from glimpser.models import Stream
+from glimpser.web.app_settings import current_settings
 from glimpser.web.htmx import render_block
 
 bp = Blueprint("live", __name__, url_prefix="/streams")
@@ -26,7 +27,7 @@ def _redis():  # noqa: ANN202
 
 
 def _settings():  # noqa: ANN202
-    return current_app.extensions["glimpser.settings"]
+    return current_settings()
 
 
 def _broker() -> live.FrameBroker:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from flask import (
     Blueprint,
     abort,
-    current_app,
     jsonify,
     redirect,
     render_template,
@@ -23,6 +22,7 @@ from glimpser.db import write_transaction
 from glimpser.models import PushSubscription
 from glimpser.notify import webpush
 from glimpser.sources.base import CaptureContext
+from glimpser.web.app_settings import current_settings
 
 bp = Blueprint("profile", __name__, url_prefix="/profile")
 
@@ -41,7 +41,7 @@ def index():
         "profile/index.html",
         subscriptions=_own_subscriptions(),
         vapid_public_key=webpush.vapid_keys().public_key,
-        push_problem=webpush.subject_problem(current_app.extensions["glimpser.settings"]),
+        push_problem=webpush.subject_problem(current_settings()),
     )
 
 
@@ -56,7 +56,7 @@ def subscribe():
             current_user,
             data,
             request.headers.get("User-Agent", ""),
-            CaptureContext.from_settings(current_app.extensions["glimpser.settings"]),
+            CaptureContext.from_settings(current_settings()),
         )
     except webpush.SubscriptionTaken as exc:
         return jsonify(error=str(exc)), 409

@@ -46,6 +46,7 @@ from glimpser.sources.schemas import (
 )
 from glimpser.transfer.stream_store import create_stream, update_stream
 from glimpser.web import keyset, stream_form
+from glimpser.web.app_settings import current_settings
 from glimpser.web.audit import audit
 from glimpser.web.events import recent_events
 from glimpser.web.htmx import is_fragment_request as _is_fragment_request
@@ -63,7 +64,7 @@ def _redis():  # noqa: ANN202
 
 
 def _settings():  # noqa: ANN202
-    return current_app.extensions["glimpser.settings"]
+    return current_settings()
 
 
 def _audit(action: str, stream: Stream, **detail: object) -> None:

@@ -25,6 +25,7 @@ from werkzeug.datastructures import MultiDict
 from glimpser.analysis import summaries as service
 from glimpser.auth.access import get_visible_stream, visible_streams
 from glimpser.models import Stream, Summary
+from glimpser.web.app_settings import current_settings
 from glimpser.web.htmx import is_fragment_request as _is_htmx
 from glimpser.web.params import is_number, parse_id, parse_int
 
@@ -36,7 +37,7 @@ PERIODS: dict[str, str] = {"hour": "Hourly", "day": "Daily", "custom": "On deman
 
 
 def _settings():  # noqa: ANN202
-    return current_app.extensions["glimpser.settings"]
+    return current_settings()
 
 
 def _form_context(form: MultiDict | None = None, errors: dict | None = None) -> dict:

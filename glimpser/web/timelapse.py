@@ -32,6 +32,7 @@ from glimpser.db import write_transaction
 from glimpser.media import timelapse as builder
 from glimpser.media.storage import ObjectNotFound, get_storage
 from glimpser.models import Stream, Timelapse
+from glimpser.web.app_settings import current_settings
 from glimpser.web.audit import audit
 from glimpser.web.htmx import is_fragment_request as _is_htmx
 from glimpser.web.local_time import format_local, parse_local
@@ -58,7 +59,7 @@ class BuildRequest:
 
 
 def _settings():  # noqa: ANN202
-    return current_app.extensions["glimpser.settings"]
+    return current_settings()
 
 
 def _parse_utc(value: str) -> datetime | None:
