@@ -46,7 +46,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.secure_cookies,
-        PERMANENT_SESSION_LIFETIME=timedelta(days=14),
+        # Read per request from current_settings() by glimpser.auth.sessions; this is the start.
+        PERMANENT_SESSION_LIFETIME=timedelta(days=settings.session_lifetime_days),
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
         WTF_CSRF_SSL_STRICT=settings.secure_cookies,
         RATELIMIT_STORAGE_URI=limiter_storage_uri(settings.redis_url),

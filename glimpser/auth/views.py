@@ -18,6 +18,7 @@ from flask import (
 from flask_login import current_user, login_user, logout_user
 
 from glimpser import times
+from glimpser.auth import sessions as session_registry
 from glimpser.auth.forms import LoginForm, SetupForm
 from glimpser.auth.passwords import hash_password, needs_rehash, verify_password
 from glimpser.auth.users import MAX_USERNAME, UserError, create_user, setup_open
@@ -77,6 +78,7 @@ def _start_session(user: User) -> None:
     current_app.session_interface.regenerate(session)
     session.permanent = True
     login_user(user)
+    session_registry.record_sign_in(user.id, user.session_epoch)
 
 
 @bp.route("/setup", methods=["GET", "POST"])
@@ -141,6 +143,8 @@ def login():
 
 @bp.route("/logout", methods=["POST"])
 def logout():
+    if current_user.is_authenticated:
+        session_registry.forget(current_user.id, session.sid)
     logout_user()
     # The server-side record of the old id is deleted, so the old cookie is dead; the
     # "signed out" message travels in a session with a new id.

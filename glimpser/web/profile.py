@@ -1,4 +1,8 @@
-"""The signed-in user's own page: who they are, and their browsers' Web Push subscriptions.
+"""The signed-in user's own page: who they are, their password, the browsers they are signed
+in with (glimpser.auth.sessions), and their browsers' Web Push subscriptions.
+
+Everyone, viewers too, changes only their own password and ends only their own sessions here
+(a session is named by its handle, which is looked up among the user's own sessions only).
 
 Subscribing happens in the browser (static/push.js asks the Push API with the install's VAPID
 public key and posts the subscription here as JSON). Every user, viewers too, manages only their
@@ -10,21 +14,83 @@ from __future__ import annotations
 from flask import (
     Blueprint,
     abort,
+    current_app,
+    flash,
     jsonify,
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_login import current_user
+from flask_wtf import FlaskForm
+from wtforms import PasswordField
+from wtforms.validators import EqualTo, InputRequired, Length
 
+from glimpser.auth import sessions as session_registry
+from glimpser.auth.passwords import (
+    MAX_PASSWORD_LENGTH,
+    hash_password,
+    password_problem,
+    verify_password,
+)
 from glimpser.db import write_transaction
-from glimpser.models import PushSubscription
+from glimpser.extensions import limiter
+from glimpser.models import PushSubscription, User
 from glimpser.notify import webpush
 from glimpser.sources.base import CaptureContext
 from glimpser.web.app_settings import current_settings
+from glimpser.web.audit import audit
 
 bp = Blueprint("profile", __name__, url_prefix="/profile")
+
+MAX_HANDLE = 64  # a session handle is 32 hex digits; anything longer is not one
+
+
+class ChangePasswordForm(FlaskForm):
+    current_password = PasswordField(
+        "Current password",
+        validators=[InputRequired(), Length(max=MAX_PASSWORD_LENGTH)],
+        render_kw={"autocomplete": "current-password"},
+    )
+    new_password = PasswordField(
+        "New password",
+        validators=[InputRequired(), Length(max=MAX_PASSWORD_LENGTH)],
+        render_kw={"autocomplete": "new-password"},
+    )
+    confirm = PasswordField(
+        "Repeat the new password",
+        validators=[
+            InputRequired(),
+            EqualTo("new_password", message="The two new passwords differ."),
+        ],
+        render_kw={"autocomplete": "new-password"},
+    )
+
+
+def own_sessions() -> list[session_registry.SignedInSession]:
+    """The signed-in user's live sessions (this browser's first)."""
+    return session_registry.list_sessions({current_user.id: current_user.session_epoch})
+
+
+def _render_index(form: ChangePasswordForm | None = None, status: int = 200):
+    return render_template(
+        "profile/index.html",
+        password_form=form or ChangePasswordForm(formdata=None),
+        sessions=own_sessions(),
+        subscriptions=_own_subscriptions(),
+        vapid_public_key=webpush.vapid_keys().public_key,
+        push_problem=webpush.subject_problem(current_settings()),
+    ), status
+
+
+def _change_limit() -> str:
+    return current_app.config["GLIMPSER_LOGIN_RATE_LIMIT"]
+
+
+def _failed(response) -> bool:  # noqa: ANN001 - flask Response
+    return response.status_code != 302
 
 
 def _own_subscriptions() -> list[PushSubscription]:
@@ -37,12 +103,91 @@ def _own_subscriptions() -> list[PushSubscription]:
 
 @bp.get("/")
 def index():
-    return render_template(
-        "profile/index.html",
-        subscriptions=_own_subscriptions(),
-        vapid_public_key=webpush.vapid_keys().public_key,
-        push_problem=webpush.subject_problem(current_settings()),
-    )
+    return _render_index()
+
+
+# Wrong current passwords count against the sign-in limit: a borrowed session cannot be used
+# to guess the password at leisure.
+@bp.post("/password")
+@limiter.limit(_change_limit, deduct_when=_failed)
+def change_password():
+    """Change my password; every OTHER session of mine ends, this one stays signed in."""
+    form = ChangePasswordForm()
+    if not form.validate_on_submit():
+        return _render_index(form, 400)
+    user = User.get_by_id(current_user.id)
+    if not verify_password(user.password_hash, form.current_password.data):
+        form.current_password.errors.append("That is not your current password.")
+        return _render_index(form, 400)
+    new = form.new_password.data
+    problem = password_problem(new, user.username)
+    if problem is None and new == form.current_password.data:
+        problem = "The new password is the same as the current one."
+    if problem:
+        form.new_password.errors.append(problem)
+        return _render_index(form, 400)
+    new_hash = hash_password(new)
+    with write_transaction():
+        User.update(password_hash=new_hash, session_epoch=User.session_epoch + 1).where(
+            User.id == user.id
+        ).execute()
+        audit("user.password_change", f"user:{user.id}", {"username": user.username})
+    # The bumped epoch ended every session of mine; sign this one in again with a new id.
+    session_registry.restart_current(user.id)
+    session_registry.end_all(user.id, keep_sid=session.sid)
+    flash("Your password was changed. Your other sessions were signed out.", "success")
+    return redirect(url_for("profile.index"))
+
+
+def _handle_from_form() -> str:
+    handle = request.form.get("session", "")
+    if not handle or len(handle) > MAX_HANDLE:
+        abort(400, "Say which session to end.")
+    return handle
+
+
+@bp.post("/sessions/end")
+def end_session():
+    """Sign one of my other browsers out (on its next request)."""
+    handle = _handle_from_form()
+    target = session_registry.find(own_sessions(), handle)
+    if target is None:
+        abort(404, "You have no such session (it may have ended already).")
+    if target.current:
+        abort(400, "That is this browser: use Sign out.")
+    with write_transaction():
+        audit(
+            "session.end",
+            f"user:{current_user.id}",
+            {
+                "username": current_user.username,
+                "device": target.device,
+                "address": target.address,
+                "by_owner": True,
+            },
+        )
+        session_registry.end(target)
+    flash(f"Signed out {target.device} ({target.address or 'unknown address'}).", "success")
+    return redirect(url_for("profile.index", _anchor="sessions"))
+
+
+@bp.post("/sessions/end-others")
+def end_other_sessions():
+    """Sign out every browser of mine but this one (also any the list does not know)."""
+    with write_transaction():
+        User.update(session_epoch=User.session_epoch + 1).where(
+            User.id == current_user.id
+        ).execute()
+        audit(
+            "session.end",
+            f"user:{current_user.id}",
+            {"username": current_user.username, "all_but_current": True, "by_owner": True},
+        )
+    user_id = current_user.id
+    session_registry.restart_current(user_id)
+    ended = session_registry.end_all(user_id, keep_sid=session.sid)
+    flash(f"Signed out your other sessions ({ended}).", "success")
+    return redirect(url_for("profile.index", _anchor="sessions"))
 
 
 @bp.post("/push/subscriptions")
