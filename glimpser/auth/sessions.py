@@ -393,7 +393,7 @@ def list_sessions(epochs: dict[int, int]) -> list[SignedInSession]:
 def find(sessions: list[SignedInSession], handle: str) -> SignedInSession | None:
     """The session with this handle among `sessions` (compared in constant time)."""
     for candidate in sessions:
-        if hmac.compare_digest(candidate.handle, handle):
+        if hmac.compare_digest(candidate.handle.encode(), handle.encode()):
             return candidate
     return None
 
