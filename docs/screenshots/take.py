@@ -123,6 +123,7 @@ def main() -> None:
                 live.click()
                 time.sleep(4)
                 shoot(page, "live-desktop")
+            shoot_sessions(browser, page, server.url)
             browser.close()
     finally:
         for proc in [*others, server.proc]:
@@ -130,6 +131,28 @@ def main() -> None:
         rtsp.stop()
         camera.stop()
         redis.terminate()
+
+
+def shoot_sessions(browser, page, url: str) -> None:  # noqa: ANN001
+    """Profile (password, sessions) and Admin → Sessions, with alice also signed in on a phone."""
+    phone = browser.new_context(
+        viewport=SIZES["phone"],
+        user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+    )
+    other = phone.new_page()
+    other.goto(url + "/login")
+    other.get_by_label("Username").fill("alice")
+    other.get_by_label("Password").fill(PASSWORD)
+    other.get_by_role("button", name="Sign in").click()
+    other.wait_for_url(url + "/")
+    for label, size in SIZES.items():
+        page.set_viewport_size(size)
+        for path, name in (("/profile/", "profile"), ("/admin/sessions/", "sessions")):
+            page.goto(url + path)
+            page.wait_for_load_state("networkidle")
+            shoot(page, f"{name}-{label}")
+    phone.close()
 
 
 def shoot(page, name: str) -> None:  # noqa: ANN001
