@@ -315,7 +315,6 @@ def test_sign_out_removes_the_session_from_the_registry(app, people):
 def test_last_seen_is_written_at_most_once_a_minute(app, people):
     phone = people["phone"]
     sid = sid_of(phone)
-    client = app.extensions["glimpser.redis"]
     first = users_sessions(app, "alice")[sid]["seen"]
     # Requests within the minute: "last seen" stays (no registry write per request).
     past = times.isoformat(times.utcnow() - timedelta(hours=2))
@@ -324,14 +323,35 @@ def test_last_seen_is_written_at_most_once_a_minute(app, people):
         assert signed_in(phone)
     assert users_sessions(app, "alice")[sid]["seen"] == past != first
     # A minute later (the session says when it last wrote), the next request writes it.
-    interface = app.session_interface
+    _age_seen(app, sid)
+    assert signed_in(phone)
+    seen = times.parse(users_sessions(app, "alice")[sid]["seen"])
+    assert seen > times.parse(past) + timedelta(hours=1)
+
+
+def _age_seen(app, sid: str) -> None:
+    """Make the session say it last wrote "last seen" over a minute ago."""
+    client, interface = app.extensions["glimpser.redis"], app.session_interface
     key = f"glimpser:session:{sid}"
     data = interface.serializer.decode(client.get(key))
     data[registry.SEEN_KEY] = times.isoformat(times.utcnow() - timedelta(seconds=61))
     client.set(key, interface.serializer.encode(data), keepttl=True)
+
+
+def test_a_session_the_registry_does_not_know_is_recorded_on_its_next_visit(app, people):
+    phone = people["phone"]
+    sid = sid_of(phone)
+    with database.connection_context():
+        alice_id = User.get(User.username == "alice").id
+    # As after an upgrade: a live session that was signed in before the registry existed.
+    app.extensions["glimpser.redis"].hdel(f"{registry.REGISTRY_PREFIX}{alice_id}", sid)
+    _age_seen(app, sid)
     assert signed_in(phone)
-    seen = times.parse(users_sessions(app, "alice")[sid]["seen"])
-    assert seen > times.parse(past) + timedelta(hours=1)
+    record = users_sessions(app, "alice")[sid]
+    assert record["device"] == "Safari on iOS" and record["started"] is None
+    assert record["epoch"] == 0
+    page = people["alice"].get("/profile/").get_data(as_text=True)
+    assert "Safari on iOS" in page and "unknown" in page
 
 
 def _rewrite_record(app, username: str, sid: str, **fields) -> None:

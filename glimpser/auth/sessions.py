@@ -71,10 +71,12 @@ def _signed_in(data: dict) -> bool:
     return USER_ID_KEY in data
 
 
-def _user_id_of(data: dict) -> int | None:
-    raw = str(data.get(USER_ID_KEY, ""))
-    head = raw.split(":", 1)[0]
-    return int(head) if head.isascii() and head.isdigit() else None
+def _user_and_epoch(data: dict) -> tuple[int, int] | None:
+    """(user id, session epoch) from flask-login's "<id>:<epoch>", None when malformed."""
+    parts = str(data.get(USER_ID_KEY, "")).split(":")
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1])
 
 
 def session_lifetime(data: dict) -> timedelta:
@@ -107,19 +109,24 @@ class SessionInterface(RedisSessionInterface):
         return opened
 
     def _touch(self, opened: ServerSideSession) -> None:
-        """Write the registry's "last seen" of this session, at most once per SEEN_EVERY."""
+        """Write the registry's "last seen" of this session, at most once per SEEN_EVERY.
+
+        A signed-in session the registry does not know (one started before the registry
+        existed) is recorded then, with its epoch: a stale one is pruned like any other."""
         now = times.utcnow()
         seen = _parse_time(opened.get(SEEN_KEY))
         if seen is not None and now - seen < SEEN_EVERY:
             return
-        user_id = _user_id_of(opened)
-        if user_id is not None:
-            key = REGISTRY_PREFIX + str(user_id)
+        owner = _user_and_epoch(opened)
+        if owner is not None:
+            key = REGISTRY_PREFIX + str(owner[0])
             raw = self.client.hget(key, opened.sid)
-            if raw is not None:
-                record = _decode(raw)
-                record["seen"] = times.isoformat(now)
-                self.client.hset(key, opened.sid, json.dumps(record))
+            record = _decode(raw) if raw is not None else _new_record(owner[1], started=None)
+            record["seen"] = times.isoformat(now)
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(key, opened.sid, json.dumps(record))
+            pipe.expire(key, REGISTRY_LIFETIME)
+            pipe.execute()
         opened[SEEN_KEY] = times.isoformat(now)
 
     def save_session(self, app: Flask, session: ServerSideSession, response: Response) -> None:
@@ -301,18 +308,23 @@ def record_sign_in(user_id: int, epoch: int, started_at: str | None = None) -> N
 
     Call after the session got its fresh id; the entry is written with the session itself
     (one Redis transaction) when the response is saved."""
-    user_agent = request.headers.get("User-Agent", "")[:MAX_USER_AGENT]
     now = times.isoformat(times.utcnow())
-    record = {
+    record = _new_record(epoch, started=started_at or now)
+    session[SEEN_KEY] = now
+    session.glimpser_sign_in = (user_id, record)  # type: ignore[attr-defined]
+
+
+def _new_record(epoch: int, started: str | None) -> dict:
+    """A registry entry for this request's browser (device and address from the request)."""
+    user_agent = request.headers.get("User-Agent", "")[:MAX_USER_AGENT]
+    return {
         "epoch": epoch,
         "device": device_label(user_agent),
         "ua": user_agent,
         "ip": (request.remote_addr or "")[:MAX_ADDRESS],
-        "started": started_at or now,
-        "seen": now,
+        "started": started,
+        "seen": times.isoformat(times.utcnow()),
     }
-    session[SEEN_KEY] = now
-    session.glimpser_sign_in = (user_id, record)  # type: ignore[attr-defined]
 
 
 def restart_current(user_id: int) -> None:
