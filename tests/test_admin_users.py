@@ -27,7 +27,7 @@ from glimpser.models import (
     User,
 )
 from tests.conftest import make_env
-from tests.helpers import PASSWORD, add_stream, form_post, login, run_cli, setup_admin
+from tests.helpers import PASSWORD, add_stream, csrf_from, form_post, login, run_cli, setup_admin
 
 ROOT = Path(__file__).resolve().parent.parent
 LINK = re.compile(r'value="(http://[^"]+/account/set-password/([^"]+))"')
@@ -410,3 +410,118 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(db_app):
             assert admins.count() == 1
             # Back to two admins for the next round.
             User.update(role="admin").execute()
+
+
+# --- bad input: a clear 4xx, nothing half-written ---------------------------------------------
+
+
+def _state() -> tuple:
+    """Everything the users forms could write."""
+    with database.connection_context():
+        return (
+            [
+                (u.username, u.role, u.active, u.session_epoch, u.password_hash)
+                for u in User.select()
+            ],
+            sorted((a.user_id, a.stream_id) for a in StreamAccess.select()),
+            sorted((g.user_id, g.group) for g in GroupAccess.select()),
+            SetPasswordToken.select().count(),
+            AuditLog.select().count(),
+        )
+
+
+def test_bad_input_on_every_users_form_is_a_4xx_with_nothing_written(app):
+    admin = _admin(app)
+    bob = _viewer()
+    _viewer("carol", "admin")
+    with database.connection_context():
+        carol = User.get(User.username == "carol")
+    stream = add_stream("Garden", groups=["yard"])
+    token = csrf_from(admin.get("/admin/users/new").get_data(as_text=True))
+    page = f"/admin/users/{bob.id}"
+    big = str(2**63)
+    cases = [
+        # (url, form data, expected status)
+        ("/admin/users/new", {"username": "x" * 1000, "role": "viewer", "how": "link"}, 400),
+        ("/admin/users/new", {"username": "dan", "role": "root", "how": "link"}, 422),
+        ("/admin/users/new", {"username": "dan", "role": ["viewer", "admin"], "how": "x"}, 422),
+        ("/admin/users/new", {"username": "da n", "role": "viewer", "how": "link"}, 422),
+        ("/admin/users/new", {"username": "bob", "role": "viewer", "how": "link"}, 422),
+        (
+            "/admin/users/new",
+            {"username": "dan", "role": "viewer", "how": "password", "password": "short"},
+            422,
+        ),
+        (f"{page}/role", {"role": "superuser"}, 422),
+        (f"{page}/role", {"role": "x" * 100}, 400),
+        (f"{page}/password", {"password": PASSWORD, "confirm": "different one here"}, 422),
+        (f"{page}/password", {"password": "x" * 5000, "confirm": "x" * 5000}, 400),
+        (f"{page}/password", {"password": "bob-bob-bob-bob", "confirm": "bob-bob-bob-bob"}, 422),
+        (f"{page}/access", {"stream_ids": ["٣"]}, 422),
+        (f"{page}/access", {"stream_ids": [big]}, 422),
+        (f"{page}/access", {"stream_ids": ["999999"]}, 422),
+        (f"{page}/access", {"stream_ids": [str(stream.id)], "groups": ["g" * 65]}, 422),
+        (f"{page}/access", {"stream_ids": [str(stream.id)], "groups": [" "]}, 422),
+        (f"/admin/users/{carol.id}/access", {"groups": ["yard"]}, 409),  # an admin
+        (f"/admin/users/{big}/role", {"role": "viewer"}, 404),
+        ("/admin/users/999999/deactivate", {}, 404),
+        (f"/admin/users/streams/{stream.id}/grant", {"user": "٣"}, 400),
+        (f"/admin/users/streams/{stream.id}/grant", {"user": big}, 400),
+        (f"/admin/users/streams/{stream.id}/grant", {"user": "999999"}, 404),
+        (f"/admin/users/streams/{stream.id}/grant", {"user": str(carol.id)}, 409),
+        ("/admin/users/streams/999999/grant", {"user": str(bob.id)}, 404),
+    ]
+    before = _state()
+    for url, data, status in cases:
+        response = admin.post(url, data={"csrf_token": token, **data})
+        assert response.status_code == status, (url, data, response.status_code)
+        assert _state() == before, (url, data)
+    # Without the CSRF token nothing is done, even with good input.
+    for url, data in (
+        ("/admin/users/new", {"username": "dan", "role": "viewer", "how": "link"}),
+        (f"{page}/role", {"role": "admin"}),
+        (f"{page}/deactivate", {}),
+        (f"{page}/access", {"groups": ["yard"]}),
+        (f"{page}/link", {}),
+        (f"{page}/delete", {}),
+        (f"/admin/users/streams/{stream.id}/grant", {"user": str(bob.id)}),
+    ):
+        assert admin.post(url, data=data).status_code == 400, url
+    assert _state() == before
+    # A viewer may not use any of it, not even on their own account.
+    viewer = _signed_in(app, "bob")
+    vtoken = csrf_from(viewer.get("/").get_data(as_text=True))
+    before = _state()
+    for url, data in (
+        ("/admin/users/new", {"username": "dan", "role": "admin", "how": "link"}),
+        (f"{page}/role", {"role": "admin"}),
+        (f"/admin/users/{carol.id}/deactivate", {}),
+        (f"{page}/access", {"groups": ["yard"]}),
+        (f"{page}/link", {}),
+        (f"/admin/users/streams/{stream.id}/grant", {"user": str(bob.id)}),
+    ):
+        assert viewer.post(url, data={"csrf_token": vtoken, **data}).status_code == 403, url
+    assert viewer.get("/admin/users/").status_code == 403
+    assert _state() == before
+
+
+def test_bad_input_on_the_set_password_link(app):
+    _admin(app)
+    bob = _viewer()
+    with database.connection_context():
+        token = users.make_set_password_link(bob.id)
+    path = f"/account/set-password/{token}"
+    visitor = app.test_client()
+    csrf = csrf_from(visitor.get(path).get_data(as_text=True))
+    before = _state()
+    for data, status in (
+        ({"password": "x" * 5000, "confirm": "x" * 5000}, 422),
+        ({"password": PASSWORD, "confirm": PASSWORD + "!"}, 422),
+        ({"password": "qwerty123456", "confirm": "qwerty123456"}, 422),
+        ({"password": ["a", "b"], "confirm": "a"}, 422),
+    ):
+        response = visitor.post(path, data={"csrf_token": csrf, **data})
+        assert response.status_code == status, data
+    assert visitor.post(path, data={"password": PASSWORD, "confirm": PASSWORD}).status_code == 400
+    assert _state() == before  # the link still works, nothing was set
+    assert visitor.get(path).status_code == 200
