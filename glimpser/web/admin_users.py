@@ -49,6 +49,7 @@ from glimpser.auth.users import (
 )
 from glimpser.db import write_transaction
 from glimpser.models import ROLES, PushSubscription, Stream, Summary, Timelapse, User
+from glimpser.web.app_settings import current_settings
 from glimpser.web.params import parse_id, parse_ids
 
 bp = Blueprint("admin_users", __name__, url_prefix="/admin/users")
@@ -83,7 +84,14 @@ def _no_store(response: Any) -> Any:
 
 
 def _link_page(user: User, token: str, created: bool):  # noqa: ANN202
-    link = url_for("account.set_password", token=token, _external=True)
+    # GLIMPSER_PUBLIC_URL when set (how people reach this install), else this request's host.
+    public_url = current_settings().public_url
+    path = url_for("account.set_password", token=token)
+    link = (
+        public_url.rstrip("/") + path
+        if public_url
+        else url_for("account.set_password", token=token, _external=True)
+    )
     page = render_template(
         "admin/users/link.html",
         user=user,
