@@ -460,6 +460,7 @@ def test_bad_input_on_every_users_form_is_a_4xx_with_nothing_written(app):
         (f"{page}/access", {"stream_ids": ["٣"]}, 422),
         (f"{page}/access", {"stream_ids": [big]}, 422),
         (f"{page}/access", {"stream_ids": ["999999"]}, 422),
+        (f"{page}/access", {"stream_ids": [str(i) for i in range(1, 5003)]}, 422),
         (f"{page}/access", {"stream_ids": [str(stream.id)], "groups": ["g" * 65]}, 422),
         (f"{page}/access", {"stream_ids": [str(stream.id)], "groups": [" "]}, 422),
         (f"/admin/users/{carol.id}/access", {"groups": ["yard"]}, 409),  # an admin
