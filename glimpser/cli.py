@@ -16,7 +16,7 @@ from glimpser.auth.users import UserError, create_user
 from glimpser.config import ConfigError, Settings, load_settings
 from glimpser.db import DatabaseUnavailable
 from glimpser.logs import configure_logging
-from glimpser.models import AuditLog, Stream, StreamAccess, User
+from glimpser.models import Stream, User
 from glimpser.queues import QUEUE_NAMES, WORKER_QUEUE_ORDER, connect_redis, get_queue
 
 # Imported inside their commands, deliberately: glimpser.jobs (which loads every domain module,
@@ -257,7 +257,7 @@ def _access_targets(username: str, streams: tuple[str, ...]):  # noqa: ANN202
         _fail(f"no user named {username!r}")
     found = []
     for ref in streams:
-        by_id = ref.isascii() and ref.isdigit()
+        by_id = ref.isascii() and ref.isdigit() and len(ref) < 10
         stream = Stream.get_or_none(Stream.id == int(ref)) if by_id else None
         stream = stream or Stream.get_or_none(Stream.name == ref)
         if stream is None:
@@ -266,44 +266,58 @@ def _access_targets(username: str, streams: tuple[str, ...]):  # noqa: ANN202
     return user, found
 
 
-@main.command()
-@click.argument("username")
-@click.argument("streams", nargs=-1, required=True)
-@with_settings
-def grant(settings: Settings, username: str, streams: tuple[str, ...]) -> None:
-    """Let a viewer see these streams (admins see every stream anyway)."""
-    _bind_database(settings)
+def _change_access(
+    username: str, streams: tuple[str, ...], groups: tuple[str, ...], *, grant: bool
+) -> tuple[User, list[str], list[str]]:
+    """Grant or revoke through the same function as Admin → Users (same rows, same audit)."""
+    from glimpser.auth.access import AccessError, change_access
+
+    if not streams and not groups:
+        _fail("name at least one stream, or a group with --group")
     with db.database.connection_context(), db.write_transaction():
         user, found = _access_targets(username, streams)
-        for stream in found:
-            StreamAccess.insert(user=user, stream=stream).on_conflict_ignore().execute()
-            AuditLog.create(
-                action="access.grant",
-                target=f"stream:{stream.id}",
-                detail={"user": user.username, "via": "cli"},
-            )
-    click.echo(f"{user.username} may see: {', '.join(s.name for s in found)}")
+        if user.is_admin:
+            _fail(f"{user.username} is an admin and sees every stream")
+        try:
+            if grant:
+                changed, _ = change_access(
+                    user, grant_streams=found, grant_groups=groups, via="cli"
+                )
+            else:
+                _, changed = change_access(
+                    user, revoke_streams=found, revoke_groups=groups, via="cli"
+                )
+        except AccessError as exc:
+            _fail(str(exc))
+    return user, [s.name for s in found] + [f"group {g}" for g in groups], changed
 
 
 @main.command()
 @click.argument("username")
-@click.argument("streams", nargs=-1, required=True)
+@click.argument("streams", nargs=-1)
+@click.option("--group", "groups", multiple=True, help="A stream group (repeatable).")
 @with_settings
-def revoke(settings: Settings, username: str, streams: tuple[str, ...]) -> None:
-    """Take back a viewer's access to these streams."""
+def grant(settings: Settings, username: str, streams: tuple[str, ...], groups: tuple[str, ...]):
+    """Let a viewer see these streams, or every stream of a group (also streams that join the
+    group later). Admins see every stream anyway."""
     _bind_database(settings)
-    with db.database.connection_context(), db.write_transaction():
-        user, found = _access_targets(username, streams)
-        for stream in found:
-            StreamAccess.delete().where(
-                (StreamAccess.user == user) & (StreamAccess.stream == stream)
-            ).execute()
-            AuditLog.create(
-                action="access.revoke",
-                target=f"stream:{stream.id}",
-                detail={"user": user.username, "via": "cli"},
-            )
-    click.echo(f"{user.username} may no longer see: {', '.join(s.name for s in found)}")
+    user, names, changed = _change_access(username, streams, groups, grant=True)
+    click.echo(f"{user.username} may see: {', '.join(names)}" + ("" if changed else " (already)"))
+
+
+@main.command()
+@click.argument("username")
+@click.argument("streams", nargs=-1)
+@click.option("--group", "groups", multiple=True, help="A stream group (repeatable).")
+@with_settings
+def revoke(settings: Settings, username: str, streams: tuple[str, ...], groups: tuple[str, ...]):
+    """Take back a viewer's access to these streams or groups."""
+    _bind_database(settings)
+    user, names, changed = _change_access(username, streams, groups, grant=False)
+    click.echo(
+        f"{user.username} may no longer see: {', '.join(names)}"
+        + ("" if changed else " (was not granted)")
+    )
 
 
 @main.command("export")

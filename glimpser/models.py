@@ -140,6 +140,32 @@ class StreamAccess(BaseModel):
         indexes = ((("user", "stream"), True),)
 
 
+class GroupAccess(BaseModel):
+    """A viewer may see every stream in this group, also streams that join it later.
+
+    Matched against Stream.groups case-insensitively, as rules match groups (see
+    glimpser.auth.access.visible_streams)."""
+
+    user = peewee.ForeignKeyField(User, backref="group_access", on_delete="CASCADE")
+    group = peewee.CharField(max_length=64)
+
+    class Meta:
+        indexes = ((("user", "group"), True),)
+
+
+class SetPasswordToken(BaseModel):
+    """A one-time link an admin made for a user to set their own password.
+
+    Only the SHA-256 of the link's secret is stored; the link works once, until expires_at."""
+
+    user = peewee.ForeignKeyField(User, backref="set_password_tokens", on_delete="CASCADE")
+    token_hash = peewee.CharField(max_length=64)
+    created_by = peewee.ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")
+    created_at = UTCDateTimeField(default=times.utcnow)
+    expires_at = UTCDateTimeField()
+    used_at = UTCDateTimeField(null=True)
+
+
 class Snapshot(BaseModel):
     stream = peewee.ForeignKeyField(Stream, backref="snapshots", on_delete="CASCADE")
     captured_at = UTCDateTimeField(default=times.utcnow)
@@ -343,6 +369,8 @@ ALL_MODELS: list[type[BaseModel]] = [
     AuditLog,
     Stream,
     StreamAccess,
+    GroupAccess,
+    SetPasswordToken,
     Snapshot,
     Rule,
     Event,

@@ -75,7 +75,7 @@ def test_setup_validates_input_inline(app):
     )
     assert response.status_code == 400
     html = response.get_data(as_text=True)
-    assert "at least 8 characters" in html
+    assert "at least 12 characters" in html
     assert "Username must be" in html
     assert "Passwords do not match." in html
     with database.connection_context():

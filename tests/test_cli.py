@@ -52,7 +52,7 @@ def test_create_user_has_no_password_argument(tmp_path, redis_url):
 def test_create_user_refuses_a_weak_password_and_a_taken_name(tmp_path, redis_url):
     env = make_env(tmp_path, redis_url)
     weak = run_cli(["create-user", "dave"], env, stdin="short\n")
-    assert weak.returncode == 2 and "at least 8 characters" in weak.stderr
+    assert weak.returncode == 2 and "at least 12 characters" in weak.stderr
     assert run_cli(["create-user", "dave"], env, stdin="long enough pw\n").returncode == 0
     taken = run_cli(["create-user", "DAVE"], env, stdin="long enough pw\n")
     assert taken.returncode == 2 and "taken" in taken.stderr

@@ -124,6 +124,7 @@ def main() -> None:
                 time.sleep(4)
                 shoot(page, "live-desktop")
             shoot_sessions(browser, page, server.url)
+            users_pages(browser, page, server.url)
             browser.close()
     finally:
         for proc in [*others, server.proc]:
@@ -153,6 +154,27 @@ def shoot_sessions(browser, page, url: str) -> None:  # noqa: ANN001
             page.wait_for_load_state("networkidle")
             shoot(page, f"{name}-{label}")
     phone.close()
+
+
+def users_pages(browser, page, url: str) -> None:  # noqa: ANN001
+    """Admin → Users: the create form, a viewer's page, the list, and the set-password page."""
+    page.set_viewport_size(SIZES["desktop"])
+    page.goto(url + "/admin/users/new")
+    shoot(page, "user-new")
+    page.get_by_label("Username").fill("bob")
+    page.get_by_role("button", name="Create user").click()
+    link = page.get_by_label("One-time link").input_value()
+    page.get_by_role("button", name="Go to bob's page").click()
+    page.get_by_label("Front door", exact=True).check()
+    page.get_by_role("button", name="Save access").click()
+    shoot(page, "user-page")
+    page.goto(url + "/admin/users/")
+    shoot(page, "users-list")
+    context = browser.new_context(viewport=SIZES["phone"])
+    visitor = context.new_page()
+    visitor.goto(link)
+    shoot(visitor, "set-password")
+    context.close()
 
 
 def shoot(page, name: str) -> None:  # noqa: ANN001

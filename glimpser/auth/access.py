@@ -1,16 +1,51 @@
 """Per-stream access: admins see every stream, viewers only the streams granted to them.
 
+A viewer is granted streams directly (StreamAccess) or by group (GroupAccess): a group grant
+covers every stream whose groups hold that group, also streams that join it later, and stops
+covering a stream that leaves it. Groups match case-insensitively, as rules match them.
+
 Every view that touches a stream, snapshot, event or live view loads the stream through
 `get_visible_stream()` (or filters with `visible_streams()`), so a guessed id answers 404.
+The admin UI and the `glimpser grant`/`revoke` commands change grants only through
+`change_access()`, so both write the same rows and the same audit entries.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import peewee
 from flask import abort
 from flask_login import current_user
 
-from glimpser.models import Stream, StreamAccess, User
+from glimpser.db import database, write_transaction
+from glimpser.models import AuditLog, GroupAccess, Stream, StreamAccess, User
+
+
+def _streams_in_granted_groups(user_id: int) -> peewee.Node:
+    """A subquery of the ids of the streams one of whose groups is granted to the user.
+
+    Stream.groups is a JSON list stored as text: it is taken apart with the database's JSON
+    functions and compared element by element (a LIKE on the text would let group "a" match
+    "ab", or a quote inside a name match another element).
+    """
+    granted = GroupAccess.select(peewee.fn.LOWER(GroupAccess.group)).where(
+        GroupAccess.user == user_id
+    )
+    if isinstance(database.obj, peewee.PostgresqlDatabase):
+        elements = (
+            "SELECT s.id FROM stream AS s, jsonb_array_elements_text(CASE WHEN "
+            "jsonb_typeof(s.groups::jsonb) = 'array' THEN s.groups::jsonb ELSE '[]'::jsonb END)"
+            " AS g(value) WHERE LOWER(g.value) IN"
+        )
+    else:
+        elements = (
+            "SELECT s.id FROM stream AS s, json_each(CASE WHEN json_valid(s.groups) AND "
+            "json_type(s.groups) = 'array' THEN s.groups ELSE '[]' END) AS g "
+            "WHERE g.type = 'text' AND LOWER(g.value) IN"
+        )
+    return peewee.NodeList((peewee.SQL("(" + elements), granted, peewee.SQL(")")))
 
 
 def visible_streams(user: User | None = None) -> peewee.ModelSelect:
@@ -18,8 +53,8 @@ def visible_streams(user: User | None = None) -> peewee.ModelSelect:
     query = Stream.select()
     if getattr(user, "is_admin", False):
         return query
-    granted = StreamAccess.select(StreamAccess.stream).where(StreamAccess.user == user.id)
-    return query.where(Stream.id.in_(granted))
+    direct = StreamAccess.select(StreamAccess.stream).where(StreamAccess.user == user.id)
+    return query.where(Stream.id.in_(direct) | Stream.id.in_(_streams_in_granted_groups(user.id)))
 
 
 def get_visible_stream(stream_id: int) -> Stream:
@@ -28,3 +63,167 @@ def get_visible_stream(stream_id: int) -> Stream:
     if stream is None:
         abort(404)
     return stream
+
+
+# --- groups and grants ------------------------------------------------------------------------
+
+
+def known_groups() -> list[str]:
+    """Every group some stream is in, once each (case-insensitively), sorted."""
+    seen: dict[str, str] = {}
+    for (groups,) in Stream.select(Stream.groups).tuples():
+        for group in groups or []:
+            if isinstance(group, str) and group.strip():
+                seen.setdefault(group.lower(), group)
+    return sorted(seen.values(), key=str.lower)
+
+
+@dataclass
+class Grants:
+    """What one user is granted: stream ids and group names."""
+
+    stream_ids: set[int] = field(default_factory=set)
+    groups: set[str] = field(default_factory=set)
+
+
+def grants_of(user: User) -> Grants:
+    stream_ids = {
+        row.stream_id for row in StreamAccess.select().where(StreamAccess.user == user.id)
+    }
+    groups = {row.group for row in GroupAccess.select().where(GroupAccess.user == user.id)}
+    return Grants(stream_ids, groups)
+
+
+def streams_granted_count(user_ids: Iterable[int]) -> dict[int, int]:
+    """For each viewer, how many (existing) streams they may see, direct and by group."""
+    counts = {}
+    for user_id in user_ids:
+        counts[user_id] = visible_streams(_Viewer(user_id)).count()
+    return counts
+
+
+@dataclass
+class _Viewer:
+    """Enough of a user for visible_streams(): a viewer's id."""
+
+    id: int
+    is_admin: bool = False
+
+
+class AccessError(ValueError):
+    """A grant or revoke cannot be done as asked; the message is shown to the person."""
+
+
+def change_access(
+    user: User,
+    *,
+    grant_streams: Iterable[Stream] = (),
+    revoke_streams: Iterable[Stream] = (),
+    grant_groups: Iterable[str] = (),
+    revoke_groups: Iterable[str] = (),
+    actor: User | None = None,
+    ip: str = "",
+    via: str = "web",
+) -> tuple[list[str], list[str]]:
+    """Grant and revoke streams and groups of one user, audited, in one transaction.
+
+    Returns what was granted and what was revoked, in words (e.g. ["stream Garden",
+    "group yard"]); a grant that already exists or a revoke of nothing is left out (no row,
+    no audit entry). Call inside a write_transaction() to make it part of a larger change.
+    """
+    granted: list[str] = []
+    revoked: list[str] = []
+
+    def record(action: str, target: str, detail: dict) -> None:
+        AuditLog.create(
+            user=actor,
+            action=action,
+            target=target,
+            detail={"user": user.username, "user_id": user.id, "via": via, **detail},
+            ip=ip,
+        )
+
+    with write_transaction():
+        for stream in grant_streams:
+            added = (
+                StreamAccess.insert(user=user.id, stream=stream.id)
+                .on_conflict_ignore()
+                .as_rowcount()
+                .execute()
+            )
+            if added:
+                record("access.grant", f"stream:{stream.id}", {"stream": stream.name})
+                granted.append(f"stream {stream.name}")
+        for stream in revoke_streams:
+            removed = (
+                StreamAccess.delete()
+                .where((StreamAccess.user == user.id) & (StreamAccess.stream == stream.id))
+                .execute()
+            )
+            if removed:
+                record("access.revoke", f"stream:{stream.id}", {"stream": stream.name})
+                revoked.append(f"stream {stream.name}")
+        for group in grant_groups:
+            group = group.strip()
+            if not group or len(group) > 64:
+                raise AccessError("A group name is 1–64 characters.")
+            exists = (
+                GroupAccess.select()
+                .where(
+                    (GroupAccess.user == user.id)
+                    & (peewee.fn.LOWER(GroupAccess.group) == group.lower())
+                )
+                .exists()
+            )
+            if not exists:
+                GroupAccess.insert(user=user.id, group=group).on_conflict_ignore().execute()
+                record("access.grant", f"group:{group}", {"group": group})
+                granted.append(f"group {group}")
+        for group in revoke_groups:
+            removed = (
+                GroupAccess.delete()
+                .where(
+                    (GroupAccess.user == user.id)
+                    & (peewee.fn.LOWER(GroupAccess.group) == group.strip().lower())
+                )
+                .execute()
+            )
+            if removed:
+                record("access.revoke", f"group:{group.strip()}", {"group": group.strip()})
+                revoked.append(f"group {group.strip()}")
+    return granted, revoked
+
+
+@dataclass
+class WhoCanSee:
+    """Who can see one stream: admins, viewers granted it directly, viewers by group."""
+
+    admins: list[User]
+    direct: list[User]
+    by_group: list[tuple[User, list[str]]]  # (viewer, the stream's groups granted to them)
+    others: list[User]  # viewers who cannot see it (to grant it to)
+
+
+def who_can_see(stream: Stream) -> WhoCanSee:
+    users = list(User.select().order_by(peewee.fn.LOWER(User.username)))
+    direct_ids = {
+        row.user_id for row in StreamAccess.select().where(StreamAccess.stream == stream.id)
+    }
+    stream_groups = {str(g).lower() for g in stream.groups or []}
+    group_grants: dict[int, list[str]] = {}
+    if stream_groups:
+        for row in GroupAccess.select():
+            if row.group.lower() in stream_groups:
+                group_grants.setdefault(row.user_id, []).append(row.group)
+    admins, direct, by_group, others = [], [], [], []
+    for user in users:
+        if user.is_admin:
+            admins.append(user)
+            continue
+        if user.id in direct_ids:
+            direct.append(user)
+        if user.id in group_grants:
+            by_group.append((user, sorted(group_grants[user.id], key=str.lower)))
+        if user.id not in direct_ids:
+            others.append(user)
+    return WhoCanSee(admins, direct, by_group, others)

@@ -46,7 +46,7 @@ class SetupForm(FlaskForm):
     )
     password = PasswordField(
         "Password",
-        validators=[InputRequired(), _rule(password_problem)],
+        validators=[InputRequired()],
         render_kw={"autocomplete": "new-password"},
     )
     confirm = PasswordField(
@@ -54,3 +54,9 @@ class SetupForm(FlaskForm):
         validators=[InputRequired(), EqualTo("password", message="Passwords do not match.")],
         render_kw={"autocomplete": "new-password"},
     )
+
+    def validate_password(self, field: Field) -> None:
+        """The password policy, which needs the username too."""
+        problem = password_problem(field.data or "", (self.username.data or "").strip())
+        if problem:
+            raise ValidationError(problem)

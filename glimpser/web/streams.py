@@ -22,13 +22,14 @@ from flask import (
     session,
     url_for,
 )
+from flask_login import current_user
 from PIL import Image
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from werkzeug.http import is_resource_modified
 
 from glimpser import queues, times
-from glimpser.auth.access import get_visible_stream, visible_streams
+from glimpser.auth.access import get_visible_stream, visible_streams, who_can_see
 from glimpser.auth.policy import admin_only
 from glimpser.capture import scheduling
 from glimpser.db import write_transaction
@@ -134,6 +135,8 @@ def _render_detail(stream: Stream, cursor: tuple[datetime, int] | None):
         events=events,
         kind_labels=KIND_LABELS,
         capture_pending=scheduling.is_claimed(_redis(), stream.id),
+        # "Who can see this", for admins only (glimpser.auth.access, Admin → Users).
+        who=who_can_see(stream) if getattr(current_user, "is_admin", False) else None,
     )
 
 
