@@ -223,6 +223,7 @@ SWEEP_BATCH = 1000
 @dataclass
 class SweepReport:
     files_seen: int = 0
+    bytes_seen: int = 0  # what the listed files hold (the bucket's usage on S3)
     orphan_files_deleted: int = 0
     orphan_rows_deleted: int = 0
 
@@ -265,6 +266,7 @@ def _sweep_files(storage: Storage, cutoff: datetime, report: SweepReport) -> Non
     batch: list[StoredObject] = []
     for item in storage.list_objects():
         report.files_seen += 1
+        report.bytes_seen += item.size
         if item.modified_at < cutoff and snapshot_key_of(item.key) is not None:
             batch.append(item)
         if len(batch) >= SWEEP_BATCH:
