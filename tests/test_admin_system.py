@@ -128,6 +128,16 @@ def test_bad_job_ids_missing_csrf_and_wrong_methods_are_4xx(admin, redis_client)
         assert not AuditLog.select().where(AuditLog.action.startswith("job.")).exists()
 
 
+def test_readyz_details_only_for_admins_not_viewers(app, admin):
+    with database.connection_context():
+        create_user("bob", PASSWORD, "viewer")
+    viewer = app.test_client()
+    login(viewer, "bob", PASSWORD)
+    assert viewer.get("/readyz").get_json() == {"status": "ready"}
+    assert app.test_client().get("/readyz").get_json() == {"status": "ready"}
+    assert admin.get("/readyz").get_json() == {"status": "ready", "database": "ok", "redis": "ok"}
+
+
 # --- processes ---------------------------------------------------------------------------------
 
 
@@ -370,3 +380,56 @@ def test_the_admin_home_is_an_overview_with_links(admin):
         assert f'href="{href}"' in html
     assert "System status" in html and "Vision AI" in html
     assert "<h3>Queues</h3>" not in html  # the details moved to Admin → System
+
+
+# --- readers -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_readers_heartbeat_lists_the_streams_a_real_hub_reads(capture_app, rtsp):
+    import threading
+
+    from glimpser.capture.readers import ReaderHub
+
+    admin = capture_app.test_client()
+    setup_admin(admin, "alice", PASSWORD)
+    with database.connection_context():
+        stream = Stream.create(
+            name="Driveway",
+            kind="rtsp",
+            interval=2,
+            config={
+                "kind": "rtsp",
+                "url": f"{rtsp.url}/test",
+                "transport": "tcp",
+                "timeout": 10,
+                "username": "",
+                "password": "",
+            },
+            next_due_at=times.utcnow(),
+        )
+    assert "No readers process is running" in text(admin.get(PAGE + "live"))
+    hub = ReaderHub(
+        capture_app.extensions["glimpser.settings"], capture_app.extensions["glimpser.redis"]
+    )
+    thread = threading.Thread(target=hub.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        html = ""
+        while time.monotonic() < deadline:
+            html = text(admin.get(PAGE + "live"))
+            if '<span class="good">reading</span>' in html:
+                break
+            time.sleep(0.3)
+        table = re.search(r'<table class="readers">(.*?)</table>', html, re.S)
+        assert table, html
+        assert f'<a href="/streams/{stream.id}">Driveway</a></td><td>snapshots</td>' in table.group(
+            1
+        )
+        assert '<span class="good">reading</span>' in table.group(1)
+        assert "No readers process is running" not in html
+    finally:
+        hub.stopping = True
+        thread.join(timeout=30)
+    assert "No readers process is running" in text(admin.get(PAGE + "live"))
