@@ -117,10 +117,19 @@ def _record_cron_run(name: str, outcome: str, ms: float) -> None:
         log.warning("cron run not recorded", extra={"job": name, "error": str(exc)})
 
 
+def _forget_retention_preview() -> None:
+    try:
+        system_status.forget_retention_preview(_connection())
+    except (redis.RedisError, OSError) as exc:  # the page's counts are a minute late, no more
+        log.warning("retention preview not reset", extra={"error": str(exc)})
+
+
 @job
 def prune_history() -> dict:
     """Delete summaries, AI call records and audit entries past their retention settings."""
-    return asdict(retention.prune_history(settings()))
+    report = asdict(retention.prune_history(settings()))
+    _forget_retention_preview()
+    return report
 
 
 @job
@@ -248,6 +257,7 @@ def test_capture(config: dict, stream_id: int | None = None, secrets: str = "") 
 def apply_retention() -> dict:
     """Delete snapshots (files with rows) and events past their retention."""
     report = retention.apply_retention(settings(), get_storage(settings()))
+    _forget_retention_preview()
     return {**asdict(report), "snapshots_deleted": report.snapshots_deleted}
 
 

@@ -34,7 +34,7 @@ import peewee
 import redis
 from rq import Worker
 from rq.cron import CronScheduler
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.results import Result
 
@@ -54,12 +54,18 @@ READERS_KEY_PREFIX = "glimpser:readers-heartbeat:"
 READERS_TTL_SECONDS = 15
 # Bucket usage, measured by the hourly orphan sweep (it lists every object anyway).
 BUCKET_USAGE_KEY = "glimpser:storage:bucket-usage"
+# What retention would remove is counted at most this often (Redis-cached).
+RETENTION_PREVIEW_KEY = "glimpser:storage:retention-preview"
+RETENTION_PREVIEW_SECONDS = 60
 # Failed jobs listed per queue (the page says how many more there are).
 FAILED_SHOWN = 50
 # A job id as RQ and Glimpser make them (uuid hex, "analyse-12", "delete-stream-3"...).
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")
 # Secrets shorter than this are not searched for in tracebacks (they would mask common words).
 MIN_SECRET = 4
+
+
+_KINDS = {"SqliteDatabase": "SQLite", "PostgresqlDatabase": "PostgreSQL"}
 
 
 def _text(value: bytes | str) -> str:
@@ -174,7 +180,7 @@ class SystemStatus:
 def collect(redis_client: redis.Redis) -> SystemStatus:
     """The state of every part now."""
     status = SystemStatus(
-        database_kind=type(database.obj).__name__.replace("Database", ""),
+        database_kind=_KINDS.get(type(database.obj).__name__, type(database.obj).__name__),
         database_error=check_database(),
         redis_error=None,
     )
@@ -334,7 +340,7 @@ class FailedQueue:
 def _arg(job: Job, index: int = 0) -> int | None:
     try:
         value = job.args[index]
-    except (IndexError, TypeError, ValueError, AttributeError):
+    except (IndexError, TypeError, ValueError, AttributeError, DeserializationError):
         return None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -540,8 +546,6 @@ class StorageStatus:
 
 def storage(settings: Settings, connection: redis.Redis) -> StorageStatus:
     """Where the bytes are, and what retention removes next (see media.retention.preview)."""
-    from glimpser.media import retention
-
     rows = list(
         Snapshot.select(
             Snapshot.stream,
@@ -579,7 +583,7 @@ def storage(settings: Settings, connection: redis.Redis) -> StorageStatus:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 status.bucket = json.loads(raw)
                 status.bucket["at"] = datetime.fromtimestamp(float(status.bucket["at"]), UTC)
-    status.retention = asdict(retention.preview(settings))
+    status.retention = _retention_preview(settings, connection)
     try:
         info = connection.info("memory")
         status.redis_memory = int(info.get("used_memory", 0))
@@ -588,6 +592,25 @@ def storage(settings: Settings, connection: redis.Redis) -> StorageStatus:
         pass
     status.database_bytes, status.database_error = database_size(settings)
     return status
+
+
+def _retention_preview(settings: Settings, connection: redis.Redis) -> dict[str, Any]:
+    """retention.preview(), kept in Redis for a minute: its counts walk the snapshot table,
+    and every admin with the page open asks for them."""
+    from glimpser.media import retention
+
+    cached = connection.get(RETENTION_PREVIEW_KEY)
+    if cached is not None:
+        with contextlib.suppress(ValueError):
+            return json.loads(cached)
+    preview = asdict(retention.preview(settings))
+    connection.set(RETENTION_PREVIEW_KEY, json.dumps(preview), ex=RETENTION_PREVIEW_SECONDS)
+    return preview
+
+
+def forget_retention_preview(connection: redis.Redis) -> None:
+    """After a retention pass the cached counts are stale: count again on the next view."""
+    connection.delete(RETENTION_PREVIEW_KEY)
 
 
 def record_bucket_usage(connection: redis.Redis, objects: int, size: int) -> None:

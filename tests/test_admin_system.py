@@ -35,6 +35,7 @@ from tests.helpers import (
     paused_stream,
     setup_admin,
 )
+from tests.test_storage import aws_env, moto_endpoint, s3_bucket  # noqa: F401 - fixtures
 
 PAGE = "/admin/system/"
 
@@ -250,6 +251,33 @@ def test_storage_per_stream_from_real_snapshots_biggest_first(app_factory, datab
     for name in ("Glimpser", "Python", "ffmpeg", "Chromium", "yt-dlp"):
         assert f'<th scope="row">{name}</th>' in html
     assert "ffmpeg version" in html
+
+
+def test_bucket_usage_on_s3_is_the_orphan_sweeps_count(app_factory, request):
+    from glimpser import jobs
+
+    # S3 is moto's real HTTP server (the fixtures of tests/test_storage.py).
+    endpoint = request.getfixturevalue("moto_endpoint")
+    bucket = request.getfixturevalue("s3_bucket")  # with AWS credentials for moto
+
+    app = app_factory(
+        GLIMPSER_STORAGE="s3",
+        GLIMPSER_S3_BUCKET=bucket,
+        GLIMPSER_S3_ENDPOINT_URL=endpoint,
+        GLIMPSER_S3_REGION="us-east-1",
+    )
+    admin = app.test_client()
+    setup_admin(admin, "alice", PASSWORD)
+    stream = add_stream("Garden")
+    size = sum(add_snapshot(app, stream, picture(i * 50), 10 - i).bytes for i in range(3))
+    html = text(admin.get(PAGE + "storage"))
+    assert "not counted yet" in html and f"s3://{bucket}" in html
+    assert "Free disk" not in html
+    with jobs_configured(app):
+        jobs.sweep_orphans()
+    html = text(admin.get(PAGE + "storage"))
+    usage = re.search(r"Bucket usage</th><td>(.*?)</td>", html, re.S).group(1)
+    assert usage.startswith(f"3 objects, {size / 1000:.1f} kB (counted ")
 
 
 # --- failed jobs -------------------------------------------------------------------------------

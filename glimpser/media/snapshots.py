@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import peewee
@@ -223,7 +223,8 @@ SWEEP_BATCH = 1000
 @dataclass
 class SweepReport:
     files_seen: int = 0
-    bytes_seen: int = 0  # what the listed files hold (the bucket's usage on S3)
+    # What the listed files hold (the bucket's usage on S3): a measure, not an outcome.
+    bytes_seen: int = field(default=0, compare=False)
     orphan_files_deleted: int = 0
     orphan_rows_deleted: int = 0
 
