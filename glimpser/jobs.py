@@ -307,7 +307,10 @@ def sweep_orphans() -> dict:
     """Remove snapshot files without a row (past a grace period) and rows without a file."""
     report = snapshots.sweep_orphans(get_storage(settings()))
     if settings().storage == "s3":  # it listed the whole bucket: that is the bucket's usage
-        system_status.record_bucket_usage(_connection(), report.files_seen, report.bytes_seen)
+        try:
+            system_status.record_bucket_usage(_connection(), report.files_seen, report.bytes_seen)
+        except (redis.RedisError, OSError) as exc:  # the sweep itself is done
+            log.warning("bucket usage not recorded", extra={"error": str(exc)})
     return asdict(report)
 
 
