@@ -57,6 +57,8 @@ BUCKET_USAGE_KEY = "glimpser:storage:bucket-usage"
 # What retention would remove is counted at most this often (Redis-cached).
 RETENTION_PREVIEW_KEY = "glimpser:storage:retention-preview"
 RETENTION_PREVIEW_SECONDS = 60
+# Job descriptions are cut to this many characters.
+DESCRIPTION_MAX = 120
 # Failed jobs listed per queue (the page says how many more there are).
 FAILED_SHOWN = 50
 # A job id as RQ and Glimpser make them (uuid hex, "analyse-12", "delete-stream-3"...).
@@ -220,7 +222,7 @@ def collect(redis_client: redis.Redis) -> SystemStatus:
         )
         current = worker.get_current_job()
         if current is not None:
-            row.job = current.description or current.func_name
+            row.job = describe(current)
             row.target = job_target(current)
             row.job_age = _age(current.started_at, now)
         status.workers.append(row)
@@ -345,6 +347,16 @@ def _arg(job: Job, index: int = 0) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def describe(job: Job) -> str:
+    """The job's description ("capture stream 3"), cut short: RQ's default one is the whole
+    call with its arguments (a test capture's configuration), URLs in it redacted."""
+    try:
+        text = redact_urls(job.description or job.func_name or "")
+    except DeserializationError:  # the job's data cannot be read (written by another version)
+        text = "(unreadable job)"
+    return text if len(text) <= DESCRIPTION_MAX else text[: DESCRIPTION_MAX - 1] + "…"
+
+
 def job_target(job: Job) -> JobTarget | None:
     """What the job works on, from its function and first argument (None: nothing in particular).
 
@@ -464,7 +476,7 @@ def _failed(job_id: str, queue: str, job: Job | None, secrets: list[str]) -> Fai
         id=job_id,
         queue=queue,
         failed_at=(result.created_at if failed else None) or job.ended_at,
-        what=redact(job.description or job.func_name or "", secrets),
+        what=redact(describe(job), secrets),
         error=lines[-1] if lines else "no error recorded",
         traceback=trace,
         target=job_target(job),

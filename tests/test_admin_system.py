@@ -5,6 +5,7 @@ retry all; secrets redacted), the access policy and bad input, and the admin hom
 
 from __future__ import annotations
 
+import html as html_lib
 import io
 import re
 import sqlite3
@@ -18,7 +19,7 @@ from PIL import Image
 from rq.job import Job
 from rq.results import Result
 
-from glimpser import queues, times
+from glimpser import queues, system_status, times
 from glimpser.auth.users import create_user
 from glimpser.db import database
 from glimpser.media import timelapse
@@ -379,6 +380,15 @@ def test_secrets_are_redacted_in_tracebacks(app_factory, redis_client):
         "http://u:url-pass@example.com/?token=tok123 and test-secret-key-0123456789abcdef\n"
     )
     add_failed(redis_client, "glimpser.jobs.capture_stream", (stream.id,), trace, "capture")
+    # RQ's default description is the call with its arguments: URLs redacted, kept short.
+    config = {"kind": "rtsp", "url": "rtsp://cam:cam-pass-9876@192.0.2.7/live", "x": "y" * 300}
+    long = Job.create(
+        "glimpser.jobs.test_capture", args=(config, None, ""), connection=redis_client
+    )
+    long.origin = "capture"
+    long.save()
+    Result.create_failure(long, 3600, "Traceback\nCaptureError: refused")
+    queues.get_queue("capture", redis_client).failed_job_registry.add(long)
     html = text(admin.get(PAGE))
     for secret in (
         "cam-pass-9876",
@@ -390,6 +400,9 @@ def test_secrets_are_redacted_in_tracebacks(app_factory, redis_client):
     ):
         assert secret not in html, secret
     assert "rtsp://cam:***@192.0.2.7/live" in html
+    described = re.search(r"<strong>(glimpser\.jobs\.test_capture\(.*?)</strong>", html).group(1)
+    assert "rtsp://cam:***@192.0.2.7/live" in described
+    assert len(html_lib.unescape(described)) <= system_status.DESCRIPTION_MAX
     assert f'<a href="/streams/{stream.id}">stream Cam</a>' in html
 
 
