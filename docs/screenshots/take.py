@@ -1,8 +1,8 @@
 """Screenshots of the real UI at desktop and phone widths, for docs/screenshots/.
 
 Starts a private Redis, gunicorn, a worker, the readers process and the scheduler on a
-temporary data directory, adds streams from loopback peers (the test camera, the RTSP test server), lets
-them capture, and photographs the pages in Debian Chromium.
+temporary data directory, adds streams from loopback peers (the test camera, the RTSP test
+server), lets them capture, and photographs the pages in Debian Chromium.
 
 Run: .venv/bin/python docs/screenshots/take.py
 """
