@@ -14,12 +14,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import timedelta
 from typing import Any, TypeVar
 
+import redis
 from rq import get_current_job
 
-from glimpser import queues, times
+from glimpser import queues, system_status, times
 from glimpser.analysis import summaries
 from glimpser.analysis.ai import AIClient
 from glimpser.analysis.pipeline import analyse_snapshot as run_analysis
@@ -29,7 +29,7 @@ from glimpser.config import Settings, load_settings
 from glimpser.db import database
 from glimpser.media import deletion, retention, snapshots, timelapse
 from glimpser.media.storage import get_storage
-from glimpser.models import AuditLog, Stream
+from glimpser.models import Stream
 from glimpser.notify.dispatch import deliver, requeue_lost, sweep_stuck
 from glimpser.sources import sealed
 from glimpser.sources.base import CaptureError
@@ -38,8 +38,6 @@ from glimpser.sources.schemas import CONFIG_BY_KIND
 log = logging.getLogger("glimpser.job")
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-AUDIT_RETENTION = timedelta(days=365)
 
 _settings: Settings | None = None
 # The worker's AI client with the settings and Redis connection it was made for (see _ai_client).
@@ -91,7 +89,8 @@ def _drop_ai_client() -> None:
 
 
 def job(func: F) -> F:
-    """Run with a database connection; one structured log line per run."""
+    """Run with a database connection; one structured log line per run (and, for the cron
+    jobs, the run's time and outcome in Redis for Admin → System)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -103,23 +102,40 @@ def job(func: F) -> F:
             outcome = "ok"
             return result
         finally:
-            log.info(
-                "job",
-                extra={
-                    "job": func.__name__,
-                    "outcome": outcome,
-                    "ms": round((time.perf_counter() - started) * 1000, 1),
-                },
-            )
+            ms = round((time.perf_counter() - started) * 1000, 1)
+            log.info("job", extra={"job": func.__name__, "outcome": outcome, "ms": ms})
+            if func.__name__ in _CRON_NAMES:
+                _record_cron_run(func.__name__, outcome, ms)
 
     return wrapper  # type: ignore[return-value]
 
 
+def _record_cron_run(name: str, outcome: str, ms: float) -> None:
+    try:
+        system_status.record_cron_run(_connection(), name, outcome, ms)
+    except (redis.RedisError, OSError) as exc:  # the page shows it as not run; the job is done
+        log.warning("cron run not recorded", extra={"job": name, "error": str(exc)})
+
+
+def _forget_retention_preview() -> None:
+    try:
+        system_status.forget_retention_preview(_connection())
+    except (redis.RedisError, OSError) as exc:  # the page's counts are a minute late, no more
+        log.warning("retention preview not reset", extra={"error": str(exc)})
+
+
+@job
+def prune_history() -> dict:
+    """Delete summaries, AI call records and audit entries past their retention settings."""
+    report = asdict(retention.prune_history(settings()))
+    _forget_retention_preview()
+    return report
+
+
 @job
 def prune_audit_log() -> int:
-    """Drop audit entries older than a year; returns how many went."""
-    cutoff = times.utcnow() - AUDIT_RETENTION
-    return AuditLog.delete().where(AuditLog.at < cutoff).execute()
+    """Delete audit entries older than audit_retention_days (0: never); returns how many."""
+    return retention.prune_audit(settings())
 
 
 @job
@@ -241,6 +257,7 @@ def test_capture(config: dict, stream_id: int | None = None, secrets: str = "") 
 def apply_retention() -> dict:
     """Delete snapshots (files with rows) and events past their retention."""
     report = retention.apply_retention(settings(), get_storage(settings()))
+    _forget_retention_preview()
     return {**asdict(report), "snapshots_deleted": report.snapshots_deleted}
 
 
@@ -288,7 +305,13 @@ def delete_stream(stream_id: int) -> dict:
 @job
 def sweep_orphans() -> dict:
     """Remove snapshot files without a row (past a grace period) and rows without a file."""
-    return asdict(snapshots.sweep_orphans(get_storage(settings())))
+    report = snapshots.sweep_orphans(get_storage(settings()))
+    if settings().storage == "s3":  # it listed the whole bucket: that is the bucket's usage
+        try:
+            system_status.record_bucket_usage(_connection(), report.files_seen, report.bytes_seen)
+        except (redis.RedisError, OSError) as exc:  # the sweep itself is done
+            log.warning("bucket usage not recorded", extra={"error": str(exc)})
+    return asdict(report)
 
 
 @job
@@ -301,10 +324,12 @@ def resume_stream_deletions() -> int:
 CRON_JOBS: list[tuple[Callable[..., Any], str, int]] = [
     (sweep_due_streams, "schedule", 5),
     (apply_retention, "maintenance", 15 * 60),
-    (prune_audit_log, "maintenance", 24 * 3600),
+    (prune_history, "maintenance", 3600),
     (prune_timelapses, "maintenance", 24 * 3600),
     (schedule_summaries, "maintenance", 5 * 60),
     (sweep_stuck_deliveries, "maintenance", 5 * 60),
     (resume_stream_deletions, "maintenance", 5 * 60),
     (sweep_orphans, "maintenance", 3600),
 ]
+
+_CRON_NAMES = frozenset(func.__name__ for func, _queue, _interval in CRON_JOBS)

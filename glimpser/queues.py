@@ -258,3 +258,11 @@ def enqueue_stream_deletion(connection: redis.Redis, stream_id: int, job_id: str
         failure_ttl=7 * 24 * 3600,
         description=f"delete stream {stream_id} ({name[:100]})",
     )
+
+
+def requeue_failed(connection: redis.Redis, queue_name: str, job: Job) -> Job:
+    """Put a failed job back on its queue (Admin → System's "Retry"), at the end of the line.
+
+    Raises rq.exceptions.InvalidJobOperation when the job is no longer in the failed registry
+    (retried or deleted meanwhile)."""
+    return get_queue(queue_name, connection).failed_job_registry.requeue(job)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import lxml.html
 import pytest
+from rq.job import Job
 from werkzeug.datastructures import MultiDict
 from werkzeug.routing import IntegerConverter
 
@@ -30,6 +31,7 @@ from glimpser.models import (
     Timelapse,
     User,
 )
+from glimpser.queues import get_queue
 from tests.helpers import PASSWORD, add_stream, csrf_from, login, setup_admin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,6 +107,12 @@ def world(app):
             range_end=datetime(1, 1, 2, tzinfo=UTC),
         )
         token = make_set_password_link(viewer_user.id)
+    # A failed job, so that Admin → System renders its retry and delete forms.
+    connection = app.extensions["glimpser.redis"]
+    failed = Job.create("glimpser.jobs.build_timelapse", args=(1,), connection=connection)
+    failed.origin = "maintenance"
+    failed.save()
+    get_queue("maintenance", connection).failed_job_registry.add(failed, exc_string="E")
     viewer = app.test_client()
     login(viewer, "bob", PASSWORD)
     return {"admin": admin, "viewer": viewer, "pages": [f"/account/set-password/{token}"]}
@@ -141,6 +149,7 @@ FORM_PAGES = [
     "/admin/channels/new?kind=email",
     "/admin/channels/1/edit",
     "/admin/transfer/",
+    "/admin/system/",
     "/profile/",
     "/admin/sessions/",
     "/admin/users/new",

@@ -1,8 +1,8 @@
 """Screenshots of the real UI at desktop and phone widths, for docs/screenshots/.
 
-Starts a private Redis, gunicorn, a worker and the readers process on a temporary data
-directory, adds streams from loopback peers (the test camera, the RTSP test server), lets
-them capture, and photographs the pages in Debian Chromium.
+Starts a private Redis, gunicorn, a worker, the readers process and the scheduler on a
+temporary data directory, adds streams from loopback peers (the test camera, the RTSP test
+server), lets them capture, and photographs the pages in Debian Chromium.
 
 Run: .venv/bin/python docs/screenshots/take.py
 """
@@ -66,7 +66,7 @@ def main() -> None:
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
         )
-        for role in ("worker", "readers")
+        for role in ("worker", "readers", "scheduler")
     ]
     try:
         with sync_playwright() as pw:
@@ -112,6 +112,8 @@ def main() -> None:
                 ("/admin/rules/", "rules-desktop"),
                 ("/admin/channels/new?kind=webhook", "channel-form"),
                 ("/summaries/", "summaries-desktop"),
+                ("/admin/system/", "system-desktop"),
+                ("/admin/", "admin-desktop"),
             ):
                 page.goto(server.url + path)
                 page.wait_for_load_state("networkidle")

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 import peewee
 import redis
 
+from glimpser import system_status
 from glimpser.capture import live
 from glimpser.config import Settings
 from glimpser.db import database
@@ -476,6 +477,40 @@ class ReaderHub:
             raise CaptureError(f"{stream.kind} streams have no live feed")
         return StreamReader(stream.id, interval, command, self.connection)
 
+    def streams_report(self) -> list[dict]:
+        """The streams this process reads and how each is doing (for Admin → System)."""
+        report = []
+        for stream_id, reader in sorted(self.readers.items()):
+            alive = reader.alive()
+            state = "reading" if alive and reader.frames else "starting" if alive else "stopped"
+            report.append(
+                {
+                    "id": stream_id,
+                    "mode": self._mode.get(stream_id, ""),
+                    "state": state,
+                    "frames": reader.frames,
+                    "failures": self._failures.get(stream_id, 0),
+                }
+            )
+        for stream_id in sorted(set(self._retry_at) - set(self.readers)):
+            report.append(
+                {
+                    "id": stream_id,
+                    "mode": self._mode.get(stream_id, ""),
+                    "state": "waiting to restart",
+                    "frames": 0,
+                    "failures": self._failures.get(stream_id, 0),
+                }
+            )
+        return report
+
+    def heartbeat(self) -> None:
+        """Tell Admin → System that this process runs, and what it reads (a key with a TTL)."""
+        try:
+            system_status.publish_readers(self.connection, self.streams_report())
+        except redis.RedisError as exc:
+            log.warning("readers heartbeat not sent", extra={"error": str(exc)})
+
     def run(self) -> None:
         while not self.stopping:
             try:
@@ -483,6 +518,7 @@ class ReaderHub:
                     self.reconcile()
             except peewee.PeeweeException as exc:  # the database restarts: readers run on
                 log.warning("cannot reach the database", extra={"error": str(exc)})
+            self.heartbeat()
             try:  # sleep until the next tick, or until a new viewer wakes us
                 self.connection.blpop([live.WAKE_KEY], timeout=RECONCILE_SECONDS)
             except redis.RedisError:
@@ -493,6 +529,8 @@ class ReaderHub:
         for reader in self.readers.values():
             reader.stop()
         self.readers.clear()
+        with contextlib.suppress(redis.RedisError):  # gone from Admin → System at once
+            system_status.withdraw_readers(self.connection)
 
 
 def stall_seconds(config: object, fps: float) -> float:

@@ -7,6 +7,10 @@ Limits (0 means unlimited):
   global GLIMPSER_RETENTION_* setting) and max bytes (the stream's retention_max_bytes only);
 - globally: GLIMPSER_RETENTION_MAX_BYTES caps all snapshots together, oldest deleted first.
 
+The history kept in the database has its own limits, applied by `prune_history` (0 = keep
+forever): summaries (summary_retention_days), AI call records (ai_call_retention_days) and the
+audit log (audit_retention_days). `preview` says what the next passes will remove.
+
 Never deleted by these rules: a snapshot referenced by an event (it lives as long as the event,
 whose retention is separate and longer), and the newest snapshot of each stream (the dashboard
 shows it). Because of these, a size limit can stay exceeded when only protected snapshots remain.
@@ -21,7 +25,7 @@ streams and over the rows being deleted, never over the whole table. Measured: 1
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 import peewee
@@ -31,7 +35,7 @@ from glimpser.config import Settings
 from glimpser.db import database, write_transaction
 from glimpser.media.snapshots import DELETE_BATCH, delete_snapshots_counted
 from glimpser.media.storage import Storage
-from glimpser.models import Event, Snapshot, Stream
+from glimpser.models import AICall, AuditLog, Event, Snapshot, Stream, Summary
 
 log = logging.getLogger(__name__)
 
@@ -274,3 +278,152 @@ def _purge_to_size(
             condition = scope & condition
     deleted, freed = _purge(condition, storage, oldest_first=scope is not None)
     return deleted, freed, max(0, excess - freed)
+
+
+# --- history: summaries, AI calls, the audit log -----------------------------------------------
+
+HISTORY_DELETE_BATCH = 1000
+# Summaries still being built are left alone (their job writes the outcome on the row).
+_SUMMARY_ACTIVE = ("queued", "running")
+
+
+@dataclass
+class HistoryReport:
+    summaries_deleted: int = 0
+    ai_calls_deleted: int = 0
+    audit_entries_deleted: int = 0
+
+
+def _cutoff(now: datetime, days: int) -> datetime | None:
+    return now - timedelta(days=days) if days > 0 else None
+
+
+def _old_summaries(cutoff: datetime) -> peewee.Expression:
+    return (Summary.created_at < cutoff) & Summary.status.not_in(_SUMMARY_ACTIVE)
+
+
+def _delete_in_batches(model: type[peewee.Model], condition: peewee.Expression) -> int:
+    total = 0
+    while True:
+        batch = (
+            model.select(model.id).where(condition).order_by(model.id).limit(HISTORY_DELETE_BATCH)
+        )
+        with write_transaction():
+            ids = [row[0] for row in batch.tuples()]
+            if model is Summary and ids:
+                # A newer summary built on one of these keeps its text; it just no longer
+                # points at a row that is gone (what the foreign key's SET NULL does, made
+                # explicit so that it holds whatever the database enforces).
+                Summary.update(previous=None).where(Summary.previous.in_(ids)).execute()
+            deleted = model.delete().where(model.id.in_(ids)).execute() if ids else 0
+        total += deleted
+        if len(ids) < HISTORY_DELETE_BATCH:
+            return total
+
+
+def prune_history(settings: Settings, now: datetime | None = None) -> HistoryReport:
+    """Delete summaries, AI call records and audit entries past their retention."""
+    now = times.to_utc(now) if now is not None else times.utcnow()
+    report = HistoryReport()
+    if cutoff := _cutoff(now, settings.summary_retention_days):
+        report.summaries_deleted = _delete_in_batches(Summary, _old_summaries(cutoff))
+    if cutoff := _cutoff(now, settings.ai_call_retention_days):
+        report.ai_calls_deleted = _delete_in_batches(AICall, AICall.at < cutoff)
+    report.audit_entries_deleted = prune_audit(settings, now)
+    log.info("history retention", extra=asdict(report))
+    return report
+
+
+def prune_audit(settings: Settings, now: datetime | None = None) -> int:
+    """Delete audit entries older than audit_retention_days (0: keep them all)."""
+    now = times.to_utc(now) if now is not None else times.utcnow()
+    if cutoff := _cutoff(now, settings.audit_retention_days):
+        return _delete_in_batches(AuditLog, AuditLog.at < cutoff)
+    return 0
+
+
+# --- what the next passes remove --------------------------------------------------------------
+
+
+@dataclass
+class RetentionPreview:
+    """What retention would remove if it ran now (for Admin → System)."""
+
+    snapshots_by_age: int = 0
+    bytes_by_age: int = 0
+    snapshots_by_count: int = 0
+    bytes_by_count: int = 0
+    bytes_over_stream_limits: int = 0  # the oldest deletable snapshots of these bytes go
+    bytes_over_global_limit: int = 0
+    events: int = 0
+    summaries: int = 0
+    ai_calls: int = 0
+    audit_entries: int = 0
+
+
+def _count_and_bytes(condition: peewee.Expression) -> tuple[int, int]:
+    row = (
+        Snapshot.select(
+            peewee.fn.COUNT(Snapshot.id), peewee.fn.COALESCE(peewee.fn.SUM(Snapshot.bytes), 0)
+        )
+        .where(condition & _deletable())
+        .tuples()
+        .first()
+    )
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def preview(settings: Settings, now: datetime | None = None) -> RetentionPreview:
+    """Count what each rule would delete now, without deleting anything.
+
+    Age and count are exact (a snapshot past both counts once, under age); the size limits
+    are given as the bytes over the limit."""
+    now = times.to_utc(now) if now is not None else times.utcnow()
+    out = RetentionPreview()
+    streams = Stream.select(
+        Stream.id,
+        Stream.retention_max_age_days,
+        Stream.retention_max_count,
+        Stream.retention_max_bytes,
+    ).order_by(Stream.id)
+    for stream in list(streams):
+        limits = effective_limits(stream, settings)
+        in_stream = Snapshot.stream == stream.id
+        age_cut = now - timedelta(days=limits.max_age_days) if limits.max_age_days else None
+        if age_cut is not None:
+            count, size = _count_and_bytes(in_stream & (Snapshot.captured_at < age_cut))
+            out.snapshots_by_age += count
+            out.bytes_by_age += size
+        if limits.max_count:
+            first_beyond = (
+                Snapshot.select(Snapshot.id, Snapshot.captured_at)
+                .where(in_stream)
+                .order_by(Snapshot.captured_at.desc(), Snapshot.id.desc())
+                .offset(limits.max_count)
+                .limit(1)
+                .first()
+            )
+            if first_beyond is not None:
+                condition = in_stream & _older_or_equal(first_beyond.captured_at, first_beyond.id)
+                if age_cut is not None:
+                    condition &= Snapshot.captured_at >= age_cut
+                count, size = _count_and_bytes(condition)
+                out.snapshots_by_count += count
+                out.bytes_by_count += size
+        if limits.max_bytes:
+            total = Snapshot.select(peewee.fn.COALESCE(peewee.fn.SUM(Snapshot.bytes), 0))
+            out.bytes_over_stream_limits += max(
+                0, int(total.where(in_stream).scalar() or 0) - limits.max_bytes
+            )
+    if settings.retention_max_bytes:
+        total = Snapshot.select(peewee.fn.COALESCE(peewee.fn.SUM(Snapshot.bytes), 0)).scalar()
+        out.bytes_over_global_limit = max(0, int(total or 0) - settings.retention_max_bytes)
+    if cutoff := _cutoff(now, settings.event_retention_days):
+        out.events = Event.select().where(Event.created_at < cutoff).count()
+    if cutoff := _cutoff(now, settings.summary_retention_days):
+        out.summaries = Summary.select().where(_old_summaries(cutoff)).count()
+    if cutoff := _cutoff(now, settings.ai_call_retention_days):
+        out.ai_calls = AICall.select().where(AICall.at < cutoff).count()
+    if cutoff := _cutoff(now, settings.audit_retention_days):
+        out.audit_entries = AuditLog.select().where(AuditLog.at < cutoff).count()
+    return out

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import peewee
@@ -223,6 +223,8 @@ SWEEP_BATCH = 1000
 @dataclass
 class SweepReport:
     files_seen: int = 0
+    # What the listed files hold (the bucket's usage on S3): a measure, not an outcome.
+    bytes_seen: int = field(default=0, compare=False)
     orphan_files_deleted: int = 0
     orphan_rows_deleted: int = 0
 
@@ -265,6 +267,7 @@ def _sweep_files(storage: Storage, cutoff: datetime, report: SweepReport) -> Non
     batch: list[StoredObject] = []
     for item in storage.list_objects():
         report.files_seen += 1
+        report.bytes_seen += item.size
         if item.modified_at < cutoff and snapshot_key_of(item.key) is not None:
             batch.append(item)
         if len(batch) >= SWEEP_BATCH:

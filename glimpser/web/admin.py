@@ -1,4 +1,5 @@
-"""The admin area (admin role only, enforced by the access policy for the whole blueprint)."""
+"""The admin home: links to every admin page, a one-line health summary (the details are on
+Admin → System), streams being deleted, and AI usage. Admin role only (the access policy)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from flask import Blueprint, current_app, render_template
 from glimpser import system_status
 from glimpser.analysis.usage import usage_last_day
 from glimpser.media.deletion import deletions_in_progress
-from glimpser.models import AuditLog, User
 from glimpser.web.app_settings import current_settings
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -23,14 +23,10 @@ def _host_port(url: str) -> str:
 @bp.get("/")
 def index():
     status = system_status.collect(current_app.extensions["glimpser.redis"])
-    users = User.select().order_by(User.username)
-    audit = AuditLog.select().order_by(AuditLog.at.desc()).limit(20)
     settings = current_settings()
     return render_template(
         "admin/index.html",
         status=status,
-        users=users,
-        audit=audit,
         # Only what the page shows: never the Settings object, which holds the secrets.
         ai=(
             {"ai_model": settings.ai_model, "ai_daily_token_budget": settings.ai_daily_token_budget}

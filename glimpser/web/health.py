@@ -49,7 +49,8 @@ def _user_or_anonymous() -> None:
 
 @bp.get("/readyz")
 def readyz():
-    """200 or 503 for everyone; what is wrong (error text) only for signed-in admins (while
+    """200 or 503 for everyone; what is wrong (error text) only for signed-in admins, never
+    viewers or anonymous callers (while
     their session and account can still be read) and in the log: the text of a database or
     Redis error tells an anonymous caller about the setup behind."""
     problems = {
