@@ -547,7 +547,7 @@ class SettingsSource:
         self._checked_at = float("-inf")
         self._loaded_at = float("-inf")
         self._lock = threading.Lock()
-        self._failing = ""
+        self._failing: set[str] = set()  # what is failing now ("redis", "database"): logged once
         _SOURCES.add(self)
 
     def get(self) -> Settings:
@@ -575,6 +575,8 @@ class SettingsSource:
         except (redis.RedisError, ValueError) as exc:
             self._failed("redis", exc)
             version = None
+        else:
+            self._recovered("redis")
         if (
             version is not None
             and version == self._version
@@ -586,20 +588,23 @@ class SettingsSource:
         except Exception as exc:  # noqa: BLE001 - any database trouble: keep the last good
             self._failed("database", exc)
             return
+        self._recovered("database")
         fresh = overlay(self.base, stored)
         if fresh != self._current:  # the same object while nothing changed (cached clients)
             self._current = fresh
         self._loaded_at = now
         if version is not None:
             self._version = version
-            if self._failing:
-                log.info("settings checks work again")
-                self._failing = ""
 
     def _failed(self, what: str, exc: BaseException) -> None:
-        if self._failing != what:
+        if what not in self._failing:
             log.warning(
                 "cannot check for changed settings; keeping the last good ones",
                 extra={"source": what, "error": str(exc)[:200]},
             )
-        self._failing = what
+        self._failing.add(what)
+
+    def _recovered(self, what: str) -> None:
+        if what in self._failing:
+            self._failing.discard(what)
+            log.info("settings checks work again", extra={"source": what})

@@ -137,6 +137,7 @@ FORM_PAGES = [
     "/admin/channels/new?kind=email",
     "/admin/channels/1/edit",
     "/admin/transfer/",
+    "/admin/settings/",
     "/profile/",
 ]
 
