@@ -75,7 +75,8 @@ def _groups(
             view.value = ""
             view.has_stored_secret = stored_key
         if name == "vapid_subject" and not view.value and not view.disabled:
-            view.placeholder = current_settings().vapid_subject or "none usable"
+            derived = current_settings().vapid_subject
+            view.placeholder = f"now: {derived}" if derived else "none can be derived: give one"
         groups[rs.field_group(name)].fields.append(view)
     return list(groups.values())
 
