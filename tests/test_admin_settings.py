@@ -401,3 +401,30 @@ def _tiny_jpeg() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (32, 24), (20, 120, 40)).save(buffer, "JPEG")
     return buffer.getvalue()
+
+
+def test_test_connection_uses_the_stored_key_only_where_it_was_meant_to_go(app, openai_server):
+    openai_server.handler = lambda _r: Reply.completion("Here.")
+    client = app.test_client()
+    setup_admin(client)
+    save(client, app, ai_base_url=openai_server.url, ai_model="m", ai_api_key="sk-stored-1234")
+    answer = form_post(client, PAGE, PAGE + "test-ai", data=form_data(app))  # key left blank
+    assert "Here." in answer.get_data(as_text=True)
+    assert openai_server.requests[-1].headers["authorization"] == "Bearer sk-stored-1234"
+    sent = len(openai_server.requests)
+    elsewhere = form_data(app, ai_base_url="http://127.0.0.2:9/v1")
+    answer = form_post(client, PAGE, PAGE + "test-ai", data=elsewhere)
+    assert "type the API key again" in answer.get_data(as_text=True)
+    assert len(openai_server.requests) == sent  # nothing was sent anywhere
+
+
+def test_a_key_set_in_the_environment_is_not_sent_to_a_new_server(app_factory):
+    app = app_factory(GLIMPSER_AI_API_KEY="sk-env-key-5678", GLIMPSER_AI_MODEL="m")
+    client = app.test_client()
+    setup_admin(client)
+    html = client.get(PAGE).get_data(as_text=True)
+    assert "sk-env-key-5678" not in html and "set by GLIMPSER_AI_API_KEY" in html
+    answer = save(client, app, ai_base_url="http://127.0.0.1:9/v1")
+    assert answer.status_code == 422
+    assert "change GLIMPSER_AI_BASE_URL in the environment" in answer.get_data(as_text=True)
+    assert stored() == {}
