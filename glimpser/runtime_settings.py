@@ -461,6 +461,25 @@ def load_stored() -> dict[str, Any]:
     return rows()
 
 
+def validate(base: Settings, values: Mapping[str, Any]) -> RuntimeSettings:
+    """RuntimeSettings from `values`; raises ValidationError for the fields the form may change.
+
+    A value set by the environment was accepted by config.py, whose limits can be looser than
+    the form's (e.g. no length limit on the CAP sender): it never blocks a save, and is kept.
+    """
+    try:
+        return RuntimeSettings.model_validate(values)
+    except ValidationError as exc:
+        pinned = {
+            str(e["loc"][0]) for e in exc.errors() if e["loc"] and env_set(base, str(e["loc"][0]))
+        }
+        if not pinned or len(pinned) < len({str(e["loc"][0]) for e in exc.errors() if e["loc"]}):
+            raise
+    stand_in = {n: (FIELDS[n].default if n in pinned else v) for n, v in values.items()}
+    model = RuntimeSettings.model_validate(stand_in)
+    return model.model_copy(update={n: values[n] for n in pinned})
+
+
 def overlay(base: Settings, stored: Mapping[str, Any]) -> Settings:
     """The start-up settings with the stored values laid over them (environment wins).
 
@@ -470,7 +489,7 @@ def overlay(base: Settings, stored: Mapping[str, Any]) -> Settings:
     values = values_of(base, given)
     values.update(given)
     try:
-        model = RuntimeSettings.model_validate(values)
+        model = validate(base, values)
     except ValidationError as exc:
         bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
         log.warning("ignoring stored settings that do not validate", extra={"fields": sorted(bad)})
@@ -478,7 +497,7 @@ def overlay(base: Settings, stored: Mapping[str, Any]) -> Settings:
         values = values_of(base, given)
         values.update(given)
         try:
-            model = RuntimeSettings.model_validate(values)
+            model = validate(base, values)
         except ValidationError:
             return base
     return effective(base, model)

@@ -428,3 +428,15 @@ def test_a_key_set_in_the_environment_is_not_sent_to_a_new_server(app_factory):
     assert answer.status_code == 422
     assert "change GLIMPSER_AI_BASE_URL in the environment" in answer.get_data(as_text=True)
     assert stored() == {}
+
+
+def test_an_env_value_beyond_the_forms_limits_blocks_nothing(app_factory):
+    sender = "alerts-" + "x" * 250 + "@example.org"  # config.py sets no length limit here
+    app = app_factory(GLIMPSER_CAP_SENDER=sender)
+    client = app.test_client()
+    setup_admin(client)
+    assert save(client, app, event_retention_days=4).status_code == 302
+    assert stored() == {"event_retention_days": 4}
+    with app.test_request_context():
+        assert current_settings().event_retention_days == 4
+        assert current_settings().cap_sender == sender

@@ -148,6 +148,7 @@ def capture(stack: Stack, stream: Stream) -> None:
         assert scheduling.capture_now(stack.redis, stream)
 
 
+@pytest.mark.browser
 def test_browser_a_setting_changed_in_the_ui_changes_the_running_worker(
     stack: Stack, camera, page: Page
 ):

@@ -147,7 +147,7 @@ def parse_form(
     if errors:
         return None, values, errors
     try:
-        model = rs.RuntimeSettings.model_validate(values)
+        model = rs.validate(base, values)
     except ValidationError as exc:
         return None, values, {k or "form": v for k, v in error_messages(exc, ()).items()}
     return model, values, {}
@@ -212,7 +212,7 @@ def test_ai():
         else:  # another group has an error: test the AI fields as typed anyway
             ai_values = {k: v for k, v in values.items() if k.startswith("ai_")}
             try:
-                partial = rs.RuntimeSettings.model_validate({**before, **ai_values})
+                partial = rs.validate(base, {**before, **ai_values})
                 candidate = rs.effective(base, partial)
             except ValidationError as exc:
                 msgs = error_messages(exc, ())
