@@ -483,7 +483,8 @@ def validate(base: Settings, values: Mapping[str, Any]) -> RuntimeSettings:
 def overlay(base: Settings, stored: Mapping[str, Any]) -> Settings:
     """The start-up settings with the stored values laid over them (environment wins).
 
-    A stored value that no longer validates (e.g. a bound changed) is ignored, with a warning.
+    Stored values that no longer validate (e.g. a bound changed) are ignored with a warning,
+    together with the rest of their group (the AI URL and model only make sense together).
     """
     given = {n: v for n, v in stored.items() if n in FIELDS and not env_set(base, n)}
     values = values_of(base, given)
@@ -491,9 +492,10 @@ def overlay(base: Settings, stored: Mapping[str, Any]) -> Settings:
     try:
         model = validate(base, values)
     except ValidationError as exc:
-        bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+        bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"] and e["loc"][0] in FIELDS}
         log.warning("ignoring stored settings that do not validate", extra={"fields": sorted(bad)})
-        given = {n: v for n, v in given.items() if n not in bad}
+        groups = {field_group(n) for n in bad}
+        given = {n: v for n, v in given.items() if field_group(n) not in groups}
         values = values_of(base, given)
         values.update(given)
         try:

@@ -338,6 +338,10 @@ def test_a_stored_value_that_no_longer_validates_is_ignored(app):
     effective = rs.overlay(app.extensions["glimpser.settings"], stored())
     assert effective.event_retention_days == 30
     assert effective.default_interval == 45
+    with database.connection_context():  # a URL without its model: the AI group is ignored
+        Setting.create(key="settings.ai_base_url", value="http://127.0.0.1:9/v1")
+    effective = rs.overlay(app.extensions["glimpser.settings"], stored())
+    assert effective.ai_base_url == "" and effective.default_interval == 45
 
 
 def test_the_worker_settings_and_its_ai_client_follow_a_change(app, openai_server):

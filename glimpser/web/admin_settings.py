@@ -93,6 +93,8 @@ def _render(
         env_count=sum(1 for n in rs.FIELDS if rs.env_set(base, n)),
         ai_configured=current.ai_configured,
         test=extra.get("test"),
+        # A key typed into a form that comes back with errors is not sent back: say so.
+        typed_key=bool(errors and request.form.get("ai_api_key", "").strip()),
     ), status
 
 
