@@ -223,11 +223,9 @@ def test_postgresql_restarted_every_process_reconnects_and_no_500_storm(
             up_at = time.time()
             back = times.utcnow()
             resumed = wait_until(
-                lambda: (
-                    (got := _captured_since(stream_ids, back))
-                    and len(got) == len(stream_ids)
-                    and got
-                ),
+                lambda: (got := _captured_since(stream_ids, back))
+                and len(got) == len(stream_ids)
+                and got,
                 RESUME_GUARD,
                 "captures of every stream after the restart",
             )
