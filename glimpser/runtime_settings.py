@@ -573,10 +573,15 @@ class SettingsSource:
 
     def get(self) -> Settings:
         """The current settings; at most every CHECK_SECONDS this asks Redis for the version."""
-        if time.monotonic() - self._checked_at >= CHECK_SECONDS:
-            with self._lock:
+        # One thread checks; the others go on with the current settings instead of waiting.
+        if time.monotonic() - self._checked_at >= CHECK_SECONDS and self._lock.acquire(
+            blocking=False
+        ):
+            try:
                 if time.monotonic() - self._checked_at >= CHECK_SECONDS:
                     self._check()
+            finally:
+                self._lock.release()
         return self._current
 
     def invalidate(self) -> None:
