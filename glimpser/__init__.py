@@ -18,6 +18,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from glimpser.extensions import csrf, limiter, server_sessions
     from glimpser.logs import configure_logging
     from glimpser.queues import connect_redis, limiter_storage_uri
+    from glimpser.runtime_settings import SettingsSource
     from glimpser.web import init_web
 
     settings = settings or load_settings()
@@ -54,10 +55,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         RATELIMIT_KEY_PREFIX="glimpser:ratelimit",
         # X-RateLimit-* and Retry-After on the limited routes (login), also on the 429 itself.
         RATELIMIT_HEADERS_ENABLED=True,
-        GLIMPSER_LOGIN_RATE_LIMIT=settings.login_rate_limit,
-        GLIMPSER_LOGIN_USER_RATE_LIMIT=settings.login_user_rate_limit,
     )
-    app.extensions["glimpser.settings"] = settings
+    app.extensions["glimpser.settings"] = settings  # as started; views use current_settings()
+    app.extensions["glimpser.settings_source"] = SettingsSource(settings, redis_client)
     app.extensions["glimpser.redis"] = redis_client
 
     server_sessions.init_app(app)

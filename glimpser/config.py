@@ -52,6 +52,34 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
     return value
 
 
+# (default, lowest, highest) of each whole-number setting Admin → Settings may also change: one
+# table, so the environment and the form accept exactly the same values.
+INT_LIMITS: dict[str, tuple[int, int, int]] = {
+    "GLIMPSER_SESSION_LIFETIME_DAYS": (14, 1, 365),
+    "GLIMPSER_CAPTURE_MAX_JPEG_BYTES": (2 * 1024 * 1024, 16 * 1024, 64 * 1024 * 1024),
+    "GLIMPSER_FAILURE_EVENT_AFTER": (3, 1, 1000),
+    "GLIMPSER_BACKOFF_MAX_SECONDS": (300, 1, 86400),
+    "GLIMPSER_READER_MAX_INTERVAL": (5, 0, 3600),
+    "GLIMPSER_DEFAULT_INTERVAL": (60, 1, 7 * 24 * 3600),
+    "GLIMPSER_RETENTION_MAX_AGE_DAYS": (7, 0, 36500),
+    "GLIMPSER_RETENTION_MAX_COUNT": (0, 0, 10**9),
+    "GLIMPSER_RETENTION_MAX_BYTES": (0, 0, 2**62),
+    "GLIMPSER_EVENT_RETENTION_DAYS": (30, 0, 36500),
+    "GLIMPSER_SUMMARY_RETENTION_DAYS": (365, 0, 36500),
+    "GLIMPSER_AI_CALL_RETENTION_DAYS": (90, 0, 36500),
+    "GLIMPSER_AUDIT_RETENTION_DAYS": (365, 0, 36500),
+    "GLIMPSER_TIMELAPSE_RETENTION_DAYS": (30, 0, 36500),
+    "GLIMPSER_AI_TIMEOUT": (60, 1, 600),
+    "GLIMPSER_AI_DAILY_TOKEN_BUDGET": (200_000, 0, 10**9),
+    "GLIMPSER_NOTIFY_COOLDOWN_SECONDS": (0, 0, 7 * 86400),
+}
+
+
+def _limited(env: Mapping[str, str], name: str) -> int:
+    """A whole-number setting with its default and bounds from INT_LIMITS."""
+    return _int(env, name, *INT_LIMITS[name])
+
+
 def _database_url(raw: str) -> str:
     parsed = urlparse(raw)
     if parsed.scheme == "sqlite":
@@ -156,6 +184,13 @@ class Settings:
     # time zone and locale defaults (a user's own choice wins)
     default_timezone: str  # an IANA name, e.g. Europe/Berlin
     default_locale: str  # a BCP 47 tag, e.g. en-GB
+    # default prompt added to every description request (a stream's own prompt wins)
+    ai_default_prompt: str = ""
+    # interval (seconds) a new stream's form starts with
+    default_interval: int = 60
+    # The GLIMPSER_* variables that were set (environment or .env): they win over Admin →
+    # Settings (glimpser.runtime_settings), which shows them read-only.
+    from_env: frozenset[str] = frozenset()
 
     @property
     def ai_configured(self) -> bool:
@@ -261,9 +296,38 @@ def _vapid_subject(env: Mapping[str, str]) -> str:
             raise ConfigError(f"GLIMPSER_VAPID_SUBJECT={given!r} {problem}")
         return given
     public_url = env.get("GLIMPSER_PUBLIC_URL", "").strip().rstrip("/")
+    return derived_vapid_subject(public_url, env.get("GLIMPSER_CAP_SENDER", "").strip())
+
+
+def derived_vapid_subject(public_url: str, cap_sender: str) -> str:
+    """The VAPID subject when none is given: the public URL (https only), else mailto: the CAP
+    sender, whichever is usable first; "" when neither is."""
     candidates = [public_url] if public_url.lower().startswith("https://") else []
-    candidates.append("mailto:" + env.get("GLIMPSER_CAP_SENDER", "").strip())
+    candidates.append("mailto:" + cap_sender)
     return next((c for c in candidates if not vapid_subject_problem(c)), "")
+
+
+def rate_limit(name: str, raw: str, default: str) -> str:
+    """A rate such as '10 per minute' (several with ';'), checked the way the limiter reads it."""
+    rate = raw.strip() or default
+    try:
+        parse_many(rate)
+    except ValueError:
+        raise ConfigError(f"{name}={rate!r} is not a rate (e.g. '10 per minute')") from None
+    return rate
+
+
+def deny_cidrs(raw: str) -> tuple[str, ...]:
+    """GLIMPSER_SOURCE_DENY_CIDRS: networks separated by commas (or new lines)."""
+    deny = tuple(c.strip() for c in raw.replace("\n", ",").split(",") if c.strip())
+    for cidr in deny:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"GLIMPSER_SOURCE_DENY_CIDRS has an invalid network: {cidr!r}"
+            ) from None
+    return deny
 
 
 SUMMARY_PERIODS = ("hour", "day")
@@ -278,6 +342,17 @@ def _timezone(raw: str) -> str:
             f"GLIMPSER_TIMEZONE={raw!r} is not an IANA time zone (e.g. Europe/Berlin, UTC)"
         ) from None
     return name
+
+
+AI_PROMPT_MAX = 2000
+
+
+def ai_prompt(raw: str) -> str:
+    """GLIMPSER_AI_DEFAULT_PROMPT: added to every description request whose stream has none."""
+    prompt = raw.strip()
+    if len(prompt) > AI_PROMPT_MAX:
+        raise ConfigError(f"GLIMPSER_AI_DEFAULT_PROMPT is too long (at most {AI_PROMPT_MAX})")
+    return prompt
 
 
 _LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
@@ -361,16 +436,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"GLIMPSER_LOG_LEVEL={log_level!r} is not one of DEBUG, INFO, WARNING, ERROR"
         )
 
-    login_rate_limit = env.get("GLIMPSER_LOGIN_RATE_LIMIT", "").strip() or "10 per minute"
-    login_user_rate_limit = env.get("GLIMPSER_LOGIN_USER_RATE_LIMIT", "").strip() or "100 per hour"
-    for name, rate in (
-        ("GLIMPSER_LOGIN_RATE_LIMIT", login_rate_limit),
-        ("GLIMPSER_LOGIN_USER_RATE_LIMIT", login_user_rate_limit),
-    ):
-        try:
-            parse_many(rate)
-        except ValueError:
-            raise ConfigError(f"{name}={rate!r} is not a rate (e.g. '10 per minute')") from None
+    login_rate_limit = rate_limit(
+        "GLIMPSER_LOGIN_RATE_LIMIT", env.get("GLIMPSER_LOGIN_RATE_LIMIT", ""), "10 per minute"
+    )
+    login_user_rate_limit = rate_limit(
+        "GLIMPSER_LOGIN_USER_RATE_LIMIT",
+        env.get("GLIMPSER_LOGIN_USER_RATE_LIMIT", ""),
+        "100 per hour",
+    )
 
     host = env.get("GLIMPSER_HOST", "127.0.0.1").strip() or "127.0.0.1"
 
@@ -380,16 +453,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     s3_bucket = env.get("GLIMPSER_S3_BUCKET", "").strip()
     if storage == "s3" and not s3_bucket:
         raise ConfigError("GLIMPSER_STORAGE=s3 needs GLIMPSER_S3_BUCKET")
-    deny = tuple(
-        c.strip() for c in env.get("GLIMPSER_SOURCE_DENY_CIDRS", "").split(",") if c.strip()
-    )
-    for cidr in deny:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise ConfigError(
-                f"GLIMPSER_SOURCE_DENY_CIDRS has an invalid network: {cidr!r}"
-            ) from None
+    deny = deny_cidrs(env.get("GLIMPSER_SOURCE_DENY_CIDRS", ""))
 
     ai_base_url, ai_api_key, ai_model = _ai(env)
 
@@ -404,7 +468,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         secure_cookies=_bool(env, "GLIMPSER_SECURE_COOKIES", True),
         login_rate_limit=login_rate_limit,
         login_user_rate_limit=login_user_rate_limit,
-        session_lifetime_days=_int(env, "GLIMPSER_SESSION_LIFETIME_DAYS", 14, 1, 365),
+        session_lifetime_days=_limited(env, "GLIMPSER_SESSION_LIFETIME_DAYS"),
         web_workers=_int(env, "GLIMPSER_WEB_WORKERS", 2, 1, 64),
         web_threads=_int(env, "GLIMPSER_WEB_THREADS", 8, 1, 256),
         workers=_int(env, "GLIMPSER_WORKERS", 2, 1, 64),
@@ -417,13 +481,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         media_dir=Path(env.get("GLIMPSER_MEDIA_DIR", "").strip() or data_dir / "media").resolve(),
         allow_loopback_sources=_bool(env, "GLIMPSER_ALLOW_LOOPBACK_SOURCES", False),
         source_deny_cidrs=deny,
-        capture_max_jpeg_bytes=_int(
-            env, "GLIMPSER_CAPTURE_MAX_JPEG_BYTES", 2 * 1024 * 1024, 16 * 1024, 64 * 1024 * 1024
-        ),
+        capture_max_jpeg_bytes=_limited(env, "GLIMPSER_CAPTURE_MAX_JPEG_BYTES"),
         store_identical_frames=_bool(env, "GLIMPSER_STORE_IDENTICAL_FRAMES", False),
-        failure_event_after=_int(env, "GLIMPSER_FAILURE_EVENT_AFTER", 3, 1, 1000),
-        backoff_max_seconds=_int(env, "GLIMPSER_BACKOFF_MAX_SECONDS", 300, 1, 86400),
-        reader_max_interval=_int(env, "GLIMPSER_READER_MAX_INTERVAL", 5, 0, 3600),
+        failure_event_after=_limited(env, "GLIMPSER_FAILURE_EVENT_AFTER"),
+        backoff_max_seconds=_limited(env, "GLIMPSER_BACKOFF_MAX_SECONDS"),
+        reader_max_interval=_limited(env, "GLIMPSER_READER_MAX_INTERVAL"),
         storage=storage,
         snapshot_dir=Path(
             env.get("GLIMPSER_SNAPSHOT_DIR", "").strip() or data_dir / "snapshots"
@@ -432,23 +494,23 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         s3_prefix=env.get("GLIMPSER_S3_PREFIX", "").strip().strip("/"),
         s3_endpoint_url=env.get("GLIMPSER_S3_ENDPOINT_URL", "").strip(),
         s3_region=env.get("GLIMPSER_S3_REGION", "").strip(),
-        retention_max_age_days=_int(env, "GLIMPSER_RETENTION_MAX_AGE_DAYS", 7, 0, 36500),
-        retention_max_count=_int(env, "GLIMPSER_RETENTION_MAX_COUNT", 0, 0, 10**9),
-        retention_max_bytes=_int(env, "GLIMPSER_RETENTION_MAX_BYTES", 0, 0, 2**62),
-        event_retention_days=_int(env, "GLIMPSER_EVENT_RETENTION_DAYS", 30, 0, 36500),
-        summary_retention_days=_int(env, "GLIMPSER_SUMMARY_RETENTION_DAYS", 365, 0, 36500),
-        ai_call_retention_days=_int(env, "GLIMPSER_AI_CALL_RETENTION_DAYS", 90, 0, 36500),
-        audit_retention_days=_int(env, "GLIMPSER_AUDIT_RETENTION_DAYS", 365, 0, 36500),
+        retention_max_age_days=_limited(env, "GLIMPSER_RETENTION_MAX_AGE_DAYS"),
+        retention_max_count=_limited(env, "GLIMPSER_RETENTION_MAX_COUNT"),
+        retention_max_bytes=_limited(env, "GLIMPSER_RETENTION_MAX_BYTES"),
+        event_retention_days=_limited(env, "GLIMPSER_EVENT_RETENTION_DAYS"),
+        summary_retention_days=_limited(env, "GLIMPSER_SUMMARY_RETENTION_DAYS"),
+        ai_call_retention_days=_limited(env, "GLIMPSER_AI_CALL_RETENTION_DAYS"),
+        audit_retention_days=_limited(env, "GLIMPSER_AUDIT_RETENTION_DAYS"),
         live_fps=_int(env, "GLIMPSER_LIVE_FPS", 5, 1, 30),
         live_idle_seconds=_int(env, "GLIMPSER_LIVE_IDLE_SECONDS", 10, 1, 3600),
-        timelapse_retention_days=_int(env, "GLIMPSER_TIMELAPSE_RETENTION_DAYS", 30, 0, 36500),
+        timelapse_retention_days=_limited(env, "GLIMPSER_TIMELAPSE_RETENTION_DAYS"),
         accel_redirect_prefix=_accel_prefix(env.get("GLIMPSER_ACCEL_REDIRECT_PREFIX", "")),
         ai_base_url=ai_base_url,
         ai_api_key=ai_api_key,
         ai_model=ai_model,
-        ai_timeout=_int(env, "GLIMPSER_AI_TIMEOUT", 60, 1, 600),
+        ai_timeout=_limited(env, "GLIMPSER_AI_TIMEOUT"),
         ai_max_retries=_int(env, "GLIMPSER_AI_MAX_RETRIES", 3, 0, 10),
-        ai_daily_token_budget=_int(env, "GLIMPSER_AI_DAILY_TOKEN_BUDGET", 200_000, 0, 10**9),
+        ai_daily_token_budget=_limited(env, "GLIMPSER_AI_DAILY_TOKEN_BUDGET"),
         ai_image_max_px=_int(env, "GLIMPSER_AI_IMAGE_MAX_PX", 768, 64, 4096),
         ai_cache_seconds=_int(env, "GLIMPSER_AI_CACHE_SECONDS", 86400, 0, 30 * 86400),
         summary_periods=_summary_periods(env.get("GLIMPSER_SUMMARY_PERIODS", "hour,day")),
@@ -459,9 +521,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cap_feed_public=_bool(env, "GLIMPSER_CAP_FEED_PUBLIC", False),
         notify_max_attempts=_int(env, "GLIMPSER_NOTIFY_MAX_ATTEMPTS", 6, 1, 50),
         notify_backoff_seconds=_int(env, "GLIMPSER_NOTIFY_BACKOFF_SECONDS", 5, 1, 3600),
-        notify_cooldown_seconds=_int(env, "GLIMPSER_NOTIFY_COOLDOWN_SECONDS", 0, 0, 7 * 86400),
+        notify_cooldown_seconds=_limited(env, "GLIMPSER_NOTIFY_COOLDOWN_SECONDS"),
         breaker_threshold=_int(env, "GLIMPSER_BREAKER_THRESHOLD", 5, 1, 1000),
         breaker_cooldown_seconds=_int(env, "GLIMPSER_BREAKER_COOLDOWN_SECONDS", 60, 1, 86400),
         default_timezone=_timezone(env.get("GLIMPSER_TIMEZONE", "")),
         default_locale=_locale(env.get("GLIMPSER_LOCALE", "")),
+        ai_default_prompt=ai_prompt(env.get("GLIMPSER_AI_DEFAULT_PROMPT", "")),
+        default_interval=_limited(env, "GLIMPSER_DEFAULT_INTERVAL"),
+        from_env=frozenset(
+            k for k, v in env.items() if k.startswith("GLIMPSER_") and v and v.strip()
+        ),
     )

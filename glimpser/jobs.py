@@ -31,6 +31,7 @@ from glimpser.media import deletion, retention, snapshots, timelapse
 from glimpser.media.storage import get_storage
 from glimpser.models import Stream
 from glimpser.notify.dispatch import deliver, requeue_lost, sweep_stuck
+from glimpser.runtime_settings import SettingsSource
 from glimpser.sources import sealed
 from glimpser.sources.base import CaptureError
 from glimpser.sources.schemas import CONFIG_BY_KIND
@@ -39,23 +40,30 @@ log = logging.getLogger("glimpser.job")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_settings: Settings | None = None
+# The worker's settings: the start-up ones with Admin → Settings' changes, kept current.
+_source: SettingsSource | None = None
 # The worker's AI client with the settings and Redis connection it was made for (see _ai_client).
 _ai: tuple[Settings, Any, Any] | None = None
 
 
 def configure(settings: Settings | None) -> None:
     """Called once by the worker process with the settings it started with."""
-    global _settings
-    _settings = settings
+    global _source
+    _source = (
+        None
+        if settings is None
+        else SettingsSource(settings, queues.connect_redis(settings.redis_url))
+    )
     _drop_ai_client()
 
 
 def settings() -> Settings:
-    global _settings
-    if _settings is None:
-        _settings = load_settings()
-    return _settings
+    """The settings in effect now: a change saved in Admin → Settings shows within seconds
+    (each call may ask Redis whether they changed; at most one GET a second)."""
+    if _source is None:
+        configure(load_settings())
+    assert _source is not None
+    return _source.get()
 
 
 def _connection():  # noqa: ANN202 - the Redis connection of the running job

@@ -150,6 +150,7 @@ FORM_PAGES = [
     "/admin/channels/1/edit",
     "/admin/transfer/",
     "/admin/system/",
+    "/admin/settings/",
     "/profile/",
     "/admin/sessions/",
     "/admin/users/new",

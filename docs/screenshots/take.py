@@ -127,6 +127,7 @@ def main() -> None:
                 shoot(page, "live-desktop")
             shoot_sessions(browser, page, server.url)
             users_pages(browser, page, server.url)
+            shoot_settings(browser, server.url)
             browser.close()
     finally:
         for proc in [*others, server.proc]:
@@ -177,6 +178,35 @@ def users_pages(browser, page, url: str) -> None:  # noqa: ANN001
     visitor.goto(link)
     shoot(visitor, "set-password")
     context.close()
+
+
+def shoot_settings(browser, url: str) -> None:  # noqa: ANN001
+    """Admin → Settings (loopback sources are set by the environment here, so one field shows
+    "set by GLIMPSER_…") with a Test connection answered by the loopback OpenAI-protocol
+    server, at three widths, light and dark."""
+    from tests.openai_server import FakeOpenAI, Reply
+
+    ai = FakeOpenAI().start()
+    ai.handler = lambda _r: Reply.completion("Yes, I am here and ready to describe snapshots.")
+    try:
+        for scheme in ("light", "dark"):
+            context = browser.new_context(color_scheme=scheme, viewport=SIZES["desktop"])
+            page = context.new_page()
+            page.goto(url + "/login")
+            page.get_by_label("Username").fill("alice")
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            page.goto(url + "/admin/settings/")
+            page.get_by_label("AI server URL").fill(ai.url)
+            page.get_by_label("Model").fill("gpt-4o-mini")
+            page.get_by_role("button", name="Test connection").click()
+            page.locator("#ai-test-result article").wait_for()
+            for width in (1920, 1280, 390):
+                page.set_viewport_size({"width": width, "height": 900})
+                shoot(page, f"settings-{width}-{scheme}")
+            context.close()
+    finally:
+        ai.stop()
 
 
 def shoot(page, name: str) -> None:  # noqa: ANN001

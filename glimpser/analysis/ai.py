@@ -419,8 +419,11 @@ class AIClient:
         phash: str = "",
         budget: int | None = None,
     ) -> Description:
-        """Describe a snapshot; a cached description of the same-looking picture costs nothing."""
-        prompt = (prompt or "").strip()
+        """Describe a snapshot; a cached description of the same-looking picture costs nothing.
+
+        A stream without a prompt of its own gets the default one (GLIMPSER_AI_DEFAULT_PROMPT).
+        """
+        prompt = (prompt or "").strip() or self.settings.ai_default_prompt.strip()
         user_text = "Describe this snapshot as JSON."
         if prompt:
             user_text += f"\nInstructions for this stream: {prompt}"
@@ -489,6 +492,16 @@ class AIClient:
             )
         self._record("summary", stream_id, started, outcome.attempts, outcome.usage)
         return text
+
+    def test_connection(self) -> str:
+        """One short text request (Admin → Settings → Test connection): the model's answer, or
+        AIError with the exact reason (the key scrubbed). Not counted against any budget."""
+        messages = [{"role": "user", "content": "Reply with one short sentence: are you there?"}]
+        try:
+            outcome = self._send(messages, json_mode=False)
+        except _CallFailed as failed:
+            raise AIError(str(failed)) from None
+        return self._scrub(_short(outcome.content.strip(), 500)) or "(an empty answer)"
 
     def tokens_used_today(self, stream_id: int | None) -> int:
         """Tokens counted against this stream's budget today (UTC); None = calls for no stream."""

@@ -24,6 +24,7 @@ from glimpser.auth.passwords import hash_password, needs_rehash, verify_password
 from glimpser.auth.users import MAX_USERNAME, UserError, create_user, setup_open
 from glimpser.extensions import limiter
 from glimpser.models import AuditLog, User
+from glimpser.web.app_settings import current_settings
 
 bp = Blueprint("auth", __name__)
 
@@ -54,11 +55,11 @@ def safe_next(target: str | None, default: str | None = None) -> str:
 
 
 def _login_limit() -> str:
-    return current_app.config["GLIMPSER_LOGIN_RATE_LIMIT"]
+    return current_settings().login_rate_limit  # read per request: Admin → Settings may change it
 
 
 def _user_backstop_limit() -> str:
-    return current_app.config["GLIMPSER_LOGIN_USER_RATE_LIMIT"]
+    return current_settings().login_user_rate_limit
 
 
 def _username_key() -> str:

@@ -31,6 +31,7 @@ from glimpser.config import Settings
 from glimpser.db import database
 from glimpser.media.imaging import split_jpegs
 from glimpser.models import Stream
+from glimpser.runtime_settings import SettingsSource
 from glimpser.sources import rtsp, youtube
 from glimpser.sources.base import CaptureContext, CaptureError
 from glimpser.sources.ffmpeg_grab import (
@@ -345,6 +346,7 @@ class ReaderHub:
         self.settings = settings
         self.connection = connection
         self.ctx = CaptureContext.from_settings(settings)
+        self.source = SettingsSource(settings, connection)  # Admin → Settings' changes
         self.readers: dict[int, StreamReader] = {}
         self._failures: dict[int, int] = {}
         self._retry_at: dict[int, float] = {}
@@ -370,8 +372,22 @@ class ReaderHub:
                 wanted[stream.id] = (stream, "snapshot")
         return wanted
 
+    def follow_settings(self) -> None:
+        """Take up changed settings (Admin → Settings); readers whose capture settings (deny
+        list, loopback, JPEG cap) changed are restarted with the new ones."""
+        current = self.source.get()
+        if current is self.settings:
+            return
+        self.settings = current
+        ctx = CaptureContext.from_settings(current)
+        if ctx != self.ctx:
+            self.ctx = ctx
+            self._signature.clear()  # every reader is restarted by the next pass
+        log.info("settings changed")
+
     def reconcile(self) -> None:
         """One pass: compare the wanted streams with the running readers."""
+        self.follow_settings()
         wanted = self._wanted()
         for stream_id in list(self.readers):
             entry = wanted.get(stream_id)

@@ -7,6 +7,7 @@ from werkzeug.routing import IntegerConverter
 
 from glimpser import __version__
 from glimpser.db import database
+from glimpser.web.app_settings import current_settings
 from glimpser.web.keyset import MAX_ID
 
 # Health probes: a database that cannot be opened is what /readyz reports, not a 500.
@@ -64,7 +65,8 @@ def init_web(app: Flask) -> None:
 
     @app.context_processor
     def _globals() -> dict:
-        return {"glimpser_version": __version__}
+        # <html lang>: the default language of Admin → Settings (GLIMPSER_LOCALE).
+        return {"glimpser_version": __version__, "html_lang": current_settings().default_locale}
 
     app.url_map.converters["int"] = RowIdConverter  # before the blueprints add their rules
     params.install(app)

@@ -92,7 +92,8 @@ def _default_values() -> dict[str, Any]:
         "severity": "info",
         "cooldown_seconds": RuleSpec.model_fields["cooldown_seconds"].default,
         "conditions": {"changed": True},
-        "schedule": {"timezone": "UTC", "active": [], "quiet": []},
+        # A new rule's schedule starts in the default time zone of Admin → Settings.
+        "schedule": {"timezone": current_settings().default_timezone, "active": [], "quiet": []},
         "channels": [],
     }
 

@@ -332,7 +332,8 @@ def new():
     kind = request.args.get("kind", "rtsp")
     if kind not in CONFIG_BY_KIND:
         kind = "rtsp"
-    return _render_form(None, kind, {}, {}, {})
+    # A new stream starts with the default interval of Admin → Settings.
+    return _render_form(None, kind, {"interval": _settings().default_interval}, {}, {})
 
 
 @bp.get("/kind-fields")
