@@ -14,7 +14,6 @@ from __future__ import annotations
 from flask import (
     Blueprint,
     abort,
-    current_app,
     flash,
     jsonify,
     redirect,
@@ -86,7 +85,7 @@ def _render_index(form: ChangePasswordForm | None = None, status: int = 200):
 
 
 def _change_limit() -> str:
-    return current_app.config["GLIMPSER_LOGIN_RATE_LIMIT"]
+    return current_settings().login_rate_limit  # read per request: Admin → Settings may change it
 
 
 def _failed(response) -> bool:  # noqa: ANN001 - flask Response
