@@ -138,6 +138,7 @@ FORM_PAGES = [
     "/admin/channels/1/edit",
     "/admin/transfer/",
     "/profile/",
+    "/admin/audit/",
 ]
 
 
