@@ -14,7 +14,7 @@ import pytest
 
 from glimpser.auth.users import create_user
 from glimpser.db import database
-from glimpser.models import AuditLog, Event, NotificationChannel, Rule, Stream, User
+from glimpser.models import AuditLog, Delivery, Event, NotificationChannel, Rule, Stream, User
 from tests.helpers import PASSWORD, add_stream, csrf_from, form_post, login, logout, setup_admin
 
 PAGE = "/admin/audit/"
@@ -557,3 +557,23 @@ def test_csv_export_streams_every_matching_row(admin):
     assert response.is_streamed
     rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))[1:]
     assert [int(r[0]) for r in rows] == ids[::-1]
+
+
+def test_a_retried_delivery_is_recorded_with_the_retry(admin):
+    with database.connection_context():
+        event = Event.create(kind="test", title="Test")
+        channel = NotificationChannel.create(
+            name="Hook", kind="webhook", config={"kind": "webhook", "url": "https://192.0.2.1/"}
+        )
+        delivery = Delivery.create(event=event, channel=channel, status="failed")
+    url = f"/admin/deliveries/{delivery.id}/retry"
+    add_trigger("no_audit", "audit_log", "INSERT")
+    assert form_post(admin, "/admin/deliveries/", url).status_code == 409
+    drop_trigger("no_audit")
+    with database.connection_context():
+        assert Delivery.get_by_id(delivery.id).status == "failed"
+    assert entries("delivery.retry") == []
+    assert form_post(admin, "/admin/deliveries/", url).status_code == 302
+    retried = one("delivery.retry")
+    by_alice(retried, f"delivery:{delivery.id}")
+    assert retried.detail == {"channel": "Hook", "event_id": event.id}

@@ -107,9 +107,13 @@ class State:
 
 
 def changes_between(before: State | None, after: State | None) -> dict[str, list[Any]]:
-    """The field changes from one state to the other (a created object: from nothing)."""
+    """The field changes from one state to the other. A created object's entry lists the
+    fields it was created with, leaving out the empty ones."""
     secrets = (before.secrets if before else frozenset()) | (after.secrets if after else set())
-    return field_changes(before.values if before else {}, after.values if after else {}, secrets)
+    after_values = after.values if after else {}
+    if before is None:
+        after_values = {k: v for k, v in after_values.items() if v not in (None, "", [], {})}
+    return field_changes(before.values if before else {}, after_values, secrets)
 
 
 def _secret_names(prefix: str, kinds: Mapping[str, Any], kind: str) -> frozenset[str]:
