@@ -475,6 +475,10 @@ def test_filters_by_user_action_object_and_time(db_app):
     assert shown("object=stream:*") == {a, b}
     assert shown("from=2026-03-01T13:00&to=2026-03-01T14:00") == {b, c}
     assert shown("from=2026-03-01T14:30") == {d, e}
+    assert shown("to=2026-03-01T12:59") == {a}
+    late = add_entries(1, start + timedelta(seconds=59.5), action="late.second")[0]
+    assert late in set(listed_ids(client.get(PAGE + "?to=2026-03-01T12:00").text))
+    assert late not in set(listed_ids(client.get(PAGE + "?to=2026-03-01T11:59").text))
     assert shown("from=2026-03-01T14:30%2B02:00") == {b, c, d, e}  # 12:30 UTC
     assert shown(f"user={2**63}") == set()
     assert shown("action=stream.*&object=stream:4") == {b}

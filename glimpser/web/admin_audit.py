@@ -13,7 +13,7 @@ import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import peewee
@@ -109,8 +109,18 @@ def _query(filters: Filters) -> peewee.ModelSelect:
     if filters.since is not None:
         query = query.where(AuditLog.at >= filters.since)
     if filters.until is not None:
-        query = query.where(AuditLog.at <= filters.until)
+        query = query.where(AuditLog.at < _end_of_minute(filters.until))
     return query
+
+
+def _end_of_minute(until: datetime) -> datetime:
+    """The first moment after the To filter: "To 14:00" (the form has no seconds) includes
+    the whole of that minute; a time with seconds includes just that moment."""
+    whole_minute = until.second == 0 and until.microsecond == 0
+    try:
+        return until + (timedelta(minutes=1) if whole_minute else timedelta(microseconds=1))
+    except OverflowError:  # the very end of the year 9999
+        return until.replace(second=59, microsecond=999999)
 
 
 def _newest_first(query: peewee.ModelSelect) -> peewee.ModelSelect:
