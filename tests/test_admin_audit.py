@@ -243,6 +243,7 @@ def test_acknowledging_events_is_one_entry_listing_them(admin):
     admin.post(f"/events/{ids[2]}/acknowledge", headers=headers)
     single = entries("events.acknowledge")[-1]
     assert single.target == f"event:{ids[2]}" and single.detail["ids"] == [ids[2]]
+    assert f'<a href="/events/{ids[2]}">open</a>' in admin.get(PAGE).text
     # Acknowledged already: nothing changes, nothing is recorded.
     admin.post(f"/events/{ids[2]}/acknowledge", headers=headers)
     assert len(entries("events.acknowledge")) == 2

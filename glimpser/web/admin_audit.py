@@ -22,11 +22,11 @@ from werkzeug.routing import BuildError
 
 from glimpser import times
 from glimpser.db import database
-from glimpser.models import AuditLog, NotificationChannel, Rule, Stream, User
+from glimpser.models import AuditLog, Event, NotificationChannel, Rule, Stream, User
 from glimpser.web import keyset
 from glimpser.web.app_settings import current_settings
 from glimpser.web.audit import as_text, describe
-from glimpser.web.params import MAX_ID, is_number, parse_id, parse_local_time
+from glimpser.web.params import is_number, parse_id, parse_local_time
 
 bp = Blueprint("admin_audit", __name__, url_prefix="/admin/audit")
 
@@ -68,7 +68,7 @@ def parse_filters(args: Any) -> Filters:
         if filters.user is None and not is_number(raw["user"]):
             abort(400, "The user filter must be a user's id (choose one from the list).")
         if filters.user is None:
-            filters.user = MAX_ID  # a number no user has: nothing matches
+            filters.user = 0  # a number, but no user's id: nothing matches
     if raw["action"]:
         if not _ACTION.fullmatch(raw["action"]):
             abort(
@@ -143,12 +143,14 @@ def _page(
 
 # --- links to the objects that still exist ----------------------------------------------------
 
-# object kind → (model, endpoint, the endpoint's id argument)
-_OBJECTS: dict[str, tuple[type[peewee.Model], str, str]] = {
-    "stream": (Stream, "streams.detail", "stream_id"),
-    "rule": (Rule, "admin_rules.edit", "rule_id"),
-    "channel": (NotificationChannel, "admin_channels.edit", "channel_id"),
-    "user": (User, "admin_users.detail", "user_id"),
+# object kind → (model, the endpoints that show one (the first registered is used), the
+# endpoint's id argument)
+_OBJECTS: dict[str, tuple[type[peewee.Model], tuple[str, ...], str]] = {
+    "stream": (Stream, ("streams.detail",), "stream_id"),
+    "rule": (Rule, ("admin_rules.edit",), "rule_id"),
+    "channel": (NotificationChannel, ("admin_channels.edit",), "channel_id"),
+    "event": (Event, ("events.detail",), "event_id"),
+    "user": (User, ("admin_users.detail", "admin_users.edit", "admin_users.show"), "user_id"),
 }
 
 
@@ -167,8 +169,9 @@ def _object_links(entries: list[AuditLog]) -> dict[str, str]:
             wanted.setdefault(kind, set()).add(row_id)
     links: dict[str, str] = {}
     for kind, ids in wanted.items():
-        model, endpoint, arg = _OBJECTS[kind]
-        if endpoint not in current_app.view_functions:
+        model, endpoints, arg = _OBJECTS[kind]
+        endpoint = next((e for e in endpoints if e in current_app.view_functions), None)
+        if endpoint is None:
             continue
         for (row_id,) in model.select(model.id).where(model.id.in_(sorted(ids))).tuples():
             try:
