@@ -32,6 +32,14 @@ def admin(app):
     return client
 
 
+@pytest.fixture
+def db_admin(db_app):
+    """Signed in on SQLite and on PostgreSQL."""
+    client = db_app.test_client()
+    setup_admin(client, "alice", PASSWORD)
+    return client
+
+
 def entries(action: str) -> list[AuditLog]:
     with database.connection_context():
         return list(AuditLog.select().where(AuditLog.action == action).order_by(AuditLog.id))
@@ -188,7 +196,8 @@ def test_a_password_in_a_url_is_masked_in_the_log(admin):
     no_secret_in(entry, "SECRET1", "SECRET2")
 
 
-def test_rule_changes_are_recorded(admin):
+def test_rule_changes_are_recorded(db_admin):
+    admin = db_admin
     assert form_post(admin, "/admin/rules/new", data=rule_form("Door")).status_code == 302
     with database.connection_context():
         rule = Rule.get(Rule.name == "Door")
@@ -206,7 +215,8 @@ def test_rule_changes_are_recorded(admin):
     assert deleted.detail == {"name": "Door", "events_kept": 0}
 
 
-def test_channel_changes_are_recorded_with_secrets_masked(admin):
+def test_channel_changes_are_recorded_with_secrets_masked(db_admin):
+    admin = db_admin
     new = "/admin/channels/new"
     response = form_post(admin, new, data=webhook_form("Hook", HOOK_AUTH))
     assert response.status_code == 302, response.get_data(as_text=True)
@@ -230,7 +240,8 @@ def test_channel_changes_are_recorded_with_secrets_masked(admin):
         no_secret_in(one(action), HOOK_AUTH, NEW_HOOK_AUTH, "tok-SECRET", "new-SECRET")
 
 
-def test_acknowledging_events_is_one_entry_listing_them(admin):
+def test_acknowledging_events_is_one_entry_listing_them(db_admin):
+    admin = db_admin
     stream = add_stream("Porch")
     with database.connection_context():
         ids = [Event.create(stream=stream, kind="motion", title=f"E{i}").id for i in range(3)]
