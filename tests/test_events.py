@@ -314,8 +314,9 @@ def test_acknowledge_one(admin, scene):
     assert "Acknowledged</span>" in html and ">Acknowledge</button>" not in html
     with database.connection_context():
         assert Event.get_by_id(event_id).acknowledged
-        audit = AuditLog.get(AuditLog.action == "event.acknowledge")
-        assert audit.target == f"event:{event_id}" and audit.detail == {"ids": [event_id]}
+        audit = AuditLog.get(AuditLog.action == "events.acknowledge")
+        assert audit.target == f"event:{event_id}"
+        assert audit.detail == {"ids": [event_id], "count": 1}
     # Without JavaScript: a form post, then back to where it came from (local paths only).
     other = events["motion"].id
     plain = admin.post(

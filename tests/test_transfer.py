@@ -386,8 +386,8 @@ def test_export_then_import_into_a_fresh_database_gives_identical_streams(
 
     source = db.init_database(database_url)  # the models follow the last database bound
     with source.connection_context():
-        audits = AuditLog.select().where(AuditLog.action == "stream.export").count()
-        assert audits == (1 if with_secrets else 0)
+        audits = list(AuditLog.select().where(AuditLog.action == "stream.export"))
+        assert [a.detail["include_secrets"] for a in audits] == [with_secrets]
 
 
 def test_stdout_export_without_secrets_and_unknown_sections(db_app, tmp_path, redis_url):
@@ -677,8 +677,11 @@ def test_admin_export_download_and_secrets_only_on_request(db_app):
     assert len(json.loads(text)["streams"]) == 7
     other = client.get("/admin/transfer/export.json?secrets=yes").get_data(as_text=True)
     assert CAMERA_PASSWORD not in other  # only secrets=1 asks for them
-    with database.connection_context():
-        assert not AuditLog.select().where(AuditLog.action == "stream.export").exists()
+    with database.connection_context():  # every export is recorded, saying what it held
+        plain_exports = list(AuditLog.select().where(AuditLog.action == "stream.export"))
+        assert len(plain_exports) == 2
+        assert {e.detail["include_secrets"] for e in plain_exports} == {False}
+        assert plain_exports[0].detail["count"] == 7
 
     secret = client.get("/admin/transfer/export.json?secrets=1")
     assert secret.status_code == 200
@@ -686,7 +689,12 @@ def test_admin_export_download_and_secrets_only_on_request(db_app):
     secret_text = secret.get_data(as_text=True)
     assert CAMERA_PASSWORD in secret_text and SITE_PASSWORD in secret_text
     with database.connection_context():
-        entry = AuditLog.get(AuditLog.action == "stream.export")
+        entry = (
+            AuditLog.select()
+            .where(AuditLog.action == "stream.export")
+            .order_by(AuditLog.id.desc())
+            .first()
+        )
         assert entry.user.username == "alice" and entry.detail["include_secrets"] is True
         assert CAMERA_PASSWORD not in json.dumps(entry.detail)
 

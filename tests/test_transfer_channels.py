@@ -168,7 +168,8 @@ def test_a_whole_set_up_moves_to_a_fresh_database(
     assert rules["Motion or change"]["channels"] == []
     with source.connection_context():
         audits = AuditLog.select().where(AuditLog.action == "stream.export")
-        assert [a.detail.get("channels") for a in audits] == ([6] if with_secrets else [])
+        assert [a.detail.get("channels") for a in audits] == [6]
+        assert [a.detail["include_secrets"] for a in audits] == [with_secrets]
 
     target_url = other_database_url(request, database_url, tmp_path, 1)
     target = db.init_database(target_url)

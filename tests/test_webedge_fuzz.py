@@ -156,6 +156,7 @@ FORM_PAGES = [
     "/admin/users/new",
     "/admin/users/2",
     "/admin/users/2/delete",
+    "/admin/audit/",
 ]
 
 

@@ -22,6 +22,7 @@ from glimpser.auth import sessions as session_registry
 from glimpser.auth.forms import LoginForm, SetupForm
 from glimpser.auth.passwords import hash_password, needs_rehash, verify_password
 from glimpser.auth.users import MAX_USERNAME, UserError, create_user, setup_open
+from glimpser.db import write_transaction
 from glimpser.extensions import limiter
 from glimpser.models import AuditLog, User
 from glimpser.web.app_settings import current_settings
@@ -130,12 +131,21 @@ def login():
             if needs_rehash(user.password_hash):
                 user.password_hash = hash_password(form.password.data)
             user.last_login_at = times.utcnow()
-            user.save()
-            AuditLog.create(user=user, action="auth.login", ip=request.remote_addr or "")
+            with write_transaction():
+                user.save()
+                AuditLog.create(user=user, action="auth.login", ip=request.remote_addr or "")
             _start_session(user)
             return redirect(safe_next(request.args.get("next")))
         current_app.logger.info(
             "login failed", extra={"username": username[:64], "ip": request.remote_addr}
+        )
+        # The username as typed (cut); the user only when that account exists.
+        AuditLog.create(
+            user=user,
+            action="auth.login_failed",
+            target=f"user:{user.id}" if user else "",
+            detail={"username": username[:64]},
+            ip=request.remote_addr or "",
         )
         form.password.errors.append("Wrong username or password.")
     status = 401 if form.is_submitted() and form.errors else 200
@@ -146,6 +156,7 @@ def login():
 def logout():
     if current_user.is_authenticated:
         session_registry.forget(current_user.id, session.sid)
+        AuditLog.create(user=current_user.id, action="auth.logout", ip=request.remote_addr or "")
     logout_user()
     # The server-side record of the old id is deleted, so the old cookie is dead; the
     # "signed out" message travels in a session with a new id.

@@ -331,8 +331,13 @@ def _finish(
     return status
 
 
-def retry_by_hand(delivery: Delivery, enqueue: Callable[[int, float], None]) -> bool:
-    """An admin's "retry": a failed (or skipped) delivery is queued once more."""
+def retry_by_hand(
+    delivery: Delivery,
+    enqueue: Callable[[int, float], None],
+    record: Callable[[], None] | None = None,
+) -> bool:
+    """An admin's "retry": a failed (or skipped) delivery is queued once more. `record` (the
+    audit entry) runs in the transaction that marks it queued, before it is enqueued."""
     with write_transaction():
         updated = (
             Delivery.update(
@@ -345,6 +350,8 @@ def retry_by_hand(delivery: Delivery, enqueue: Callable[[int, float], None]) -> 
             .where((Delivery.id == delivery.id) & (Delivery.status.in_(("failed", "skipped"))))
             .execute()
         )
+        if updated and record is not None:
+            record()
     if updated:
         enqueue(delivery.id, 0.0)
     return bool(updated)

@@ -112,7 +112,7 @@ def export_streams(
     via: str = "cli",
 ) -> dict[str, Any]:
     """The whole set-up — streams, rules and notification channels — as a Glimpser export
-    document; an export with secrets is audited."""
+    document; every export is audited (what it held, and whether secrets were included)."""
     streams = list(Stream.select().order_by(Stream.name))
     names = {s.id: s.name for s in streams}
     channels = list(NotificationChannel.select().order_by(NotificationChannel.name))
@@ -125,19 +125,19 @@ def export_streams(
         "rules": [rule_entry(r, names, channel_names) for r in Rule.select().order_by(Rule.name)],
         "channels": [channel_entry(c, include_secrets=include_secrets) for c in channels],
     }
-    if include_secrets:
-        AuditLog.create(
-            user=actor,
-            action="stream.export",
-            target="streams",
-            detail={
-                "include_secrets": True,
-                "count": len(streams),
-                "channels": len(channels),
-                "via": via,
-            },
-            ip=ip,
-        )
+    AuditLog.create(
+        user=actor,
+        action="stream.export",
+        target="streams",
+        detail={
+            "include_secrets": include_secrets,
+            "count": len(streams),
+            "rules": len(document["rules"]),
+            "channels": len(channels),
+            "via": via,
+        },
+        ip=ip,
+    )
     return document
 
 

@@ -66,6 +66,7 @@ from glimpser.notify.schemas import (
 from glimpser.schema_helpers import REENTER_MESSAGE
 from glimpser.sources.base import CaptureContext
 from glimpser.sources.network_guard import address_problem
+from glimpser.web import audit as audit_log
 from glimpser.web.app_settings import current_settings
 from glimpser.web.audit import audit
 from glimpser.web.htmx import is_fragment_request as _is_htmx
@@ -388,6 +389,15 @@ def _audit(action: str, channel: NotificationChannel, **detail: object) -> None:
     audit(action, f"channel:{channel.id}", {"name": channel.name, "kind": channel.kind, **detail})
 
 
+def _name_taken(name: str, channel: NotificationChannel | None) -> bool:
+    clash = NotificationChannel.select().where(
+        peewee.fn.LOWER(NotificationChannel.name) == name.lower()
+    )
+    if channel is not None:
+        clash = clash.where(NotificationChannel.id != channel.id)
+    return clash.exists()
+
+
 def _render_form(
     channel: NotificationChannel | None,
     kind: str,
@@ -472,14 +482,8 @@ def _save(channel: NotificationChannel | None):  # noqa: ANN202
     parsed = parse_channel_form(request.form, channel, _settings())
     errors = dict(parsed.errors)
     spec = parsed.spec
-    if spec is not None:
-        clash = NotificationChannel.select().where(
-            peewee.fn.LOWER(NotificationChannel.name) == spec.name.lower()
-        )
-        if channel is not None:
-            clash = clash.where(NotificationChannel.id != channel.id)
-        if clash.exists():
-            errors["name"] = "Another channel already has this name."
+    if spec is not None and _name_taken(spec.name, channel):
+        errors["name"] = "Another channel already has this name."
     if spec is None or errors:
         return _render_form(
             channel,
@@ -494,15 +498,21 @@ def _save(channel: NotificationChannel | None):  # noqa: ANN202
     try:
         with write_transaction():
             created = channel is None
+            before = None if created else audit_log.channel_state(channel)
             if channel is None:
-                channel = channel_store.create_channel(spec)
+                saved = channel_store.create_channel(spec)
             else:
-                channel = channel_store.update_channel(channel, spec, parsed.remove)
-            detail: dict[str, Any] = {}
+                saved = channel_store.update_channel(channel, spec, parsed.remove)
+            detail: dict[str, Any] = {
+                "changes": audit_log.changes_between(before, audit_log.channel_state(saved))
+            }
             if parsed.remove:
                 detail["removed_secrets"] = sorted(parsed.remove)
-            _audit("channel.create" if created else "channel.update", channel, **detail)
+            _audit("channel.create" if created else "channel.update", saved, **detail)
+            channel = saved
     except peewee.IntegrityError:  # the same name saved concurrently
+        if not _name_taken(spec.name, channel):
+            raise  # another constraint refused it (errors.py: a 409, nothing saved)
         return _render_form(
             channel,
             parsed.kind,
@@ -552,7 +562,8 @@ def toggle(channel_id: int):
             NotificationChannel.id == channel.id
         ).execute()
         channel = NotificationChannel.get_by_id(channel.id)
-        _audit("channel.enable" if enabled else "channel.disable", channel)
+        changes = audit_log.field_changes({"enabled": not enabled}, {"enabled": enabled})
+        _audit("channel.enable" if enabled else "channel.disable", channel, changes=changes)
     return _row_response(
         channel, f"Channel “{channel.name}” {'enabled' if enabled else 'disabled'}."
     )
@@ -586,8 +597,15 @@ def delete(channel_id: int):
     """Delete the channel and its delivery log; rules stop naming it."""
     channel = _get_channel(channel_id)
     with write_transaction():
-        _audit("channel.delete", channel)
-        for rule in _rules_using([channel.id]).get(channel.id, []):
+        rules = _rules_using([channel.id]).get(channel.id, [])
+        deliveries = Delivery.select().where(Delivery.channel == channel.id).count()
+        _audit(
+            "channel.delete",
+            channel,
+            rules=[r.name for r in rules][:100],
+            deliveries_deleted=deliveries,
+        )
+        for rule in rules:
             remaining = [c for c in (rule.channels or []) if c != channel.id]
             Rule.update(channels=remaining, updated_at=times.utcnow()).where(
                 Rule.id == rule.id

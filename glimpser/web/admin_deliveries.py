@@ -26,7 +26,6 @@ from flask import (
 )
 
 from glimpser import queues
-from glimpser.db import write_transaction
 from glimpser.models import DELIVERY_STATES, Delivery, Event, NotificationChannel
 from glimpser.notify.dispatch import retry_by_hand
 from glimpser.web.audit import audit
@@ -208,17 +207,20 @@ def retry(delivery_id: int):
     """Queue a failed or skipped delivery once more (the worker sends it, at most once)."""
     delivery = _get_delivery(delivery_id)
     connection = _redis()
+
+    def record() -> None:
+        audit(
+            "delivery.retry",
+            f"delivery:{delivery.id}",
+            {"channel": delivery.channel.name, "event_id": delivery.event_id},
+        )
+
     try:
-        queued = retry_by_hand(delivery, lambda i, d: queues.enqueue_delivery(connection, i, d))
+        queued = retry_by_hand(
+            delivery, lambda i, d: queues.enqueue_delivery(connection, i, d), record
+        )
     except redis.RedisError:
         abort(503, "Redis is not reachable; the delivery was not queued.")
-    if queued:
-        with write_transaction():
-            audit(
-                "delivery.retry",
-                f"delivery:{delivery.id}",
-                {"channel": delivery.channel.name, "event_id": delivery.event_id},
-            )
     filters = parse_filters(request.args)
     if _is_htmx():
         return _render_row(_get_delivery(delivery.id), filters)

@@ -44,6 +44,7 @@ from glimpser.db import write_transaction
 from glimpser.models import Event, NotificationChannel, Rule, Stream
 from glimpser.notify.schemas import KIND_LABELS
 from glimpser.sources.schemas import error_messages
+from glimpser.web import audit as audit_log
 from glimpser.web.app_settings import current_settings
 from glimpser.web.audit import audit
 from glimpser.web.params import parse_id, parse_int
@@ -326,6 +327,13 @@ def _audit(action: str, rule: Rule, **detail: object) -> None:
     audit(action, f"rule:{rule.id}", {"name": rule.name, **detail})
 
 
+def _name_taken(name: str, rule: Rule | None) -> bool:
+    clash = Rule.select().where(peewee.fn.LOWER(Rule.name) == name.lower())
+    if rule is not None:
+        clash = clash.where(Rule.id != rule.id)
+    return clash.exists()
+
+
 @dataclass
 class RuleRow:
     rule: Rule
@@ -424,10 +432,7 @@ def edit(rule_id: int):
 def _save(rule: Rule | None):  # noqa: ANN202
     spec, values, errors = parse_rule_form(request.form)
     if spec is not None:
-        clash = Rule.select().where(peewee.fn.LOWER(Rule.name) == spec.name.lower())
-        if rule is not None:
-            clash = clash.where(Rule.id != rule.id)
-        if clash.exists():
+        if _name_taken(spec.name, rule):
             errors["name"] = "Another rule already has this name."
         known = {s.id for s in Stream.select(Stream.id).where(Stream.id.in_(spec.stream_ids))}
         if spec.applies_to == "chosen" and set(spec.stream_ids) - known:
@@ -441,17 +446,22 @@ def _save(rule: Rule | None):  # noqa: ANN202
     try:
         with write_transaction():
             if rule is None:
-                rule = Rule.create(**rule_columns(spec))
-                _audit("rule.create", rule)
-                message = f"Rule “{rule.name}” created."
+                saved = Rule.create(**rule_columns(spec))
+                changes = audit_log.changes_between(None, audit_log.rule_state(saved))
+                _audit("rule.create", saved, changes=changes)
+                message = f"Rule “{saved.name}” created."
             else:
+                before = audit_log.rule_state(rule)
                 Rule.update(**rule_columns(spec), updated_at=times.utcnow()).where(
                     Rule.id == rule.id
                 ).execute()
-                rule = Rule.get_by_id(rule.id)
-                _audit("rule.update", rule)
-                message = f"Rule “{rule.name}” saved."
+                saved = Rule.get_by_id(rule.id)
+                changes = audit_log.changes_between(before, audit_log.rule_state(saved))
+                _audit("rule.update", saved, changes=changes)
+                message = f"Rule “{saved.name}” saved."
     except peewee.IntegrityError:  # the same name saved concurrently
+        if not _name_taken(spec.name, rule):
+            raise  # another constraint refused it (errors.py: a 409, nothing saved)
         return _render_form(rule, values, {"name": "Another rule already has this name."}, 422)
     flash(message, "success")
     return redirect(url_for("admin_rules.index"))
@@ -475,7 +485,8 @@ def toggle(rule_id: int):
     with write_transaction():
         Rule.update(enabled=enabled, updated_at=times.utcnow()).where(Rule.id == rule.id).execute()
         rule = Rule.get_by_id(rule.id)
-        _audit("rule.enable" if enabled else "rule.disable", rule)
+        changes = audit_log.field_changes({"enabled": not enabled}, {"enabled": enabled})
+        _audit("rule.enable" if enabled else "rule.disable", rule, changes=changes)
     if request.headers.get("HX-Request"):
         return render_template("admin/rules/_row.html", row=_rows([rule])[0])
     flash(f"Rule “{rule.name}” {'enabled' if enabled else 'disabled'}.", "info")
@@ -493,9 +504,9 @@ def confirm_delete(rule_id: int):
 def delete(rule_id: int):
     rule = _get_rule(rule_id)
     with write_transaction():
-        _audit("rule.delete", rule)
         # Its events stay on the timeline, without the rule.
-        Event.update(rule=None).where(Event.rule == rule.id).execute()
+        kept = Event.update(rule=None).where(Event.rule == rule.id).execute()
+        _audit("rule.delete", rule, events_kept=kept)
         rule.delete_instance()
     flash(f"Rule “{rule.name}” deleted.", "info")
     return redirect(url_for("admin_rules.index"))

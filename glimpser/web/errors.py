@@ -17,6 +17,7 @@ MESSAGES = {
     403: ("Not allowed", "Your account may not do this."),
     404: ("Not found", "There is nothing here."),
     405: ("Method not allowed", "This address does not accept that kind of request."),
+    409: ("Not saved", "The change could not be saved; nothing was changed."),
     413: ("Too large", "The upload or request is larger than this server accepts."),
     429: ("Too many attempts", "Too many attempts in a short time. Wait a minute and try again."),
     500: ("Something went wrong", "The error was logged. Please try again."),
@@ -51,6 +52,13 @@ def install(app: Flask) -> None:
             else None
         )
         return _render(exc.code, detail)
+
+    @app.errorhandler(peewee.IntegrityError)
+    def _refused(exc: peewee.IntegrityError):
+        # A constraint (or trigger) the view did not expect refused a write: its transaction
+        # rolled back, so nothing (not even the audit entry) was saved.
+        log.warning("database refused a write", extra={"path": request.path})
+        return _render(409, "The database refused the change, so nothing was saved. Try again.")
 
     @app.errorhandler(peewee.OperationalError)
     @app.errorhandler(peewee.InterfaceError)

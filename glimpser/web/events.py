@@ -38,7 +38,7 @@ from glimpser.db import write_transaction
 from glimpser.models import EVENT_KINDS, SEVERITIES, Event, Rule, Snapshot, Stream
 from glimpser.web import keyset
 from glimpser.web.app_settings import current_settings
-from glimpser.web.audit import audit
+from glimpser.web.audit import audit, listed_ids
 from glimpser.web.htmx import is_fragment_request as _is_fragment_request
 from glimpser.web.htmx import render_block
 from glimpser.web.keyset import MAX_ID
@@ -366,9 +366,9 @@ def acknowledge(event_id: int | None = None):
             if acknowledged:
                 Event.update(acknowledged=True).where(Event.id.in_(acknowledged)).execute()
                 audit(
-                    "event.acknowledge",
-                    f"event:{acknowledged[0]}" if single else "events",
-                    {"ids": acknowledged},
+                    "events.acknowledge",
+                    f"event:{acknowledged[0]}" if len(acknowledged) == 1 else "events",
+                    listed_ids(acknowledged),
                 )
         if acknowledged:
             # CAP endpoints that received an alert get its Cancel (queued, sent by a worker).

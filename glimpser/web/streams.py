@@ -9,6 +9,7 @@ import logging
 from datetime import datetime
 
 import peewee
+import redis
 from flask import (
     Blueprint,
     Response,
@@ -46,6 +47,7 @@ from glimpser.sources.schemas import (
     parse_config,
 )
 from glimpser.transfer.stream_store import create_stream, update_stream
+from glimpser.web import audit as audit_log
 from glimpser.web import keyset, stream_form
 from glimpser.web.app_settings import current_settings
 from glimpser.web.audit import audit
@@ -70,6 +72,13 @@ def _settings():  # noqa: ANN202
 
 def _audit(action: str, stream: Stream, **detail: object) -> None:
     audit(action, f"stream:{stream.id}", {"name": stream.name, **detail})
+
+
+def _name_taken(name: str, stream: Stream | None) -> bool:
+    clash = Stream.select().where(peewee.fn.LOWER(Stream.name) == name.lower())
+    if stream is not None:
+        clash = clash.where(Stream.id != stream.id)
+    return clash.exists()
 
 
 @bp.get("/")
@@ -366,12 +375,8 @@ def _save(stream: Stream | None):  # noqa: ANN202
     kind = request.form.get("kind", "")
     if kind not in CONFIG_BY_KIND:
         kind = stream.kind if stream is not None else "rtsp"
-    if spec is not None:
-        clash = Stream.select().where(peewee.fn.LOWER(Stream.name) == spec.name.lower())
-        if stream is not None:
-            clash = clash.where(Stream.id != stream.id)
-        if clash.exists():
-            errors = {"name": "Another stream already has this name."}
+    if spec is not None and _name_taken(spec.name, stream):
+        errors = {"name": "Another stream already has this name."}
     if spec is None or errors:
         return _render_form(
             stream, kind, stream_values, config_values, errors, 422, analysis_values
@@ -379,9 +384,14 @@ def _save(stream: Stream | None):  # noqa: ANN202
     try:
         with write_transaction():
             created = stream is None
-            stream = create_stream(spec) if created else update_stream(stream, spec)
-            _audit("stream.create" if created else "stream.update", stream, kind=stream.kind)
+            before = None if created else audit_log.stream_state(stream)
+            saved = create_stream(spec) if created else update_stream(stream, spec)
+            changes = audit_log.changes_between(before, audit_log.stream_state(saved))
+            _audit("stream.create" if created else "stream.update", saved, changes=changes)
+            stream = saved
     except peewee.IntegrityError:  # the same name saved concurrently
+        if not _name_taken(spec.name, stream):
+            raise  # another constraint refused it (errors.py: a 409, nothing saved)
         errors = {"name": "Another stream already has this name."}
         return _render_form(
             stream, kind, stream_values, config_values, errors, 422, analysis_values
@@ -497,10 +507,15 @@ def capture_now(stream_id: int):
 @bp.post("/<int:stream_id>/pause")
 def pause(stream_id: int):
     stream = get_visible_stream(stream_id)
-    Stream.update(enabled=False, state="paused", updated_at=times.utcnow()).where(
-        Stream.id == stream.id
-    ).execute()
-    _audit("stream.pause", stream)
+    with write_transaction():
+        Stream.update(enabled=False, state="paused", updated_at=times.utcnow()).where(
+            Stream.id == stream.id
+        ).execute()
+        _audit(
+            "stream.pause",
+            stream,
+            changes=audit_log.field_changes({"enabled": stream.enabled}, {"enabled": False}),
+        )
     flash(f"“{stream.name}” is paused.", "info")
     return redirect(url_for("streams.detail", stream_id=stream.id))
 
@@ -508,10 +523,15 @@ def pause(stream_id: int):
 @bp.post("/<int:stream_id>/resume")
 def resume(stream_id: int):
     stream = get_visible_stream(stream_id)
-    Stream.update(
-        enabled=True, state="pending", next_due_at=times.utcnow(), updated_at=times.utcnow()
-    ).where(Stream.id == stream.id).execute()
-    _audit("stream.resume", stream)
+    with write_transaction():
+        Stream.update(
+            enabled=True, state="pending", next_due_at=times.utcnow(), updated_at=times.utcnow()
+        ).where(Stream.id == stream.id).execute()
+        _audit(
+            "stream.resume",
+            stream,
+            changes=audit_log.field_changes({"enabled": stream.enabled}, {"enabled": True}),
+        )
     scheduling.capture_now(_redis(), Stream.get_by_id(stream.id))
     flash(f"“{stream.name}” is capturing again.", "success")
     return redirect(url_for("streams.detail", stream_id=stream.id))
@@ -534,10 +554,15 @@ def delete(stream_id: int):
     # Hidden at once; the files and rows go in a job on the maintenance queue (media.deletion).
     snapshots = Snapshot.select().where(Snapshot.stream == stream).count()
     try:
-        deletion.request_deletion(stream, _redis())
+        with write_transaction():
+            _audit("stream.delete", stream, snapshots=snapshots)
+            deletion.mark_for_deletion(stream)
     except deletion.DeletionError:
         abort(404)
-    _audit("stream.delete", stream, snapshots=snapshots)
+    try:  # after the commit: the job must find the stream marked
+        deletion.queue_deletion(_redis(), stream.id, stream.name)
+    except redis.RedisError:  # the cron queues it later
+        log.warning("stream deletion not queued yet", extra={"stream_id": stream.id})
     scheduling.release(_redis(), stream_id)
     flash(
         f"Stream “{stream.name}” deleted; its {snapshots} snapshots are being removed "

@@ -246,13 +246,14 @@ def delete(stream_id: int, timelapse_id: int):
     """Admins only (the default for POST): remove the row, then the file."""
     stream = get_visible_stream(stream_id)
     timelapse = _get_timelapse(stream, timelapse_id)
-    builder.delete_timelapses([timelapse], get_storage(_settings()))
+    # The entry first, in the transaction that deletes the row: no entry, nothing deleted.
     with write_transaction():
         audit(
             "timelapse.delete",
             f"stream:{stream.id}",
             {"name": stream.name, "timelapse": timelapse.id},
         )
+        builder.delete_timelapses([timelapse], get_storage(_settings()))
     if _is_htmx():
         return ""
     return redirect(url_for("timelapse.panel", stream_id=stream.id), 303)
