@@ -106,6 +106,8 @@ def job(func: F) -> F:
         outcome = "failed"
         try:
             with database.connection_context():
+                if _source is not None:
+                    _source.check_now()  # a change saved before this job was enqueued applies
                 result = func(*args, **kwargs)
             outcome = "ok"
             return result

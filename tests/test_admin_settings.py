@@ -331,6 +331,21 @@ def test_a_source_follows_the_version_and_keeps_the_last_good_on_failures(app, c
     assert len(warnings) == 2  # once for Redis, once for the database: not on every check
 
 
+def test_a_job_started_right_after_a_save_runs_with_it(app):
+    """Between two checks a process keeps its settings for up to a second; a job asks for the
+    version as it starts (jobs.job), so a change saved in another process before the job was
+    enqueued applies however soon the job starts (the loaded worker once ran with the old)."""
+    connection = app.extensions["glimpser.redis"]
+    source = rs.SettingsSource(app.extensions["glimpser.settings"], connection)
+    assert source.get().event_retention_days == 30
+    with database.connection_context():
+        Setting.create(key="settings.event_retention_days", value=7)
+    connection.incr(rs.VERSION_KEY)  # what publish() does in the web process that saved
+    assert source.get().event_retention_days == 30  # between checks: the last ones
+    assert source.check_now().event_retention_days == 7
+    assert source.get().event_retention_days == 7
+
+
 def test_a_stored_value_that_no_longer_validates_is_ignored(app):
     with database.connection_context():
         Setting.create(key="settings.event_retention_days", value=10**9)
