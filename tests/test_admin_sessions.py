@@ -7,7 +7,6 @@ longer work in the client that held it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import threading
@@ -15,12 +14,12 @@ from datetime import timedelta
 
 import pytest
 
-from glimpser import times
+from glimpser import runtime_settings, times
 from glimpser.auth import sessions as registry
 from glimpser.auth.passwords import verify_password
 from glimpser.auth.users import create_user
 from glimpser.db import database
-from glimpser.models import AuditLog, User
+from glimpser.models import AuditLog, Setting, User
 from tests.faults_support import RestartableRedis
 from tests.helpers import PASSWORD, csrf_from, form_post, login, setup_admin
 
@@ -398,9 +397,11 @@ def test_signed_in_sessions_live_as_long_as_the_setting_says(app):
     client = app.extensions["glimpser.redis"]
     assert 0 < client.ttl(f"glimpser:session:{sid_of(anonymous)}") <= 3600
     assert client.ttl(f"glimpser:session:{sid_of(alice)}") > 13 * 86400
-    # Changed at run time (Admin → Settings replaces the settings): applies from the next save.
-    settings = app.extensions["glimpser.settings"]
-    app.extensions["glimpser.settings"] = dataclasses.replace(settings, session_lifetime_days=2)
+    # Changed at run time (as Admin → Settings stores and announces it): applies from the next
+    # save of each session.
+    with database.connection_context():
+        Setting.create(key="settings.session_lifetime_days", value=2)
+    runtime_settings.publish(client)
     assert signed_in(alice)
     assert 86400 < client.ttl(f"glimpser:session:{sid_of(alice)}") <= 2 * 86400
     cookie = alice.get_cookie("glimpser_session")
