@@ -72,7 +72,6 @@ def current_zone() -> ZoneInfo:
     if cached is None:
         from flask_login import current_user
 
-        cached = None
         if getattr(current_user, "is_authenticated", False):
             cached = zone_named(getattr(current_user, "timezone", ""))
         if cached is None:
