@@ -38,6 +38,10 @@ class User(BaseModel):
     session_epoch = peewee.IntegerField(default=0)
     created_at = UTCDateTimeField(default=times.utcnow)
     last_login_at = UTCDateTimeField(null=True)
+    # The user's IANA time zone ("" = not known yet: the browser's is detected and stored once).
+    timezone = peewee.CharField(max_length=64, default="")
+    # View choices the console remembers per user (e.g. the wall's column count), as JSON.
+    preferences = JSONField(default=dict)
 
     @property
     def is_admin(self) -> bool:
@@ -185,6 +189,8 @@ class Snapshot(BaseModel):
     # The AI description: {title, description, objects, threat, confidence} or {error}.
     ai = JSONField(null=True)
     analysed_at = UTCDateTimeField(null=True)
+    # The page's text (websites, when text extraction is on), for text diffs; NULL otherwise.
+    text = peewee.TextField(null=True)
 
     class Meta:
         indexes = ((("stream", "captured_at"), False),)

@@ -302,7 +302,8 @@ class RuntimeSettings(BaseModel):
         "GLIMPSER_TIMEZONE",
         "locale",
         "Default time zone",
-        "An IANA name, e.g. Europe/Berlin: the time zone a new rule's schedule starts with.",
+        "An IANA name, e.g. Europe/Berlin: times are shown in it until a user's own zone is "
+        "stored, and a new rule's schedule starts with it.",
         64,
     )
     default_locale: str = _text_field(

@@ -18,9 +18,10 @@
     var link = items[index];
     current = index;
     img.src = link.getAttribute("href");
-    img.alt = "Snapshot " + link.dataset.time;
-    time.textContent = link.dataset.time;
+    img.alt = "Snapshot " + (link.dataset.when || link.dataset.time);
+    time.textContent = link.dataset.when || link.dataset.time;
     time.setAttribute("datetime", link.dataset.time);
+    time.title = link.dataset.time;
     open.setAttribute("href", link.getAttribute("href"));
     viewer.dataset.index = String(index);
     if (!viewer.open) viewer.showModal();

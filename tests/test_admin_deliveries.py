@@ -97,8 +97,8 @@ def test_log_lists_newest_first_with_every_column(admin):
     # The full error, escaped.
     assert "HTTP 503 from the webhook: &lt;html&gt;busy&lt;/html&gt;" in page
     assert "<html>busy" not in page
-    assert (now + timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S") in page
-    assert now.strftime("%Y-%m-%d %H:%M:%S") in page
+    assert (now + timedelta(minutes=5)).strftime('title="%Y-%m-%dT%H:%M:%S+00:00"') in page
+    assert now.strftime('title="%Y-%m-%dT%H:%M:%S+00:00"') in page
     assert "SECRET" not in page
 
 

@@ -222,7 +222,7 @@ def test_setup_admin_has_signed_in_and_a_typed_password_user_is_listed(app):
     assert response.status_code == 302
     listing = admin.get("/admin/users/").get_data(as_text=True)
     alice_row = re.search(r'id="user-1">(.*?)</tr>', listing, re.S).group(1)
-    assert "UTC" in alice_row and "never" not in alice_row  # /setup signed her in
+    assert "<time datetime=" in alice_row and "never" not in alice_row  # /setup signed her in
     dave_row = re.search(r">dave</a>(.*?)</tr>", listing, re.S).group(1)
     assert "never" in dave_row
     assert _signed_in(app, "dave").get("/").status_code == 200

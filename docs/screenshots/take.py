@@ -147,6 +147,7 @@ def main() -> None:
             shoot_sessions(browser, page, server.url)
             users_pages(browser, page, server.url)
             shoot_settings(browser, server.url)
+            shoot_local_time(browser, server.url)
             browser.close()
     finally:
         for proc in [*others, server.proc]:
@@ -226,6 +227,32 @@ def shoot_settings(browser, url: str) -> None:  # noqa: ANN001
             context.close()
     finally:
         ai.stop()
+
+
+def shoot_local_time(browser, url: str) -> None:  # noqa: ANN001
+    """The profile's time zone and theme, and the events list (many times) in Europe/Berlin
+    (chosen on the profile: the zone detected at setup was this machine's), at three widths,
+    light and dark."""
+    for scheme in ("light", "dark"):
+        context = browser.new_context(
+            color_scheme=scheme, viewport=SIZES["desktop"], timezone_id="Europe/Berlin"
+        )
+        page = context.new_page()
+        page.goto(url + "/login")
+        page.get_by_label("Username").fill("alice")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.goto(url + "/profile/")
+        page.get_by_label("Time zone").select_option("Europe/Berlin")
+        page.get_by_role("button", name="Save", exact=True).click()
+        page.wait_for_load_state("networkidle")
+        for path, name in (("/profile/", "profile-time"), ("/events", "events-time")):
+            page.goto(url + path)
+            page.wait_for_load_state("networkidle")
+            for width in (1920, 1280, 390):
+                page.set_viewport_size({"width": width, "height": 900})
+                shoot(page, f"{name}-{width}-{scheme}")
+        context.close()
 
 
 def shoot(page, name: str) -> None:  # noqa: ANN001

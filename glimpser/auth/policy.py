@@ -54,6 +54,8 @@ VIEWER_WRITE_ENDPOINTS: frozenset[str] = frozenset(
         "profile.change_password",
         "profile.end_session",
         "profile.end_other_sessions",
+        # ... and their own console preferences (time zone, wall columns, theme).
+        "profile.save_preferences",
     }
 )
 ADMIN_BLUEPRINTS: frozenset[str] = frozenset(

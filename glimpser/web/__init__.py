@@ -43,6 +43,7 @@ def init_web(app: Flask) -> None:
         events,
         headers,
         health,
+        humantime,
         live,
         params,
         profile,
@@ -70,6 +71,7 @@ def init_web(app: Flask) -> None:
 
     app.url_map.converters["int"] = RowIdConverter  # before the blueprints add their rules
     params.install(app)
+    humantime.install(app)
     for module in (
         health,
         dashboard,

@@ -26,7 +26,8 @@ from glimpser.models import AuditLog, Event, NotificationChannel, Rule, Stream, 
 from glimpser.web import keyset
 from glimpser.web.app_settings import current_settings
 from glimpser.web.audit import as_text, describe
-from glimpser.web.params import is_number, parse_id, parse_local_time
+from glimpser.web.local_time import parse_local
+from glimpser.web.params import is_number, parse_id
 
 bp = Blueprint("admin_audit", __name__, url_prefix="/admin/audit")
 
@@ -83,7 +84,7 @@ def parse_filters(args: Any) -> Filters:
         filters.target = raw["object"]
     for name, label in (("from", "From"), ("to", "To")):
         try:
-            value = parse_local_time(raw[name])
+            value = parse_local(raw[name])
         except ValueError as exc:
             abort(400, f"{label}: {exc}.")
         setattr(filters, "since" if name == "from" else "until", value)

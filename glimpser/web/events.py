@@ -62,7 +62,7 @@ RANGES: dict[str, tuple[str, timedelta | None]] = {
     "hour": ("Last hour", timedelta(hours=1)),
     "day": ("Last 24 hours", timedelta(days=1)),
     "week": ("Last 7 days", timedelta(days=7)),
-    "custom": ("Custom range (UTC)", None),
+    "custom": ("Custom range", None),
 }
 ACK_CHOICES: dict[str, str] = {"no": "Not acknowledged", "yes": "Acknowledged"}
 SYSTEM = "system"  # the stream filter's value for events without a stream (admins only)
@@ -108,11 +108,11 @@ class Filters:
 
 
 def _parse_local(value: str, name: str) -> datetime | None:
-    """A datetime-local value read as UTC; 400 when it is not a time."""
+    """A datetime-local value read in the viewer's zone; 400 when it is not a time there."""
     try:
         return parse_local(value)
-    except ValueError:
-        abort(400, f"“{name}” is not a date and time (use YYYY-MM-DDTHH:MM, UTC).")
+    except ValueError as exc:
+        abort(400, f"“{name}”: {exc}.")
 
 
 def _choice(args: MultiDict, name: str, allowed: object, label: str) -> str:

@@ -8,7 +8,8 @@ caller then answers a 4xx with its own message). The rules, the same everywhere:
   as some other number.
 - Integers are bounded to signed 64 bits (what the databases store); row ids to MAX_ID.
 - Times are `YYYY-MM-DDTHH:MM` (what `<input type="datetime-local">` sends, read as UTC, an
-  offset honoured when given) with a four-digit year from 0001 to 9999.
+  offset honoured when given) with a four-digit year from 0001 to 9999; pages read them in the
+  viewer's time zone through glimpser.web.local_time.
 """
 
 from __future__ import annotations

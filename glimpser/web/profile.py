@@ -7,6 +7,9 @@ Everyone, viewers too, changes only their own password and ends only their own s
 Subscribing happens in the browser (static/push.js asks the Push API with the install's VAPID
 public key and posts the subscription here as JSON). Every user, viewers too, manages only their
 own subscriptions.
+
+Preferences (`save_preferences`): the time zone times are shown in (static/time.js stores the
+browser's once, when none is stored; the user may choose another here) and the theme.
 """
 
 from __future__ import annotations
@@ -41,10 +44,12 @@ from glimpser.notify import webpush
 from glimpser.sources.base import CaptureContext
 from glimpser.web.app_settings import current_settings
 from glimpser.web.audit import audit
+from glimpser.web.humantime import MAX_ZONE_NAME, known_zones, zone_named
 
 bp = Blueprint("profile", __name__, url_prefix="/profile")
 
 MAX_HANDLE = 64  # a session handle is 32 hex digits; anything longer is not one
+THEMES = ("system", "light", "dark")  # "system" follows the browser (prefers-color-scheme)
 
 
 class ChangePasswordForm(FlaskForm):
@@ -73,6 +78,17 @@ def own_sessions() -> list[session_registry.SignedInSession]:
     return session_registry.list_sessions({current_user.id: current_user.session_epoch})
 
 
+@bp.app_template_global()
+def theme_preference() -> str:
+    """The signed-in user's theme (one of THEMES); "" before sign-in (then the browser's
+    localStorage decides, static/theme.js)."""
+    if not current_user.is_authenticated:
+        return ""
+    prefs = current_user.preferences
+    theme = prefs.get("theme") if isinstance(prefs, dict) else None
+    return theme if theme in THEMES else "system"
+
+
 def _render_index(form: ChangePasswordForm | None = None, status: int = 200):
     return render_template(
         "profile/index.html",
@@ -81,6 +97,9 @@ def _render_index(form: ChangePasswordForm | None = None, status: int = 200):
         subscriptions=_own_subscriptions(),
         vapid_public_key=webpush.vapid_keys().public_key,
         push_problem=webpush.subject_problem(current_settings()),
+        zones=known_zones(),
+        themes=THEMES,
+        default_timezone=current_settings().default_timezone,
     ), status
 
 
@@ -136,6 +155,44 @@ def change_password():
     session_registry.end_all(user.id, keep_sid=session.sid)
     flash("Your password was changed. Your other sessions were signed out.", "success")
     return redirect(url_for("profile.index"))
+
+
+def _preferences_from_form() -> tuple[str | None, str | None, bool]:
+    """(time zone, theme, detected) from the form; 400 for anything else than a known zone
+    ("" = detect again), a known theme, or neither."""
+    zone = request.form.get("timezone")
+    theme = request.form.get("theme")
+    detected = request.form.get("detected") == "1"
+    if zone is None and theme is None:
+        abort(400, "Say which time zone or theme to use.")
+    if zone is not None:
+        zone = zone.strip()
+        if len(zone) > MAX_ZONE_NAME or ((zone or detected) and zone_named(zone) is None):
+            abort(400, "Choose a time zone from the list (an IANA name such as Europe/Berlin).")
+    if theme is not None and theme not in THEMES:
+        abort(400, f"Choose a theme: {', '.join(THEMES)}.")
+    return zone, theme, detected
+
+
+@bp.post("/preferences")
+def save_preferences():
+    """Store my time zone and/or theme. With detected=1 (static/time.js, once) the zone is the
+    browser's and is stored only while I have none, so it never overrides my own choice."""
+    zone, theme, detected = _preferences_from_form()
+    stored = False
+    with write_transaction():
+        user = User.get_by_id(current_user.id)
+        changes: dict = {}
+        if zone is not None and not (detected and user.timezone):
+            changes[User.timezone] = zone
+        if theme is not None:
+            changes[User.preferences] = {**(user.preferences or {}), "theme": theme}
+        if changes:
+            stored = User.update(changes).where(User.id == user.id).execute() > 0
+    if detected or request.accept_mimetypes.best == "application/json":  # static/time.js
+        return jsonify(stored=stored, timezone=zone, theme=theme)
+    flash("Your preferences were saved.", "success")
+    return redirect(url_for("profile.index", _anchor="preferences"))
 
 
 def _handle_from_form() -> str:

@@ -35,6 +35,7 @@ from glimpser.models import Stream, Timelapse
 from glimpser.web.app_settings import current_settings
 from glimpser.web.audit import audit
 from glimpser.web.htmx import is_fragment_request as _is_htmx
+from glimpser.web.humantime import localize
 from glimpser.web.local_time import format_local, parse_local
 from glimpser.web.params import parse_int
 
@@ -43,8 +44,8 @@ bp = Blueprint("timelapse", __name__)
 PRESETS: dict[str, str] = {
     "hour": "Last hour",
     "day": "Last 24 hours",
-    "today": "Today (since 00:00 UTC)",
-    "custom": "Custom range (UTC)",
+    "today": "Today (since midnight)",
+    "custom": "Custom range",
 }
 LIST_LIMIT = 50
 
@@ -62,12 +63,17 @@ def _settings():  # noqa: ANN202
     return current_settings()
 
 
-def _parse_utc(value: str) -> datetime | None:
-    """A datetime-local value read as UTC; None when it is blank or not a time."""
+def _parse_field(form: MultiDict, name: str, errors: dict[str, str]) -> datetime | None:
+    """A datetime-local field read in the viewer's zone; None (and a message) when it is blank
+    or not a time there."""
     try:
-        return parse_local(value)
-    except ValueError:
+        value = parse_local(form.get(name, ""))
+    except ValueError as exc:
+        errors[name] = f"Enter the {name} as a date and time: {exc}."
         return None
+    if value is None:
+        errors[name] = f"Enter the {name} as a date and time."
+    return value
 
 
 def parse_build_form(form: MultiDict, now: datetime) -> tuple[BuildRequest | None, dict]:
@@ -84,13 +90,11 @@ def parse_build_form(form: MultiDict, now: datetime) -> tuple[BuildRequest | Non
     elif preset == "day":
         start, end = now - timedelta(hours=24), now
     elif preset == "today":
-        start, end = now.replace(hour=0, minute=0, second=0, microsecond=0), now
+        start = times.to_utc(localize(now).replace(hour=0, minute=0, second=0, microsecond=0))
+        end = now
     elif preset == "custom":
-        start, end = _parse_utc(form.get("start", "")), _parse_utc(form.get("end", ""))
-        if start is None:
-            errors["start"] = "Enter the start as a date and time (UTC)."
-        if end is None:
-            errors["end"] = "Enter the end as a date and time (UTC)."
+        start = _parse_field(form, "start", errors)
+        end = _parse_field(form, "end", errors)
         if start is not None and end is not None and start >= end:
             errors["end"] = "The end must be after the start."
     else:
