@@ -196,7 +196,7 @@ def start_live_server(data_dir: Path, redis_url: str, **extra: str) -> LiveServe
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{url}/healthz", timeout=120, proc=proc)  # start-up only: generous under load
+        wait_for_http(f"{url}/healthz", timeout=120, proc=proc)  # generous: a loaded machine
     except Exception:
         proc.kill()
         raise
