@@ -102,6 +102,9 @@ def test_timeline_bulk_actions_and_channel_kind_swap(live_server, page: Page):
     caption = page.locator(f"label[for='f-channels-{ops.id}'] small").bounding_box()
     assert caption["x"] >= box["x"] + box["width"] or caption["y"] >= box["y"] + box["height"]
     page.wait_for_load_state("networkidle")
+    for path in ("/admin/rules/", "/admin/deliveries/", f"/streams/{garden.id}/live"):
+        page.goto(live_server.url + path)
+        page.wait_for_load_state("networkidle")
     page.goto(f"{live_server.url}/admin/channels/{ops.id}/edit")
     kind = page.get_by_label("Kind of channel")
     for option in kind.locator("option").all():
