@@ -87,7 +87,11 @@ def _name_taken(name: str, stream: Stream | None) -> bool:
 def index():
     streams = visible_streams().order_by(Stream.name)
     return render_template(
-        "streams/list.html", streams=streams, kind_labels=KIND_LABELS, groups=known_groups()
+        "streams/list.html",
+        streams=streams,
+        kind_labels=KIND_LABELS,
+        # The bulk form's group suggestions: admins only (only they see the form).
+        groups=known_groups() if getattr(current_user, "is_admin", False) else [],
     )
 
 
