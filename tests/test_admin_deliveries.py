@@ -13,6 +13,7 @@ from glimpser import jobs, times
 from glimpser.auth.users import create_user
 from glimpser.db import database
 from glimpser.models import AuditLog, Delivery, Event, NotificationChannel
+from glimpser.web.humantime import iso_time
 from tests.conftest import run_queued_jobs
 from tests.helpers import csrf_from, login, setup_admin
 from tests.notify.receivers import HttpReceiver
@@ -97,8 +98,9 @@ def test_log_lists_newest_first_with_every_column(admin):
     # The full error, escaped.
     assert "HTTP 503 from the webhook: &lt;html&gt;busy&lt;/html&gt;" in page
     assert "<html>busy" not in page
-    assert (now + timedelta(minutes=5)).strftime('title="%Y-%m-%dT%H:%M:%S+00:00"') in page
-    assert now.strftime('title="%Y-%m-%dT%H:%M:%S+00:00"') in page
+    # Times go through the one time macro (macros/time.html): the exact time in datetime=.
+    assert f'datetime="{iso_time(now + timedelta(minutes=5))}"' in page
+    assert f'datetime="{iso_time(now)}"' in page
     assert "SECRET" not in page
 
 

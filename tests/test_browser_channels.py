@@ -42,7 +42,7 @@ def test_create_a_webhook_channel_and_send_a_test(live_stack, page: Page):
         expect(page.get_by_role("link", name="Door hook")).to_be_visible()
 
         page.evaluate("window.__noReload = 'still here'")
-        page.get_by_role("button", name="Send a test notification to Door hook").click()
+        page.get_by_role("button", name="Send test to Door hook").click()
         result = page.locator("#test-result .delivery-card")
         expect(result).to_have_attribute("data-status", "sent", timeout=30_000)
         expect(result.locator(".badge")).to_have_text("sent")
@@ -80,7 +80,7 @@ def test_retry_a_failed_delivery_from_the_log(live_stack, page: Page):
         page.get_by_label("Name", exact=True).fill("Flaky hook")
         page.get_by_label("URL", exact=True).fill(receiver.url("/hook"))
         page.get_by_role("button", name="Create channel").click()
-        page.get_by_role("button", name="Send a test notification to Flaky hook").click()
+        page.get_by_role("button", name="Send test to Flaky hook").click()
         result = page.locator("#test-result .delivery-card")
         expect(result).to_have_attribute("data-status", "failed", timeout=30_000)
         expect(result).to_contain_text("missing field")

@@ -148,6 +148,7 @@ def main() -> None:
             users_pages(browser, page, server.url)
             shoot_settings(browser, server.url)
             shoot_local_time(browser, server.url)
+            shoot_streams_console(browser, server)
             browser.close()
     finally:
         for proc in [*others, server.proc]:
@@ -251,6 +252,71 @@ def shoot_local_time(browser, url: str) -> None:  # noqa: ANN001
             page.wait_for_load_state("networkidle")
             for width in (1920, 1280, 390):
                 page.set_viewport_size({"width": width, "height": 900})
+
+
+def shoot_streams_console(browser, server) -> None:  # noqa: ANN001
+    """Issue 12, streams: a stream page with its day timeline and the streams list with a
+    selection at 1920, 1280 and 390 px; the Rules and Deliveries tables at 1400 and 390 px;
+    light and dark. Adds a rule, a channel and a few deliveries to show in those tables."""
+    from glimpser import create_app
+    from glimpser.config import load_settings
+    from glimpser.db import database
+    from glimpser.models import Delivery, Event, NotificationChannel, Rule, Stream
+
+    create_app(load_settings(server.env))
+    with database.connection_context():
+        if not NotificationChannel.select().exists():
+            hook = NotificationChannel.create(
+                name="Ops webhook", kind="webhook", config={"url": "http://192.0.2.1/hook"}
+            )
+            rule = Rule.create(
+                name="Motion at the door",
+                description="Anything moving in front of the door at night",
+                conditions={"changed": True, "motion_above": 2.5},
+                channels=[hook.id],
+                severity="high",
+            )
+            stream = Stream.select().order_by(Stream.id).first()
+            for i, status in enumerate(("sent", "failed", "retrying", "sent")):
+                event = Event.create(
+                    stream=stream, rule=rule, kind="motion", title=f"Motion on {stream.name} #{i}"
+                )
+                Delivery.create(
+                    event=event,
+                    channel=hook,
+                    status=status,
+                    attempts=1 if status == "sent" else 3,
+                    response_code=200 if status == "sent" else 503,
+                    error="" if status == "sent" else "HTTP 503 from the webhook: busy",
+                )
+    for scheme in ("light", "dark"):
+        context = browser.new_context(color_scheme=scheme, viewport={"width": 1920, "height": 900})
+        page = context.new_page()
+        page.goto(server.url + "/login")
+        page.get_by_label("Username").fill("alice")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.goto(server.url + "/streams/")
+        page.get_by_role("link", name="Front door").click()
+        stream_url = page.url
+        for width in (1920, 1280, 390):
+            page.set_viewport_size({"width": width, "height": 900})
+            page.goto(stream_url)
+            page.locator("#timeline-img").wait_for()
+            page.locator("#timeline-scrub").focus()
+            page.keyboard.press("ArrowLeft")
+            page.wait_for_load_state("networkidle")
+            shoot(page, f"timeline-{width}-{scheme}")
+            page.goto(server.url + "/streams/")
+            for name in ("Front door", "Driveway"):
+                page.get_by_label(f"Select {name}").check()
+            page.get_by_label("With the selected streams").select_option("group")
+            shoot(page, f"streams-bulk-{width}-{scheme}")
+        for width in (1400, 390):
+            page.set_viewport_size({"width": width, "height": 900})
+            for path, name in (("/admin/rules/", "rules"), ("/admin/deliveries/", "deliveries")):
+                page.goto(server.url + path)
+                page.wait_for_load_state("networkidle")
                 shoot(page, f"{name}-{width}-{scheme}")
         context.close()
 

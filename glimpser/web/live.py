@@ -64,7 +64,9 @@ def _live_state(stream: Stream) -> dict:
 def page(stream_id: int):
     stream = get_visible_stream(stream_id)
     if stream.kind in live.LIVE_KINDS:
-        return render_template("streams/live.html", stream=stream, state=_live_state(stream))
+        state = _live_state(stream)
+        state["viewers"] += 1  # this page opens the feed too: count it before its first poll
+        return render_template("streams/live.html", stream=stream, state=state)
     return render_template(
         "streams/live.html", stream=stream, latest=latest_snapshot(stream), state=None
     )

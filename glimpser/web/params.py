@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from flask import Flask, abort, request
 
@@ -37,6 +37,7 @@ _LOCAL_TIME = re.compile(
     r"(Z|[+-][0-9]{2}:[0-9]{2})?"
 )
 _MAX_TIME_CHARS = 40
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def parse_int(raw: str | None, *, minimum: int = MIN_INT, maximum: int = MAX_INT) -> int | None:
@@ -87,6 +88,18 @@ def parse_local_time(raw: str | None) -> datetime | None:
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else times.to_utc(parsed)
     except OverflowError as exc:  # an offset that moves the time out of years 1-9999
         raise ValueError("the date is out of range") from exc
+
+
+def parse_date(raw: str | None) -> date | None:
+    """A `YYYY-MM-DD` value (what `<input type="date">` sends); None when blank.
+
+    ValueError when it is not a calendar date of years 0001-9999."""
+    text = (raw or "").strip()
+    if not text:
+        return None
+    if not _DATE.fullmatch(text):
+        raise ValueError("not a date (use YYYY-MM-DD)")
+    return date.fromisoformat(text)
 
 
 def _has_nul(values: Iterable[tuple[str, str]]) -> bool:

@@ -1,12 +1,13 @@
-"""Streams: list, detail with paginated history, create/edit with per-kind fields and a test
-capture, delete, capture now, pause/resume, and the snapshot images and thumbnails.
-The web process only enqueues work."""
+"""Streams: list with bulk actions, detail with paginated history (updating itself) and a
+day timeline, create/edit with per-kind fields and a test capture, delete, capture now,
+pause/resume, and the snapshot images and thumbnails. The web process only enqueues work."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import peewee
 import redis
@@ -16,6 +17,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -30,14 +32,14 @@ from rq.job import Job
 from werkzeug.http import is_resource_modified
 
 from glimpser import queues, times
-from glimpser.auth.access import get_visible_stream, visible_streams, who_can_see
+from glimpser.auth.access import get_visible_stream, known_groups, visible_streams, who_can_see
 from glimpser.auth.policy import admin_only
 from glimpser.capture import scheduling
 from glimpser.db import write_transaction
 from glimpser.media import deletion, thumbnails
 from glimpser.media.snapshots import latest_snapshot
 from glimpser.media.storage import ObjectNotFound, StorageError, get_storage
-from glimpser.models import Snapshot, Stream
+from glimpser.models import Event, Snapshot, Stream
 from glimpser.sources import sealed
 from glimpser.sources.schemas import (
     CONFIG_BY_KIND,
@@ -53,7 +55,7 @@ from glimpser.web.app_settings import current_settings
 from glimpser.web.audit import audit
 from glimpser.web.events import recent_events
 from glimpser.web.htmx import is_fragment_request as _is_fragment_request
-from glimpser.web.params import parse_id
+from glimpser.web.params import parse_date, parse_id, parse_ids
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,13 @@ def _name_taken(name: str, stream: Stream | None) -> bool:
 @bp.get("/")
 def index():
     streams = visible_streams().order_by(Stream.name)
-    return render_template("streams/list.html", streams=streams, kind_labels=KIND_LABELS)
+    return render_template(
+        "streams/list.html",
+        streams=streams,
+        kind_labels=KIND_LABELS,
+        # The bulk form's group suggestions: admins only (only they see the form).
+        groups=known_groups() if getattr(current_user, "is_admin", False) else [],
+    )
 
 
 HISTORY_PAGE = 24
@@ -129,7 +137,17 @@ def _parse_cursor(raw: str) -> tuple[datetime, int]:
     return keyset.parse_cursor(raw, "The history position is not valid; reload the stream page.")
 
 
+def _newest_id(stream: Stream) -> int:
+    """The highest snapshot id of the stream (0 when none): the history poll's position."""
+    return (
+        Snapshot.select(peewee.fn.MAX(Snapshot.id)).where(Snapshot.stream == stream).scalar() or 0
+    )
+
+
 def _render_detail(stream: Stream, cursor: tuple[datetime, int] | None):
+    zone = viewer_zone()
+    day = _requested_day(zone)
+    today = datetime.now(zone).date()
     page, next_cursor = _history_page(stream, cursor)
     latest = page[0] if cursor is None and page else latest_snapshot(stream)
     events = recent_events(stream)
@@ -141,6 +159,12 @@ def _render_detail(stream: Stream, cursor: tuple[datetime, int] | None):
         snapshots=page,
         next_cursor=next_cursor,
         paged=cursor is not None,
+        newest_id=_newest_id(stream),
+        day=day,
+        today=today,
+        prev_day=day - timedelta(days=1) if day > date(TIMELINE_FIRST_YEAR, 1, 1) else None,
+        next_day=day + timedelta(days=1) if day < today else None,
+        zone_name=zone.key,
         events=events,
         kind_labels=KIND_LABELS,
         capture_pending=scheduling.is_claimed(_redis(), stream.id),
@@ -177,6 +201,153 @@ def status(stream_id: int):
         return "", 204
     return render_template(
         "streams/_status.html", stream=stream, latest=latest, status_version=version
+    )
+
+
+@bp.get("/<int:stream_id>/history/newer")
+def history_newer(stream_id: int):
+    """Pictures newer than `after` (a snapshot id) for the history grid's poll: 204 when there
+    are none; else the new items (prepended out of band) and the poll element with its new
+    position. More than a page of new pictures replaces the grid with the newest page."""
+    stream = get_visible_stream(stream_id)
+    raw = request.args.get("after", "")
+    after = 0 if raw.strip() == "0" else parse_id(raw)
+    if after is None:
+        abort(400, "The history position is not valid; reload the stream page.")
+    newer = list(
+        Snapshot.select()
+        .where((Snapshot.stream == stream) & (Snapshot.id > after))
+        .order_by(Snapshot.captured_at.desc(), Snapshot.id.desc())
+        .limit(HISTORY_PAGE + 1)
+    )
+    if not newer:
+        return "", 204
+    replace = len(newer) > HISTORY_PAGE
+    page, next_cursor = _history_page(stream, None) if replace else (newer, None)
+    return render_template(
+        "streams/_history_newer.html",
+        stream=stream,
+        snapshots=page,
+        next_cursor=next_cursor,
+        replace=replace,
+        newest_id=max(s.id for s in newer) if not replace else _newest_id(stream),
+    )
+
+
+# --- the day timeline ----------------------------------------------------------------------
+
+# Days the timeline may show: outside them no picture can exist (and the day's bounds in a
+# time zone could fall outside what datetime represents).
+TIMELINE_FIRST_YEAR = 1970
+TIMELINE_LAST_YEAR = 9998
+# At most this many pictures of one day go to the browser (evenly sampled beyond it); the
+# activity marks always cover every picture of the day.
+TIMELINE_MAX_SNAPSHOTS = 2000
+TIMELINE_BINS = 288  # activity marks: one per 5 minutes of a 24 h day
+TIMELINE_MAX_EVENTS = 500
+
+
+def viewer_zone() -> ZoneInfo:
+    """The signed-in user's time zone (User.timezone, an IANA name); UTC when unknown."""
+    name = getattr(current_user, "timezone", "") or ""
+    try:
+        return ZoneInfo(name) if name else ZoneInfo("UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _requested_day(zone: ZoneInfo) -> date:
+    """The `day` parameter (YYYY-MM-DD, in the user's zone); today when absent. 400 when it
+    is not a date, or one on which no picture can exist."""
+    try:
+        day = parse_date(request.args.get("day"))
+    except ValueError:
+        abort(400, "Pick a day as YYYY-MM-DD.")
+    if day is None:
+        return datetime.now(zone).date()
+    if not TIMELINE_FIRST_YEAR <= day.year <= TIMELINE_LAST_YEAR:
+        abort(400, f"Pick a day between {TIMELINE_FIRST_YEAR} and {TIMELINE_LAST_YEAR}.")
+    return day
+
+
+def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The UTC start and end of `day` in `zone` (23 or 25 hours long on DST changes)."""
+    start = datetime.combine(day, time(0), zone).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(0), zone).astimezone(UTC)
+    return start, end
+
+
+def _activity(rows: list[tuple], start: datetime, length: float) -> list[float | None]:
+    """Per bin of the day: the highest motion score of its pictures (0 when none was
+    analysed), None when the bin holds no picture."""
+    bins: list[float | None] = [None] * TIMELINE_BINS
+    for _id, at, motion, _changed in rows:
+        index = min(TIMELINE_BINS - 1, int((at - start).total_seconds() / length * TIMELINE_BINS))
+        bins[index] = max(bins[index] or 0.0, motion or 0.0)
+    return bins
+
+
+@bp.get("/<int:stream_id>/timeline")
+def timeline(stream_id: int):
+    """One day of the stream as JSON for the timeline strip (static/timeline.js): the day's
+    pictures (id, seconds since the day's start, local time, motion score), activity marks
+    and events. The day is in the user's time zone."""
+    stream = get_visible_stream(stream_id)
+    zone = viewer_zone()
+    day = _requested_day(zone)
+    start, end = day_bounds(day, zone)
+    length = (end - start).total_seconds()
+    rows = list(
+        Snapshot.select(Snapshot.id, Snapshot.captured_at, Snapshot.motion_score, Snapshot.changed)
+        .where(
+            (Snapshot.stream == stream)
+            & (Snapshot.captured_at >= start)
+            & (Snapshot.captured_at < end)
+        )
+        .order_by(Snapshot.captured_at, Snapshot.id)
+        .tuples()
+    )
+    step = -(-len(rows) // TIMELINE_MAX_SNAPSHOTS) or 1
+    shown = rows[::step]
+    if rows and shown[-1] is not rows[-1]:
+        shown.append(rows[-1])  # the day's last picture is always reachable
+    events = (
+        Event.select(Event.id, Event.created_at, Event.severity, Event.title)
+        .where((Event.stream == stream) & (Event.created_at >= start) & (Event.created_at < end))
+        .order_by(Event.created_at, Event.id)
+        .limit(TIMELINE_MAX_EVENTS)
+    )
+    image = url_for("streams.snapshot_image", stream_id=stream.id, snapshot_id=0)
+    return jsonify(
+        day=day.isoformat(),
+        zone=zone.key,
+        start=times.isoformat(start),
+        end=times.isoformat(end),
+        seconds=int(length),
+        total=len(rows),
+        sampled=step > 1,
+        image=image.replace("/0.jpg", "/{id}.jpg"),
+        snapshots=[
+            [
+                snap_id,
+                int((at - start).total_seconds()),
+                times.strftime(times.to_utc(at).astimezone(zone), "%H:%M:%S"),
+                motion,
+            ]
+            for snap_id, at, motion, _changed in shown
+        ],
+        activity=_activity(rows, start, length),
+        events=[
+            {
+                "id": e.id,
+                "at": int((e.created_at - start).total_seconds()),
+                "time": times.strftime(times.to_utc(e.created_at).astimezone(zone), "%H:%M"),
+                "severity": e.severity,
+                "title": e.title,
+                "url": url_for("events.detail", event_id=e.id),
+            }
+            for e in events
+        ],
     )
 
 
@@ -569,4 +740,131 @@ def delete(stream_id: int):
         "(progress under Admin).",
         "info",
     )
+    return redirect(url_for("streams.index"))
+
+
+# --- bulk actions on the streams list ------------------------------------------------------
+
+BULK_ACTIONS = ("pause", "resume", "group", "delete")
+MAX_BULK = 1000  # streams in one bulk request
+MAX_GROUP_CHARS = 64
+
+
+def _bulk_selection() -> list[Stream]:
+    """The selected streams (form field `ids`), all of them or a 4xx: none selected, an id
+    that is not one, or a stream that does not exist (or is being deleted)."""
+    raw = request.form.getlist("ids")
+    if not raw:
+        abort(400, "Select at least one stream.")
+    if len(raw) > MAX_BULK:
+        abort(400, f"Select at most {MAX_BULK} streams at once.")
+    ids = parse_ids(raw)
+    if ids is None:
+        abort(400, "A selected stream is not valid; reload the list.")
+    streams = list(visible_streams().where(Stream.id.in_(ids)).order_by(Stream.name))
+    if len(streams) != len(ids):
+        abort(404, "A selected stream no longer exists; reload the list.")
+    return streams
+
+
+def _bulk_group() -> list[str]:
+    """The group the selection is put in ([] for "no group"), or a 400."""
+    group = request.form.get("group", "").strip()
+    if len(group) > MAX_GROUP_CHARS:
+        abort(400, f"A group name has at most {MAX_GROUP_CHARS} characters.")
+    if "," in group or any(c in group for c in "\r\n"):
+        abort(400, "Enter one group name, without commas.")
+    return [group] if group else []
+
+
+def _bulk_set_enabled(streams: list[Stream], enabled: bool) -> None:
+    now = times.utcnow()
+    with write_transaction():
+        for stream in streams:
+            if stream.enabled == enabled:
+                continue
+            fields = (
+                {"enabled": True, "state": "pending", "next_due_at": now}
+                if enabled
+                else {"enabled": False, "state": "paused"}
+            )
+            Stream.update(updated_at=now, **fields).where(Stream.id == stream.id).execute()
+            _audit(
+                "stream.resume" if enabled else "stream.pause",
+                stream,
+                changes=audit_log.field_changes({"enabled": stream.enabled}, {"enabled": enabled}),
+                bulk=True,
+            )
+
+
+def _bulk_delete(streams: list[Stream]) -> None:
+    """Mark every selected stream for deletion in one transaction (all or none), then queue
+    their deletion jobs (media.deletion; the cron queues what Redis refused)."""
+    counts = {}
+    try:
+        with write_transaction():
+            for stream in streams:
+                counts[stream.id] = Snapshot.select().where(Snapshot.stream == stream).count()
+                _audit("stream.delete", stream, snapshots=counts[stream.id], bulk=True)
+                deletion.mark_for_deletion(stream)
+    except deletion.DeletionError:
+        abort(409, "A selected stream is already being deleted; nothing was deleted.")
+    for stream in streams:
+        try:
+            deletion.queue_deletion(_redis(), stream.id, stream.name)
+        except redis.RedisError:
+            log.warning("stream deletion not queued yet", extra={"stream_id": stream.id})
+        scheduling.release(_redis(), stream.id)
+
+
+@bp.post("/bulk")
+def bulk():
+    """One action on the streams selected in the list: pause, resume, set group, or delete
+    (which first shows a confirmation listing them). Admin only (the access policy)."""
+    action = request.form.get("action", "")
+    if action not in BULK_ACTIONS:
+        abort(400, "Choose what to do with the selected streams.")
+    streams = _bulk_selection()
+    names = ", ".join(f"“{s.name}”" for s in streams[:5]) + (
+        f" and {len(streams) - 5} more" if len(streams) > 5 else ""
+    )
+    if action == "delete":
+        if request.form.get("confirm") != "yes":
+            counts = dict(
+                Snapshot.select(Snapshot.stream, peewee.fn.COUNT(Snapshot.id))
+                .where(Snapshot.stream.in_([s.id for s in streams]))
+                .group_by(Snapshot.stream)
+                .tuples()
+            )
+            return render_template(
+                "streams/bulk_delete.html", streams=streams, snapshot_counts=counts
+            )
+        _bulk_delete(streams)
+        flash(f"Deleted {names}; their snapshots are being removed (progress under Admin).", "info")
+    elif action == "group":
+        groups = _bulk_group()
+        with write_transaction():
+            for stream in streams:
+                if stream.groups == groups:
+                    continue
+                Stream.update(groups=groups, updated_at=times.utcnow()).where(
+                    Stream.id == stream.id
+                ).execute()
+                _audit(
+                    "stream.update",
+                    stream,
+                    changes=audit_log.field_changes({"groups": stream.groups}, {"groups": groups}),
+                    bulk=True,
+                )
+        flash(
+            f"{names}: group set to “{groups[0]}”." if groups else f"{names}: no group now.",
+            "success",
+        )
+    else:
+        enabled = action == "resume"
+        _bulk_set_enabled(streams, enabled)
+        if enabled:
+            for stream in streams:
+                scheduling.capture_now(_redis(), Stream.get_by_id(stream.id))
+        flash(f"{names}: {'capturing again' if enabled else 'paused'}.", "success")
     return redirect(url_for("streams.index"))
