@@ -252,6 +252,8 @@ def shoot_local_time(browser, url: str) -> None:  # noqa: ANN001
             page.wait_for_load_state("networkidle")
             for width in (1920, 1280, 390):
                 page.set_viewport_size({"width": width, "height": 900})
+                shoot(page, f"{name}-{width}-{scheme}")
+        context.close()
 
 
 def shoot_streams_console(browser, server) -> None:  # noqa: ANN001
