@@ -14,8 +14,9 @@ system-wide and shown to admins only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import peewee
 from flask import (
@@ -29,6 +30,7 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
+from markupsafe import Markup
 from werkzeug.datastructures import MultiDict
 
 from glimpser import queues, times
@@ -36,7 +38,7 @@ from glimpser.auth.access import visible_streams
 from glimpser.auth.views import safe_next
 from glimpser.db import write_transaction
 from glimpser.models import EVENT_KINDS, SEVERITIES, Event, Rule, Snapshot, Stream
-from glimpser.web import keyset
+from glimpser.web import keyset, search
 from glimpser.web.app_settings import current_settings
 from glimpser.web.audit import audit, listed_ids
 from glimpser.web.htmx import is_fragment_request as _is_fragment_request
@@ -60,13 +62,16 @@ KIND_LABELS: dict[str, str] = {
 }
 RANGES: dict[str, tuple[str, timedelta | None]] = {
     "hour": ("Last hour", timedelta(hours=1)),
+    "today": ("Today", None),  # since midnight in the user's time zone
     "day": ("Last 24 hours", timedelta(days=1)),
     "week": ("Last 7 days", timedelta(days=7)),
     "custom": ("Custom range (UTC)", None),
 }
+QUICK_RANGES = ("hour", "today", "week")  # one-click links above the results
 ACK_CHOICES: dict[str, str] = {"no": "Not acknowledged", "yes": "Acknowledged"}
 SYSTEM = "system"  # the stream filter's value for events without a stream (admins only)
 THREAT_LABELS = ("normal", "unusual", "threat")
+MAX_CHOICES = 200  # values of one multi-select filter in a request
 
 
 # --- filters --------------------------------------------------------------------------------
@@ -74,23 +79,37 @@ THREAT_LABELS = ("normal", "unusual", "threat")
 
 @dataclass(frozen=True)
 class Filters:
-    """The timeline's GET parameters, validated; defaults are left out of URLs."""
+    """The timeline's GET parameters, validated; defaults are left out of URLs.
 
-    stream: str = ""  # a stream id, SYSTEM, or "" for all
-    severity: str = ""
-    kind: str = ""
+    Streams, severities and kinds are multi-select: an event matches when it has any of the
+    chosen values (none chosen: any). `q` is a full-text search (glimpser.web.search).
+    """
+
+    streams: tuple[str, ...] = ()  # stream ids, and SYSTEM for events without a stream
+    severities: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
     range: str = ""
     start: datetime | None = field(default=None)
     end: datetime | None = field(default=None)
     ack: str = ""
+    q: str = ""
+    words: tuple[str, ...] = ()
 
-    def params(self) -> dict[str, str]:
+    def params(self) -> dict[str, Any]:
         """The non-default values, as query parameters (as the filter form names them)."""
-        out = {
-            name: value
-            for name in ("stream", "severity", "kind", "range", "ack")
-            if (value := getattr(self, name))
-        }
+        out: dict[str, Any] = {}
+        if self.q:
+            out["q"] = self.q
+        for name, values in (
+            ("stream", self.streams),
+            ("severity", self.severities),
+            ("kind", self.kinds),
+        ):
+            if values:
+                out[name] = list(values)
+        for name in ("range", "ack"):
+            if value := getattr(self, name):
+                out[name] = value
         if self.range == "custom":
             if self.start is not None:
                 out["from"] = format_local(self.start)
@@ -103,8 +122,8 @@ class Filters:
         return bool(self.params())
 
     @property
-    def stream_id(self) -> int | None:
-        return parse_id(self.stream)
+    def stream_ids(self) -> set[int]:
+        return {i for s in self.streams if (i := parse_id(s)) is not None}
 
 
 def _parse_local(value: str, name: str) -> datetime | None:
@@ -122,25 +141,48 @@ def _choice(args: MultiDict, name: str, allowed: object, label: str) -> str:
     return value
 
 
+def _choices(args: MultiDict, name: str, allowed: Any, label: str) -> tuple[str, ...]:
+    """A multi-select filter's values (blanks ignored, repeats dropped, order kept)."""
+    raw = args.getlist(name)
+    if len(raw) > MAX_CHOICES:
+        abort(400, f"Choose at most {MAX_CHOICES} values for {label}.")
+    out: list[str] = []
+    for value in (v.strip() for v in raw):
+        if not value or value in out:
+            continue
+        if allowed is not None and value not in allowed:
+            abort(400, f"Unknown {label} {value[:40]!r}: use one of {', '.join(allowed)}.")
+        out.append(value)
+    return tuple(out)
+
+
 def parse_filters(args: MultiDict) -> Filters:
     """Read the filters from the query string; 400 with a clear message for bad values.
 
     A stream the user may not see answers 404, exactly like a stream that does not exist.
     """
-    stream = args.get("stream", "").strip()
-    if stream == SYSTEM:
-        if not current_user.is_admin:
-            abort(404)
-    elif stream:
+    streams = _choices(args, "stream", None, "stream")
+    ids: list[int] = []
+    for stream in streams:
+        if stream == SYSTEM:
+            if not current_user.is_admin:
+                abort(404)
+            continue
         stream_id = parse_id(stream)
         if stream_id is None:
             abort(400, "The stream filter must be a stream id.")
-        if not visible_streams().where(Stream.id == stream_id).exists():
-            abort(404)
-    severity = _choice(args, "severity", SEVERITIES, "severity")
-    kind = _choice(args, "kind", EVENT_KINDS, "kind")
+        ids.append(stream_id)
+    if ids and visible_streams().where(Stream.id.in_(ids)).count() != len(set(ids)):
+        abort(404)
+    severities = _choices(args, "severity", SEVERITIES, "severity")
+    kinds = _choices(args, "kind", EVENT_KINDS, "kind")
     ack = _choice(args, "ack", ACK_CHOICES, "acknowledged state")
     range_ = _choice(args, "range", RANGES, "time range")
+    q = args.get("q", "")
+    try:
+        words = search.parse_query(q)
+    except search.QueryError as exc:
+        abort(400, str(exc))
     start = end = None
     if range_ == "custom":  # from/to apply to a custom range only (presets are relative)
         start = _parse_local(args.get("from", ""), "From")
@@ -148,8 +190,27 @@ def parse_filters(args: MultiDict) -> Filters:
         if start and end and start > end:
             abort(400, "The time range ends before it starts.")
     return Filters(
-        stream=stream, severity=severity, kind=kind, range=range_, start=start, end=end, ack=ack
+        streams=streams,
+        severities=severities,
+        kinds=kinds,
+        range=range_,
+        start=start,
+        end=end,
+        ack=ack,
+        q=q.strip() if words else "",
+        words=tuple(words),
     )
+
+
+def _today_start(now: datetime) -> datetime:
+    """Midnight today in the user's time zone (UTC when it is unknown), as a UTC time."""
+    try:
+        zone = ZoneInfo(getattr(current_user, "timezone", "") or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    local = times.to_utc(now).astimezone(zone)
+    midnight = datetime.combine(local.date(), datetime.min.time(), tzinfo=zone)
+    return midnight.astimezone(UTC)
 
 
 # --- queries --------------------------------------------------------------------------------
@@ -182,21 +243,27 @@ def _with_related(query: peewee.ModelSelect) -> peewee.ModelSelect:
 
 def _filtered(filters: Filters, now: datetime) -> peewee.ModelSelect:
     query = visible_events()
-    if filters.stream == SYSTEM:
-        query = query.where(Event.stream.is_null())
-    elif filters.stream_id is not None:
-        query = query.where(Event.stream == filters.stream_id)
-    if filters.severity:
-        query = query.where(Event.severity == filters.severity)
-    if filters.kind:
-        query = query.where(Event.kind == filters.kind)
+    if filters.streams:
+        condition = Event.stream.in_(sorted(filters.stream_ids))
+        if SYSTEM in filters.streams:
+            condition = condition | Event.stream.is_null()
+        query = query.where(condition)
+    if filters.severities:
+        query = query.where(Event.severity.in_(filters.severities))
+    if filters.kinds:
+        query = query.where(Event.kind.in_(filters.kinds))
     if filters.ack:
         query = query.where(Event.acknowledged == (filters.ack == "yes"))
+    if filters.words:
+        query = query.where(search.matches(list(filters.words)))
     preset = RANGES.get(filters.range, ("", None))[1]
-    start = now - preset if preset is not None else filters.start
+    if filters.range == "today":
+        start: datetime | None = _today_start(now)
+    else:
+        start = now - preset if preset is not None else filters.start
     if start is not None:
         query = query.where(Event.created_at >= start)
-    if filters.end is not None and preset is None:
+    if filters.end is not None and filters.range == "custom":
         query = query.where(Event.created_at <= filters.end)
     return query
 
@@ -263,12 +330,20 @@ def _context(filters: Filters, events: list[Event], next_cursor: str | None, **e
         "poll_seconds": POLL_SECONDS,
         "kind_labels": KIND_LABELS,
         "selectable": True,
+        "search_words": list(filters.words),
         "ack_next": url_for("events.index", **filters.params()),
         "more_url": url_for("events.index", **filters.params(), before=next_cursor)
         if next_cursor
         else "",
         **extra,
     }
+
+
+def _range_url(filters: Filters, range_: str) -> str:
+    """The timeline with these filters and another time range (a quick pick)."""
+    params = {k: v for k, v in filters.params().items() if k not in ("from", "to")}
+    params["range"] = range_
+    return url_for("events.index", **params)
 
 
 @bp.get("")
@@ -311,6 +386,9 @@ def index():
         ranges=RANGES,
         ack_choices=ACK_CHOICES,
         system_value=SYSTEM,
+        quick_ranges=QUICK_RANGES,
+        quick_urls={r: _range_url(filters, r) for r in QUICK_RANGES},
+        max_query=search.MAX_QUERY_CHARS,
         **context,
     )
     return body, 200, headers
@@ -468,6 +546,12 @@ def motion_boxes(boxes: Any) -> list[tuple[float, float, float, float]]:
             x, y, w, h = (min(max(float(v), 0.0), 1.0) for v in box)
             out.append((x, y, min(w, 1.0 - x), min(h, 1.0 - y)))
     return out
+
+
+@bp.app_template_filter("highlight")
+def highlight(text: Any, words: Any = None) -> Markup:
+    """Text escaped, the searched words marked (glimpser.web.search.highlight)."""
+    return search.highlight(text, words if isinstance(words, list | tuple) else None)
 
 
 @bp.app_template_filter("fraction")
