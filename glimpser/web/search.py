@@ -79,14 +79,14 @@ def matches(words: list[str]) -> peewee.Expression:
         # A subquery, so that the expression's columns are the event table's own.
         return Event.id.in_(
             peewee.SQL(
-                f"SELECT id FROM event WHERE {PG_DOCUMENT} "  # noqa: S608 (a constant; words are parameters)
-                "@@ to_tsquery('simple'::regconfig, %s)",
+                f"(SELECT id FROM event WHERE {PG_DOCUMENT} "  # noqa: S608 (a constant; words are parameters)
+                "@@ to_tsquery('simple'::regconfig, %s))",
                 [tsquery],
             )
         )
     # "word"* is an FTS5 prefix query of a quoted string; all words must match (implicit AND).
     fts = " ".join(f'"{w}"*' for w in words)
-    return Event.id.in_(peewee.SQL("SELECT rowid FROM event_fts WHERE event_fts MATCH ?", [fts]))
+    return Event.id.in_(peewee.SQL("(SELECT rowid FROM event_fts WHERE event_fts MATCH ?)", [fts]))
 
 
 def highlight(text: object, words: Iterable[str] | None) -> Markup:
