@@ -221,7 +221,8 @@ def test_quick_ranges(admin, scene):
     today = search(admin, "", range="today")
     assert "Garage door moved" not in today and "Capture failing" not in today
     html = admin.get("/events?q=door").get_data(as_text=True)
-    assert 'href="/events?q=door&amp;range=today"' in html
+    assert 'id="ev-range-today" value="today">' in html  # a one-click pick (a radio)
+    assert 'id="ev-range-any" value="" checked>' in html
 
 
 @pytest.mark.parametrize(
@@ -243,3 +244,140 @@ def test_bad_filter_values_are_400(admin, scene, query):
 def test_unknown_stream_in_a_multi_select_is_404(admin, scene):
     porch, _garage, _events = scene
     assert admin.get(f"/events?stream={porch.id}&stream=999999").status_code == 404
+
+
+# --- the event page -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def review(app, admin):
+    """A stream with five pictures; the event is on the third, with boxes, AI and a rule."""
+    from glimpser.models import Delivery, NotificationChannel, Rule, Snapshot
+    from tests.media_servers import jpeg
+    from tests.test_images import add_snapshot
+
+    porch = add_stream("Porch")
+    colours = [(20, 20, 20), (40, 40, 40), (220, 220, 220), (60, 60, 60), (80, 80, 80)]
+    snaps = [
+        add_snapshot(app, porch, jpeg(c, size=(320, 240)), seconds_ago=600 - i * 60)
+        for i, c in enumerate(colours)
+    ]
+    with database.connection_context():
+        Snapshot.update(
+            boxes=[[0.1, 0.2, 0.3, 0.4]],
+            ai={
+                "title": "A courier",
+                "description": "A courier at the door.",
+                "objects": ["person", "parcel"],
+                "threat": 1,
+                "confidence": 0.9,
+            },
+        ).where(Snapshot.id == snaps[2].id).execute()
+        rule = Rule.get(Rule.name == "Motion or change")
+        channel = NotificationChannel.create(name="Ops hook", kind="webhook", config={})
+    now = times.utcnow()
+    older = add_event(porch, "Earlier thing", created_at=now - timedelta(hours=1))
+    event = add_event(
+        porch,
+        "Person at the door",
+        snapshot=snaps[2],
+        rule=rule,
+        kind="ai",
+        severity="high",
+        description="A courier at the door.",
+        data={
+            "rule": rule.name,
+            "conditions": {"min_motion": 0.02},
+            "score": 0.125,
+            "matched_objects": ["person"],
+            "answer": {"match": True, "confidence": 0.8, "reason": "someone is at the door"},
+            "question": "Is someone at the door?",
+        },
+        created_at=now - timedelta(minutes=2),
+    )
+    newer = add_event(porch, "Later thing", created_at=now - timedelta(minutes=1))
+    with database.connection_context():
+        Delivery.create(
+            event=event,
+            channel=channel,
+            status="failed",
+            attempts=3,
+            response_code=500,
+            error="server said no",
+        )
+    return porch, snaps, event, older, newer
+
+
+def test_event_page_shows_the_review(admin, review):
+    porch, snaps, event, older, newer = review
+    response = admin.get(f"/events/{event.id}")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    # The large picture with its boxes, the picture before it, and their difference.
+    assert f'src="/streams/{porch.id}/snapshots/{snaps[2].id}.jpg"' in html
+    assert '<rect x="0.1" y="0.2" width="0.3" height="0.4"/>' in html
+    assert f'src="/streams/{porch.id}/snapshots/{snaps[1].id}.jpg"' in html
+    assert f'src="/events/{event.id}/difference.jpg"' in html
+    assert 'id="view-side"' in html and 'id="view-diff"' in html
+    # AI description and objects, the rule and why it matched, the deliveries.
+    assert "A courier at the door." in html and '<span class="badge">parcel</span>' in html
+    assert "90 % confident" in html
+    assert "“Motion or change”" in html
+    assert "Is someone at the door?" in html and "yes (80 % sure): someone is at the door" in html
+    assert "12.5 %" in html and "Objects that matched" in html
+    assert "Ops hook" in html and "failed" in html and "HTTP 500" in html
+    # The pictures around that moment (±4: two before, two after), the event's one marked.
+    strip = re.search(r'<ol class="event-strip">(.*?)</ol>', html, re.S).group(1)
+    assert strip.count("<li") == 5 and strip.count("aria-current") == 1
+    # j/k neighbours, and the shortcuts.
+    assert f'data-older="/events/{older.id}" data-newer="/events/{newer.id}"' in html
+    assert 'id="shortcuts"' in html and "event_review.js" in html
+    assert 'id="event-ack"' in html
+
+
+def test_difference_image(admin, review):
+    import cv2
+    import numpy as np
+
+    _porch, _snaps, event, older, _newer = review
+    response = admin.get(f"/events/{event.id}/difference.jpg")
+    assert response.status_code == 200 and response.mimetype == "image/jpeg"
+    picture = cv2.imdecode(np.frombuffer(response.data, np.uint8), cv2.IMREAD_COLOR)
+    assert picture.shape[:2] == (240, 320)
+    b, g, r = (float(picture[..., i].mean()) for i in range(3))
+    assert r > 150 and r > g + 50  # 40 -> 220 grey everywhere: all of it changed, in red
+    again = admin.get(
+        f"/events/{event.id}/difference.jpg", headers={"If-None-Match": response.headers["ETag"]}
+    )
+    assert again.status_code == 304
+    # No picture before (or no picture at all): nothing to compare.
+    assert admin.get(f"/events/{older.id}/difference.jpg").status_code == 404
+    assert admin.get(f"/events/{2**63}/difference.jpg").status_code == 404
+    assert admin.get("/events/99999/difference.jpg").status_code == 404
+
+
+def test_event_page_for_viewers(app, review):
+    porch, _snaps, event, _older, _newer = review
+    garage = add_stream("Garage")
+    hidden = add_event(garage, "Hidden thing")
+    with database.connection_context():
+        bob = create_user("bob", PASSWORD, "viewer")
+        StreamAccess.create(user=bob, stream=porch)
+    viewer = app.test_client()
+    login(viewer, "bob", PASSWORD)
+    html = viewer.get(f"/events/{event.id}").get_data(as_text=True)
+    assert "A courier at the door." in html
+    assert "Ops hook" not in html and "server said no" not in html  # deliveries: admins only
+    assert "/admin/rules/" not in html
+    assert viewer.get(f"/events/{hidden.id}").status_code == 404
+    assert viewer.get(f"/events/{hidden.id}/difference.jpg").status_code == 404
+    # The neighbours skip events of streams the viewer may not see.
+    assert f"/events/{hidden.id}" not in html
+
+
+def test_event_page_without_picture(admin, scene):
+    _porch, _garage, events = scene
+    html = admin.get(f"/events/{events['failed'].id}").get_data(as_text=True)
+    assert "This event has no picture." in html
+    assert "difference.jpg" not in html
+    assert "No notification was sent for this event." in html

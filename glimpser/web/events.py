@@ -32,12 +32,24 @@ from flask import (
 from flask_login import current_user
 from markupsafe import Markup
 from werkzeug.datastructures import MultiDict
+from werkzeug.http import is_resource_modified
 
 from glimpser import queues, times
 from glimpser.auth.access import visible_streams
 from glimpser.auth.views import safe_next
 from glimpser.db import write_transaction
-from glimpser.models import EVENT_KINDS, SEVERITIES, Event, Rule, Snapshot, Stream
+from glimpser.media.difference import DifferenceError, difference_jpeg
+from glimpser.media.storage import ObjectNotFound, StorageError, get_storage
+from glimpser.models import (
+    EVENT_KINDS,
+    SEVERITIES,
+    Delivery,
+    Event,
+    NotificationChannel,
+    Rule,
+    Snapshot,
+    Stream,
+)
 from glimpser.web import keyset, search
 from glimpser.web.app_settings import current_settings
 from glimpser.web.audit import audit, listed_ids
@@ -67,7 +79,6 @@ RANGES: dict[str, tuple[str, timedelta | None]] = {
     "week": ("Last 7 days", timedelta(days=7)),
     "custom": ("Custom range (UTC)", None),
 }
-QUICK_RANGES = ("hour", "today", "week")  # one-click links above the results
 ACK_CHOICES: dict[str, str] = {"no": "Not acknowledged", "yes": "Acknowledged"}
 SYSTEM = "system"  # the stream filter's value for events without a stream (admins only)
 THREAT_LABELS = ("normal", "unusual", "threat")
@@ -339,13 +350,6 @@ def _context(filters: Filters, events: list[Event], next_cursor: str | None, **e
     }
 
 
-def _range_url(filters: Filters, range_: str) -> str:
-    """The timeline with these filters and another time range (a quick pick)."""
-    params = {k: v for k, v in filters.params().items() if k not in ("from", "to")}
-    params["range"] = range_
-    return url_for("events.index", **params)
-
-
 @bp.get("")
 def index():
     """The timeline, or for htmx the results, the next page or the newer events."""
@@ -386,8 +390,6 @@ def index():
         ranges=RANGES,
         ack_choices=ACK_CHOICES,
         system_value=SYSTEM,
-        quick_ranges=QUICK_RANGES,
-        quick_urls={r: _range_url(filters, r) for r in QUICK_RANGES},
         max_query=search.MAX_QUERY_CHARS,
         **context,
     )
@@ -409,13 +411,171 @@ def _bulk_ids() -> list[int]:
     return sorted(ids)
 
 
-@bp.get("/<int:event_id>")
-def detail(event_id: int):
-    """One event on its own page: where notifications link to."""
+STRIP_SIDE = 4  # pictures before and after the event's picture in the strip
+
+
+def _visible_event(event_id: int) -> Event:
     event = _newest_first(visible_events().where(Event.id == event_id)).first()
     if event is None:
         abort(404)
-    return render_template("events/detail.html", e=event, selectable=False)
+    return event
+
+
+def _event_snapshot(event: Event) -> Snapshot | None:
+    """The event's picture (full row), if it has one and it still exists."""
+    if not (event.snapshot_id and event.stream_id):
+        return None
+    return Snapshot.get_or_none(
+        (Snapshot.id == event.snapshot_id) & (Snapshot.stream == event.stream_id)
+    )
+
+
+def _before(snapshot: Snapshot) -> peewee.ModelSelect:
+    """The stream's pictures taken before `snapshot`, newest first."""
+    return (
+        Snapshot.select()
+        .where(
+            (Snapshot.stream == snapshot.stream_id)
+            & (
+                (Snapshot.captured_at < snapshot.captured_at)
+                | ((Snapshot.captured_at == snapshot.captured_at) & (Snapshot.id < snapshot.id))
+            )
+        )
+        .order_by(Snapshot.captured_at.desc(), Snapshot.id.desc())
+    )
+
+
+def _after(snapshot: Snapshot) -> peewee.ModelSelect:
+    """The stream's pictures taken after `snapshot`, oldest first."""
+    return (
+        Snapshot.select()
+        .where(
+            (Snapshot.stream == snapshot.stream_id)
+            & (
+                (Snapshot.captured_at > snapshot.captured_at)
+                | ((Snapshot.captured_at == snapshot.captured_at) & (Snapshot.id > snapshot.id))
+            )
+        )
+        .order_by(Snapshot.captured_at, Snapshot.id)
+    )
+
+
+def _neighbour_event(event: Event, older: bool) -> int | None:
+    """The id of the next older (j) or newer (k) event the user may see, in timeline order."""
+    query = visible_events().select(Event.id)
+    at, eid = event.created_at, event.id
+    if older:
+        query = query.where(
+            (Event.created_at < at) | ((Event.created_at == at) & (Event.id < eid))
+        ).order_by(Event.created_at.desc(), Event.id.desc())
+    else:
+        query = query.where(
+            (Event.created_at > at) | ((Event.created_at == at) & (Event.id > eid))
+        ).order_by(Event.created_at, Event.id)
+    row = query.first()
+    return row.id if row else None
+
+
+def _why(event: Event) -> list[tuple[str, str]]:
+    """Why the rule matched, in words, from what Event.data recorded (nothing invented)."""
+    data = event.data if isinstance(event.data, dict) else {}
+    out: list[tuple[str, str]] = []
+    conditions = data.get("conditions")
+    if isinstance(conditions, dict) and conditions:
+        parts = [f"{k.replace('_', ' ')}: {v}" for k, v in sorted(conditions.items())]
+        out.append(("Conditions", "; ".join(parts)))
+    if isinstance(data.get("score"), int | float):
+        out.append(("Motion score", f"{data['score'] * 100:.1f} %"))
+    if isinstance(data.get("changed_fraction"), int | float):
+        out.append(("Changed area", f"{data['changed_fraction'] * 100:.1f} % of the picture"))
+    if isinstance(data.get("matched_objects"), list) and data["matched_objects"]:
+        out.append(("Objects that matched", ", ".join(map(str, data["matched_objects"]))))
+    if data.get("question"):
+        out.append(("Question to the AI", str(data["question"])))
+    answer = data.get("answer")
+    if isinstance(answer, dict):
+        said = "yes" if answer.get("match") else "no"
+        if isinstance(answer.get("confidence"), int | float):
+            said += f" ({round(answer['confidence'] * 100)} % sure)"
+        if answer.get("reason"):
+            said += f": {answer['reason']}"
+        out.append(("The AI answered", said))
+    if data.get("ai_error"):
+        out.append(("AI error", str(data["ai_error"])))
+    if data.get("repeats"):
+        out.append(("Repeats during the cooldown", str(data["repeats"])))
+    return out
+
+
+@bp.get("/<int:event_id>")
+def detail(event_id: int):
+    """One event on its own page (where notifications link to): the large picture with its
+    motion boxes, the picture before it and their difference, the AI description, why the
+    rule matched, the deliveries, and the stream's pictures around that moment."""
+    event = _visible_event(event_id)
+    snapshot = _event_snapshot(event)
+    before = strip_before = strip_after = None
+    if snapshot is not None:
+        strip_before = list(_before(snapshot).limit(STRIP_SIDE))
+        before = strip_before[0] if strip_before else None
+        strip_after = list(_after(snapshot).limit(STRIP_SIDE))
+    strip = [*reversed(strip_before or []), *([snapshot] if snapshot else []), *(strip_after or [])]
+    deliveries = []
+    if current_user.is_admin:  # channel errors may name endpoints: admins only
+        deliveries = list(
+            Delivery.select(Delivery, NotificationChannel.name, NotificationChannel.kind)
+            .join(NotificationChannel)
+            .where(Delivery.event == event.id)
+            .order_by(Delivery.created_at, Delivery.id)
+        )
+    older = _neighbour_event(event, older=True)
+    newer = _neighbour_event(event, older=False)
+    return render_template(
+        "events/detail.html",
+        e=event,
+        snapshot=snapshot,
+        before=before,
+        strip=strip,
+        boxes=motion_boxes(snapshot.boxes) if snapshot is not None else [],
+        ai=ai_view(snapshot.ai) if snapshot is not None else None,
+        why=_why(event),
+        deliveries=deliveries,
+        older_url=url_for("events.detail", event_id=older) if older else "",
+        newer_url=url_for("events.detail", event_id=newer) if newer else "",
+        selectable=False,
+        ack_next=url_for("events.detail", event_id=event.id),
+    )
+
+
+@bp.get("/<int:event_id>/difference.jpg")
+def difference(event_id: int):
+    """What changed between the event's picture and the stream's picture before it (red on
+    the dimmed picture), computed here with OpenCV; 404 when there is no pair to compare."""
+    event = _visible_event(event_id)
+    snapshot = _event_snapshot(event)
+    before = _before(snapshot).first() if snapshot is not None else None
+    if snapshot is None or before is None:
+        abort(404)
+    etag = f"diff-{before.sha256[:20]}-{snapshot.sha256[:20]}"
+    if not is_resource_modified(request.environ, etag=etag):
+        response = current_app.response_class(status=304)
+    else:
+        storage = get_storage(current_settings())
+        try:
+            body = difference_jpeg(
+                storage.get(before.storage_key), storage.get(snapshot.storage_key)
+            )
+        except ObjectNotFound:
+            abort(404)
+        except DifferenceError:
+            abort(422, "One of the two pictures cannot be decoded.")
+        except (OSError, StorageError) as exc:
+            current_app.logger.warning("difference not made: %s", exc.__class__.__name__)
+            abort(503)
+        response = current_app.response_class(body, mimetype="image/jpeg")
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = "private, max-age=31536000, immutable"
+    return response
 
 
 @bp.post("/acknowledge")  # many: ids in the form
