@@ -68,4 +68,5 @@
       openDialog(viewer);
     }
   });
+  root.dataset.ready = "1"; // the shortcuts work from now on (tests wait for this)
 })();

@@ -44,6 +44,12 @@ def add_event(stream, title: str, **fields: object) -> Event:
         return Event.create(stream=stream, title=title, **fields)
 
 
+def press(page: Page, key: str) -> None:
+    """Press a shortcut once the page's script is listening."""
+    expect(page.locator("#event-review[data-ready]")).to_have_count(1)
+    page.keyboard.press(key)
+
+
 def acknowledged(event_id: int) -> bool:
     with database.connection_context():
         return Event.get_by_id(event_id).acknowledged
@@ -89,7 +95,7 @@ def test_event_page_before_after_and_keyboard(site, page: Page):
     page.locator('label[for="view-before"]').click()
     expect(before).to_be_visible()
     expect(after).to_be_hidden()
-    page.keyboard.press("b")  # the event picture again
+    press(page, "b")  # the event picture again
     expect(after).to_be_visible()
     expect(before).to_be_hidden()
     page.locator('label[for="view-diff"]').click()
@@ -108,24 +114,24 @@ def test_event_page_before_after_and_keyboard(site, page: Page):
     expect(page.locator("#strip-viewer")).to_be_hidden()
 
     # ? shows the shortcuts; Escape closes them.
-    page.keyboard.press("?")
+    press(page, "?")
     expect(page.locator("#shortcuts")).to_be_visible()
     expect(page.locator("#shortcuts")).to_contain_text("Acknowledge this event")
     page.keyboard.press("Escape")
     expect(page.locator("#shortcuts")).to_be_hidden()
 
     # j older, k newer; keys typed into a field are left alone.
-    page.keyboard.press("j")
+    press(page, "j")
     expect(page).to_have_url(f"{server.url}/events/{older.id}")
-    page.keyboard.press("k")
+    press(page, "k")
     expect(page).to_have_url(f"{server.url}/events/{event.id}")
-    page.keyboard.press("k")
+    press(page, "k")
     expect(page).to_have_url(f"{server.url}/events/{newer.id}")
-    page.keyboard.press("j")
+    press(page, "j")
     expect(page).to_have_url(f"{server.url}/events/{event.id}")
 
     # a acknowledges.
-    page.keyboard.press("a")
+    press(page, "a")
     expect(page.locator(".event-ack .event-ack-badge")).to_have_text("Acknowledged")
     assert acknowledged(event.id) and not acknowledged(newer.id)
 
