@@ -381,3 +381,31 @@ def test_event_page_without_picture(admin, scene):
     assert "This event has no picture." in html
     assert "difference.jpg" not in html
     assert "No notification was sent for this event." in html
+
+
+def test_migration_0010_backfills_existing_events_on_sqlite(tmp_path):
+    """Events written before the index existed are found; a row whose data is not JSON does
+    not stop the migration nor later writes."""
+    import peewee
+
+    from glimpser.db import discover_migrations
+
+    db = peewee.SqliteDatabase(str(tmp_path / "old.db"), pragmas={"foreign_keys": 1})
+    migrations = discover_migrations()
+    with db.connection_context():
+        for migration in migrations:
+            if migration.version < 10:
+                migration.module.up(db)
+        insert = (
+            "INSERT INTO event (kind, severity, title, description, data, acknowledged, "
+            "created_at) VALUES ('ai', 'info', ?, ?, ?, 0, '2026-01-01 00:00:00')"
+        )
+        db.execute_sql(insert, ("Old fox event", "a red fox", '{"objects": ["fox", "hedge"]}'))
+        db.execute_sql(insert, ("Odd row", "x", "not json"))
+        next(m for m in migrations if m.version == 10).module.up(db)
+        found = db.execute_sql(
+            "SELECT rowid FROM event_fts WHERE event_fts MATCH ?", ['"hedge"*']
+        ).fetchall()
+        assert found == [(1,)]
+        db.execute_sql("UPDATE event SET data = 'still not json' WHERE id = 2")
+        assert db.execute_sql("SELECT count(*) FROM event_fts").fetchone() == (2,)
