@@ -1,4 +1,4 @@
-"""Full-text search over events (issue 12): what /events?q=words searches.
+"""Full-text search over events and summaries (issue 12): what /events?q=words searches.
 
 SQLite: an FTS5 table `event_fts` (rowid = event id) holding each event's title and its
 searchable body (description, objects the AI saw, objects a rule matched), kept current by
@@ -39,6 +39,16 @@ _SQLITE = [
     f"VALUES (new.id, new.title, {_SQLITE_BODY.format(r='new')}); END",
     "CREATE TRIGGER event_fts_delete AFTER DELETE ON event BEGIN "
     "DELETE FROM event_fts WHERE rowid = old.id; END",
+    # Summaries' text (rowid = summary id), searched beside the events.
+    "CREATE VIRTUAL TABLE summary_fts USING fts5(text, tokenize = 'unicode61 remove_diacritics 2')",
+    "INSERT INTO summary_fts (rowid, text) SELECT id, coalesce(text, '') FROM summary",
+    "CREATE TRIGGER summary_fts_insert AFTER INSERT ON summary BEGIN "
+    "INSERT INTO summary_fts (rowid, text) VALUES (new.id, coalesce(new.text, '')); END",
+    "CREATE TRIGGER summary_fts_update AFTER UPDATE OF text ON summary BEGIN "
+    "DELETE FROM summary_fts WHERE rowid = old.id; "
+    "INSERT INTO summary_fts (rowid, text) VALUES (new.id, coalesce(new.text, '')); END",
+    "CREATE TRIGGER summary_fts_delete AFTER DELETE ON summary BEGIN "
+    "DELETE FROM summary_fts WHERE rowid = old.id; END",
 ]
 
 # Must stay identical to glimpser.web.search.PG_DOCUMENT, or the index is not used.
@@ -48,10 +58,13 @@ _PG_DOCUMENT = (
     " || ' ' || coalesce((data::jsonb) ->> 'matched_objects', ''))"
 )
 
+_PG_SUMMARY = "to_tsvector('simple'::regconfig, coalesce(text, ''))"  # = search.PG_SUMMARY
+
 
 def up(db: peewee.Database) -> None:
     if isinstance(db, peewee.PostgresqlDatabase):
         db.execute_sql(f"CREATE INDEX event_search ON event USING GIN (({_PG_DOCUMENT}))")
+        db.execute_sql(f"CREATE INDEX summary_search ON summary USING GIN (({_PG_SUMMARY}))")
     else:
         for statement in _SQLITE:
             db.execute_sql(statement)

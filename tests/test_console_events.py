@@ -409,3 +409,30 @@ def test_migration_0010_backfills_existing_events_on_sqlite(tmp_path):
         assert found == [(1,)]
         db.execute_sql("UPDATE event SET data = 'still not json' WHERE id = 2")
         assert db.execute_sql("SELECT count(*) FROM event_fts").fetchone() == (2,)
+
+
+def test_search_finds_summaries_the_user_may_see(app, admin, scene):
+    from glimpser.models import Summary
+
+    porch, garage, _events = scene
+    now = times.utcnow()
+    with database.connection_context():
+        for stream, text in ((porch, "Quiet hour; a heron visited."), (garage, "A heron again.")):
+            Summary.create(
+                stream=stream,
+                stream_ids=[stream.id],
+                period="hour",
+                window_start=now - timedelta(hours=1),
+                window_end=now,
+                status="done",
+                text=text,
+            )
+    html = admin.get("/events?q=heron").get_data(as_text=True)
+    assert "Summaries with these words (2)" in html and "a <mark>heron</mark> visited" in html
+    with database.connection_context():
+        bob = create_user("bob", PASSWORD, "viewer")
+        StreamAccess.create(user=bob, stream=porch)
+    viewer = app.test_client()
+    login(viewer, "bob", PASSWORD)
+    html = viewer.get("/events?q=heron", headers=HTMX).get_data(as_text=True)
+    assert "Summaries with these words (1)" in html and "again" not in html

@@ -35,6 +35,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.http import is_resource_modified
 
 from glimpser import queues, times
+from glimpser.analysis.summaries import visible_summaries
 from glimpser.auth.access import visible_streams
 from glimpser.auth.views import safe_next
 from glimpser.db import write_transaction
@@ -49,6 +50,7 @@ from glimpser.models import (
     Rule,
     Snapshot,
     Stream,
+    Summary,
 )
 from glimpser.web import keyset, search
 from glimpser.web.app_settings import current_settings
@@ -331,6 +333,21 @@ def _newest_id() -> int:
     return visible_events().select(peewee.fn.MAX(Event.id)).scalar() or 0
 
 
+MAX_SUMMARIES = 5  # summaries shown above the events a search found
+
+
+def _matching_summaries(filters: Filters) -> list[Summary]:
+    """The newest finished summaries the user may see that contain the searched words."""
+    if not filters.words:
+        return []
+    return list(
+        visible_summaries(current_user)
+        .where((Summary.status == "done") & search.summary_matches(list(filters.words)))
+        .order_by(Summary.window_end.desc(), Summary.id.desc())
+        .limit(MAX_SUMMARIES)
+    )
+
+
 def _context(filters: Filters, events: list[Event], next_cursor: str | None, **extra: Any):
     newest = extra.pop("newest_id")
     return {
@@ -374,7 +391,14 @@ def index():
     newest = _newest_id()  # before the page: what arrives meanwhile comes with the next poll
     events, next_cursor = _page(query, cursor)
     newest = max([newest, *(e.id for e in events)])  # nor twice, if it is already shown
-    context = _context(filters, events, next_cursor, newest_id=newest, paged=cursor is not None)
+    context = _context(
+        filters,
+        events,
+        next_cursor,
+        newest_id=newest,
+        paged=cursor is not None,
+        summaries=_matching_summaries(filters) if cursor is None else [],
+    )
     if fragment and cursor is not None:
         return render_block("events/index.html", "entries", **context), 200, headers
     if fragment:

@@ -21,7 +21,7 @@ import peewee
 from markupsafe import Markup, escape
 
 from glimpser.db import database
-from glimpser.models import Event
+from glimpser.models import Event, Summary
 
 MAX_QUERY_CHARS = 200
 MAX_WORDS = 12
@@ -36,6 +36,9 @@ PG_DOCUMENT = (
     " || ' ' || coalesce((data::jsonb) ->> 'objects', '')"
     " || ' ' || coalesce((data::jsonb) ->> 'matched_objects', ''))"
 )
+
+
+PG_SUMMARY = "to_tsvector('simple'::regconfig, coalesce(text, ''))"
 
 
 class QueryError(ValueError):
@@ -87,6 +90,23 @@ def matches(words: list[str]) -> peewee.Expression:
     # "word"* is an FTS5 prefix query of a quoted string; all words must match (implicit AND).
     fts = " ".join(f'"{w}"*' for w in words)
     return Event.id.in_(peewee.SQL("(SELECT rowid FROM event_fts WHERE event_fts MATCH ?)", [fts]))
+
+
+def summary_matches(words: list[str]) -> peewee.Expression:
+    """A condition on Summary: its text contains every word (as a word or a word's start)."""
+    if _is_postgres():
+        tsquery = " & ".join(f"'{w}':*" for w in words)
+        return Summary.id.in_(
+            peewee.SQL(
+                f"(SELECT id FROM summary WHERE {PG_SUMMARY} "  # noqa: S608 (a constant)
+                "@@ to_tsquery('simple'::regconfig, %s))",
+                [tsquery],
+            )
+        )
+    fts = " ".join(f'"{w}"*' for w in words)
+    return Summary.id.in_(
+        peewee.SQL("(SELECT rowid FROM summary_fts WHERE summary_fts MATCH ?)", [fts])
+    )
 
 
 def highlight(text: object, words: Iterable[str] | None) -> Markup:
