@@ -1,4 +1,5 @@
-"""Full-text search over events: what `/events?q=words` finds, and the words it highlights.
+"""Full-text search over events (and summaries): what `/events?q=words` finds, and the words it
+highlights.
 
 The index is built by migration 0010: an FTS5 table kept current by triggers on SQLite, a GIN
 index on a `to_tsvector` expression on PostgreSQL. Both index the event's title, description
