@@ -149,6 +149,7 @@ def main() -> None:
             shoot_settings(browser, server.url)
             shoot_local_time(browser, server.url)
             shoot_streams_console(browser, server)
+            shoot_events(browser, server.url)
             browser.close()
     finally:
         for proc in [*others, server.proc]:
@@ -320,6 +321,29 @@ def shoot_streams_console(browser, server) -> None:  # noqa: ANN001
                 page.goto(server.url + path)
                 page.wait_for_load_state("networkidle")
                 shoot(page, f"{name}-{width}-{scheme}")
+        context.close()
+
+
+def shoot_events(browser, url: str, words: str = "motion") -> None:  # noqa: ANN001
+    """Events: a search (words highlighted) and the newest matching event's page (before |
+    after, boxes, why), at three widths, light and dark."""
+    for scheme in ("light", "dark"):
+        context = browser.new_context(color_scheme=scheme, viewport={"width": 1920, "height": 1000})
+        page = context.new_page()
+        page.goto(url + "/login")
+        page.get_by_label("Username").fill("alice")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.goto(f"{url}/events?q={words}")
+        event_url = page.locator("#event-list .event-title a").first.get_attribute("href")
+        for width in (1920, 1280, 390):
+            page.set_viewport_size({"width": width, "height": 1000})
+            page.goto(f"{url}/events?q={words}")
+            page.wait_for_load_state("networkidle")
+            shoot(page, f"events-search-{width}-{scheme}")
+            page.goto(url + event_url)
+            page.wait_for_load_state("networkidle")
+            shoot(page, f"event-page-{width}-{scheme}")
         context.close()
 
 

@@ -14,7 +14,7 @@ system-wide and shown to admins only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import peewee
@@ -29,18 +29,34 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
+from markupsafe import Markup
 from werkzeug.datastructures import MultiDict
+from werkzeug.http import is_resource_modified
 
 from glimpser import queues, times
+from glimpser.analysis.summaries import visible_summaries
 from glimpser.auth.access import visible_streams
 from glimpser.auth.views import safe_next
 from glimpser.db import write_transaction
-from glimpser.models import EVENT_KINDS, SEVERITIES, Event, Rule, Snapshot, Stream
-from glimpser.web import keyset
+from glimpser.media.difference import DifferenceError, difference_jpeg
+from glimpser.media.storage import ObjectNotFound, StorageError, get_storage
+from glimpser.models import (
+    EVENT_KINDS,
+    SEVERITIES,
+    Delivery,
+    Event,
+    NotificationChannel,
+    Rule,
+    Snapshot,
+    Stream,
+    Summary,
+)
+from glimpser.web import keyset, search
 from glimpser.web.app_settings import current_settings
 from glimpser.web.audit import audit, listed_ids
 from glimpser.web.htmx import is_fragment_request as _is_fragment_request
 from glimpser.web.htmx import render_block
+from glimpser.web.humantime import current_zone
 from glimpser.web.keyset import MAX_ID
 from glimpser.web.local_time import format_local, parse_local
 from glimpser.web.params import parse_id, parse_ids, parse_int
@@ -60,6 +76,7 @@ KIND_LABELS: dict[str, str] = {
 }
 RANGES: dict[str, tuple[str, timedelta | None]] = {
     "hour": ("Last hour", timedelta(hours=1)),
+    "today": ("Today", None),  # since midnight in the user's time zone
     "day": ("Last 24 hours", timedelta(days=1)),
     "week": ("Last 7 days", timedelta(days=7)),
     "custom": ("Custom range", None),
@@ -67,6 +84,7 @@ RANGES: dict[str, tuple[str, timedelta | None]] = {
 ACK_CHOICES: dict[str, str] = {"no": "Not acknowledged", "yes": "Acknowledged"}
 SYSTEM = "system"  # the stream filter's value for events without a stream (admins only)
 THREAT_LABELS = ("normal", "unusual", "threat")
+MAX_CHOICES = 200  # values of one multi-select filter in a request
 
 
 # --- filters --------------------------------------------------------------------------------
@@ -74,23 +92,37 @@ THREAT_LABELS = ("normal", "unusual", "threat")
 
 @dataclass(frozen=True)
 class Filters:
-    """The timeline's GET parameters, validated; defaults are left out of URLs."""
+    """The timeline's GET parameters, validated; defaults are left out of URLs.
 
-    stream: str = ""  # a stream id, SYSTEM, or "" for all
-    severity: str = ""
-    kind: str = ""
+    Streams, severities and kinds are multi-select: an event matches when it has any of the
+    chosen values (none chosen: any). `q` is a full-text search (glimpser.web.search).
+    """
+
+    streams: tuple[str, ...] = ()  # stream ids, and SYSTEM for events without a stream
+    severities: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
     range: str = ""
     start: datetime | None = field(default=None)
     end: datetime | None = field(default=None)
     ack: str = ""
+    q: str = ""
+    words: tuple[str, ...] = ()
 
-    def params(self) -> dict[str, str]:
+    def params(self) -> dict[str, Any]:
         """The non-default values, as query parameters (as the filter form names them)."""
-        out = {
-            name: value
-            for name in ("stream", "severity", "kind", "range", "ack")
-            if (value := getattr(self, name))
-        }
+        out: dict[str, Any] = {}
+        if self.q:
+            out["q"] = self.q
+        for name, values in (
+            ("stream", self.streams),
+            ("severity", self.severities),
+            ("kind", self.kinds),
+        ):
+            if values:
+                out[name] = list(values)
+        for name in ("range", "ack"):
+            if value := getattr(self, name):
+                out[name] = value
         if self.range == "custom":
             if self.start is not None:
                 out["from"] = format_local(self.start)
@@ -103,8 +135,8 @@ class Filters:
         return bool(self.params())
 
     @property
-    def stream_id(self) -> int | None:
-        return parse_id(self.stream)
+    def stream_ids(self) -> set[int]:
+        return {i for s in self.streams if (i := parse_id(s)) is not None}
 
 
 def _parse_local(value: str, name: str) -> datetime | None:
@@ -122,25 +154,48 @@ def _choice(args: MultiDict, name: str, allowed: object, label: str) -> str:
     return value
 
 
+def _choices(args: MultiDict, name: str, allowed: Any, label: str) -> tuple[str, ...]:
+    """A multi-select filter's values (blanks ignored, repeats dropped, order kept)."""
+    raw = args.getlist(name)
+    if len(raw) > MAX_CHOICES:
+        abort(400, f"Choose at most {MAX_CHOICES} values for {label}.")
+    out: list[str] = []
+    for value in (v.strip() for v in raw):
+        if not value or value in out:
+            continue
+        if allowed is not None and value not in allowed:
+            abort(400, f"Unknown {label} {value[:40]!r}: use one of {', '.join(allowed)}.")
+        out.append(value)
+    return tuple(out)
+
+
 def parse_filters(args: MultiDict) -> Filters:
     """Read the filters from the query string; 400 with a clear message for bad values.
 
     A stream the user may not see answers 404, exactly like a stream that does not exist.
     """
-    stream = args.get("stream", "").strip()
-    if stream == SYSTEM:
-        if not current_user.is_admin:
-            abort(404)
-    elif stream:
+    streams = _choices(args, "stream", None, "stream")
+    ids: list[int] = []
+    for stream in streams:
+        if stream == SYSTEM:
+            if not current_user.is_admin:
+                abort(404)
+            continue
         stream_id = parse_id(stream)
         if stream_id is None:
             abort(400, "The stream filter must be a stream id.")
-        if not visible_streams().where(Stream.id == stream_id).exists():
-            abort(404)
-    severity = _choice(args, "severity", SEVERITIES, "severity")
-    kind = _choice(args, "kind", EVENT_KINDS, "kind")
+        ids.append(stream_id)
+    if ids and visible_streams().where(Stream.id.in_(ids)).count() != len(set(ids)):
+        abort(404)
+    severities = _choices(args, "severity", SEVERITIES, "severity")
+    kinds = _choices(args, "kind", EVENT_KINDS, "kind")
     ack = _choice(args, "ack", ACK_CHOICES, "acknowledged state")
     range_ = _choice(args, "range", RANGES, "time range")
+    q = args.get("q", "")
+    try:
+        words = search.parse_query(q)
+    except search.QueryError as exc:
+        abort(400, str(exc))
     start = end = None
     if range_ == "custom":  # from/to apply to a custom range only (presets are relative)
         start = _parse_local(args.get("from", ""), "From")
@@ -148,8 +203,24 @@ def parse_filters(args: MultiDict) -> Filters:
         if start and end and start > end:
             abort(400, "The time range ends before it starts.")
     return Filters(
-        stream=stream, severity=severity, kind=kind, range=range_, start=start, end=end, ack=ack
+        streams=streams,
+        severities=severities,
+        kinds=kinds,
+        range=range_,
+        start=start,
+        end=end,
+        ack=ack,
+        q=q.strip() if words else "",
+        words=tuple(words),
     )
+
+
+def _today_start(now: datetime) -> datetime:
+    """Midnight today in the viewer's time zone (theirs, else the install's default), as UTC."""
+    zone = current_zone()
+    local = times.to_utc(now).astimezone(zone)
+    midnight = datetime.combine(local.date(), datetime.min.time(), tzinfo=zone)
+    return midnight.astimezone(UTC)
 
 
 # --- queries --------------------------------------------------------------------------------
@@ -182,21 +253,27 @@ def _with_related(query: peewee.ModelSelect) -> peewee.ModelSelect:
 
 def _filtered(filters: Filters, now: datetime) -> peewee.ModelSelect:
     query = visible_events()
-    if filters.stream == SYSTEM:
-        query = query.where(Event.stream.is_null())
-    elif filters.stream_id is not None:
-        query = query.where(Event.stream == filters.stream_id)
-    if filters.severity:
-        query = query.where(Event.severity == filters.severity)
-    if filters.kind:
-        query = query.where(Event.kind == filters.kind)
+    if filters.streams:
+        condition = Event.stream.in_(sorted(filters.stream_ids))
+        if SYSTEM in filters.streams:
+            condition = condition | Event.stream.is_null()
+        query = query.where(condition)
+    if filters.severities:
+        query = query.where(Event.severity.in_(filters.severities))
+    if filters.kinds:
+        query = query.where(Event.kind.in_(filters.kinds))
     if filters.ack:
         query = query.where(Event.acknowledged == (filters.ack == "yes"))
+    if filters.words:
+        query = query.where(search.matches(list(filters.words)))
     preset = RANGES.get(filters.range, ("", None))[1]
-    start = now - preset if preset is not None else filters.start
+    if filters.range == "today":
+        start: datetime | None = _today_start(now)
+    else:
+        start = now - preset if preset is not None else filters.start
     if start is not None:
         query = query.where(Event.created_at >= start)
-    if filters.end is not None and preset is None:
+    if filters.end is not None and filters.range == "custom":
         query = query.where(Event.created_at <= filters.end)
     return query
 
@@ -253,6 +330,21 @@ def _newest_id() -> int:
     return visible_events().select(peewee.fn.MAX(Event.id)).scalar() or 0
 
 
+MAX_SUMMARIES = 5  # summaries shown above the events a search found
+
+
+def _matching_summaries(filters: Filters) -> list[Summary]:
+    """The newest finished summaries the user may see that contain the searched words."""
+    if not filters.words:
+        return []
+    return list(
+        visible_summaries(current_user)
+        .where((Summary.status == "done") & search.summary_matches(list(filters.words)))
+        .order_by(Summary.window_end.desc(), Summary.id.desc())
+        .limit(MAX_SUMMARIES)
+    )
+
+
 def _context(filters: Filters, events: list[Event], next_cursor: str | None, **extra: Any):
     newest = extra.pop("newest_id")
     return {
@@ -263,6 +355,7 @@ def _context(filters: Filters, events: list[Event], next_cursor: str | None, **e
         "poll_seconds": POLL_SECONDS,
         "kind_labels": KIND_LABELS,
         "selectable": True,
+        "search_words": list(filters.words),
         "ack_next": url_for("events.index", **filters.params()),
         "more_url": url_for("events.index", **filters.params(), before=next_cursor)
         if next_cursor
@@ -295,7 +388,14 @@ def index():
     newest = _newest_id()  # before the page: what arrives meanwhile comes with the next poll
     events, next_cursor = _page(query, cursor)
     newest = max([newest, *(e.id for e in events)])  # nor twice, if it is already shown
-    context = _context(filters, events, next_cursor, newest_id=newest, paged=cursor is not None)
+    context = _context(
+        filters,
+        events,
+        next_cursor,
+        newest_id=newest,
+        paged=cursor is not None,
+        summaries=_matching_summaries(filters) if cursor is None else [],
+    )
     if fragment and cursor is not None:
         return render_block("events/index.html", "entries", **context), 200, headers
     if fragment:
@@ -311,6 +411,7 @@ def index():
         ranges=RANGES,
         ack_choices=ACK_CHOICES,
         system_value=SYSTEM,
+        max_query=search.MAX_QUERY_CHARS,
         **context,
     )
     return body, 200, headers
@@ -331,13 +432,171 @@ def _bulk_ids() -> list[int]:
     return sorted(ids)
 
 
-@bp.get("/<int:event_id>")
-def detail(event_id: int):
-    """One event on its own page: where notifications link to."""
+STRIP_SIDE = 4  # pictures before and after the event's picture in the strip
+
+
+def _visible_event(event_id: int) -> Event:
     event = _newest_first(visible_events().where(Event.id == event_id)).first()
     if event is None:
         abort(404)
-    return render_template("events/detail.html", e=event, selectable=False)
+    return event
+
+
+def _event_snapshot(event: Event) -> Snapshot | None:
+    """The event's picture (full row), if it has one and it still exists."""
+    if not (event.snapshot_id and event.stream_id):
+        return None
+    return Snapshot.get_or_none(
+        (Snapshot.id == event.snapshot_id) & (Snapshot.stream == event.stream_id)
+    )
+
+
+def _before(snapshot: Snapshot) -> peewee.ModelSelect:
+    """The stream's pictures taken before `snapshot`, newest first."""
+    return (
+        Snapshot.select()
+        .where(
+            (Snapshot.stream == snapshot.stream_id)
+            & (
+                (Snapshot.captured_at < snapshot.captured_at)
+                | ((Snapshot.captured_at == snapshot.captured_at) & (Snapshot.id < snapshot.id))
+            )
+        )
+        .order_by(Snapshot.captured_at.desc(), Snapshot.id.desc())
+    )
+
+
+def _after(snapshot: Snapshot) -> peewee.ModelSelect:
+    """The stream's pictures taken after `snapshot`, oldest first."""
+    return (
+        Snapshot.select()
+        .where(
+            (Snapshot.stream == snapshot.stream_id)
+            & (
+                (Snapshot.captured_at > snapshot.captured_at)
+                | ((Snapshot.captured_at == snapshot.captured_at) & (Snapshot.id > snapshot.id))
+            )
+        )
+        .order_by(Snapshot.captured_at, Snapshot.id)
+    )
+
+
+def _neighbour_event(event: Event, older: bool) -> int | None:
+    """The id of the next older (j) or newer (k) event the user may see, in timeline order."""
+    query = visible_events().select(Event.id)
+    at, eid = event.created_at, event.id
+    if older:
+        query = query.where(
+            (Event.created_at < at) | ((Event.created_at == at) & (Event.id < eid))
+        ).order_by(Event.created_at.desc(), Event.id.desc())
+    else:
+        query = query.where(
+            (Event.created_at > at) | ((Event.created_at == at) & (Event.id > eid))
+        ).order_by(Event.created_at, Event.id)
+    row = query.first()
+    return row.id if row else None
+
+
+def _why(event: Event) -> list[tuple[str, str]]:
+    """Why the rule matched, in words, from what Event.data recorded (nothing invented)."""
+    data = event.data if isinstance(event.data, dict) else {}
+    out: list[tuple[str, str]] = []
+    conditions = data.get("conditions")
+    if isinstance(conditions, dict) and conditions:
+        parts = [f"{k.replace('_', ' ')}: {v}" for k, v in sorted(conditions.items())]
+        out.append(("Conditions", "; ".join(parts)))
+    if isinstance(data.get("score"), int | float):
+        out.append(("Motion score", f"{data['score'] * 100:.1f} %"))
+    if isinstance(data.get("changed_fraction"), int | float):
+        out.append(("Changed area", f"{data['changed_fraction'] * 100:.1f} % of the picture"))
+    if isinstance(data.get("matched_objects"), list) and data["matched_objects"]:
+        out.append(("Objects that matched", ", ".join(map(str, data["matched_objects"]))))
+    if data.get("question"):
+        out.append(("Question to the AI", str(data["question"])))
+    answer = data.get("answer")
+    if isinstance(answer, dict):
+        said = "yes" if answer.get("match") else "no"
+        if isinstance(answer.get("confidence"), int | float):
+            said += f" ({round(answer['confidence'] * 100)} % sure)"
+        if answer.get("reason"):
+            said += f": {answer['reason']}"
+        out.append(("The AI answered", said))
+    if data.get("ai_error"):
+        out.append(("AI error", str(data["ai_error"])))
+    if data.get("repeats"):
+        out.append(("Repeats during the cooldown", str(data["repeats"])))
+    return out
+
+
+@bp.get("/<int:event_id>")
+def detail(event_id: int):
+    """One event on its own page (where notifications link to): the large picture with its
+    motion boxes, the picture before it and their difference, the AI description, why the
+    rule matched, the deliveries, and the stream's pictures around that moment."""
+    event = _visible_event(event_id)
+    snapshot = _event_snapshot(event)
+    before = strip_before = strip_after = None
+    if snapshot is not None:
+        strip_before = list(_before(snapshot).limit(STRIP_SIDE))
+        before = strip_before[0] if strip_before else None
+        strip_after = list(_after(snapshot).limit(STRIP_SIDE))
+    strip = [*reversed(strip_before or []), *([snapshot] if snapshot else []), *(strip_after or [])]
+    deliveries = []
+    if current_user.is_admin:  # channel errors may name endpoints: admins only
+        deliveries = list(
+            Delivery.select(Delivery, NotificationChannel.name, NotificationChannel.kind)
+            .join(NotificationChannel)
+            .where(Delivery.event == event.id)
+            .order_by(Delivery.created_at, Delivery.id)
+        )
+    older = _neighbour_event(event, older=True)
+    newer = _neighbour_event(event, older=False)
+    return render_template(
+        "events/detail.html",
+        e=event,
+        snapshot=snapshot,
+        before=before,
+        strip=strip,
+        boxes=motion_boxes(snapshot.boxes) if snapshot is not None else [],
+        ai=ai_view(snapshot.ai) if snapshot is not None else None,
+        why=_why(event),
+        deliveries=deliveries,
+        older_url=url_for("events.detail", event_id=older) if older else "",
+        newer_url=url_for("events.detail", event_id=newer) if newer else "",
+        selectable=False,
+        ack_next=url_for("events.detail", event_id=event.id),
+    )
+
+
+@bp.get("/<int:event_id>/difference.jpg")
+def difference(event_id: int):
+    """What changed between the event's picture and the stream's picture before it (red on
+    the dimmed picture), computed here with OpenCV; 404 when there is no pair to compare."""
+    event = _visible_event(event_id)
+    snapshot = _event_snapshot(event)
+    before = _before(snapshot).first() if snapshot is not None else None
+    if snapshot is None or before is None:
+        abort(404)
+    etag = f"diff-{before.sha256[:20]}-{snapshot.sha256[:20]}"
+    if not is_resource_modified(request.environ, etag=etag):
+        response = current_app.response_class(status=304)
+    else:
+        storage = get_storage(current_settings())
+        try:
+            body = difference_jpeg(
+                storage.get(before.storage_key), storage.get(snapshot.storage_key)
+            )
+        except ObjectNotFound:
+            abort(404)
+        except DifferenceError:
+            abort(422, "One of the two pictures cannot be decoded.")
+        except (OSError, StorageError) as exc:
+            current_app.logger.warning("difference not made: %s", exc.__class__.__name__)
+            abort(503)
+        response = current_app.response_class(body, mimetype="image/jpeg")
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = "private, max-age=31536000, immutable"
+    return response
 
 
 @bp.post("/acknowledge")  # many: ids in the form
@@ -468,6 +727,12 @@ def motion_boxes(boxes: Any) -> list[tuple[float, float, float, float]]:
             x, y, w, h = (min(max(float(v), 0.0), 1.0) for v in box)
             out.append((x, y, min(w, 1.0 - x), min(h, 1.0 - y)))
     return out
+
+
+@bp.app_template_filter("highlight")
+def highlight(text: Any, words: Any = None) -> Markup:
+    """Text escaped, the searched words marked (glimpser.web.search.highlight)."""
+    return search.highlight(text, words if isinstance(words, list | tuple) else None)
 
 
 @bp.app_template_filter("fraction")
