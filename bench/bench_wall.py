@@ -78,7 +78,7 @@ def measure(client, rounds: int) -> dict[str, object]:  # noqa: ANN001
 
 def row(label: str, values: list[float], floor: float) -> str:
     p50 = statistics.median(values)
-    return f"| {label} | {p50:.1f} | {percentile(values, 0.95):.1f} | {p50 / floor:.0f}× |"
+    return f"| {label} | {p50:.1f} | {percentile(values, 0.95):.1f} | {p50 / floor:.1f}× |"
 
 
 def main() -> None:

@@ -53,6 +53,7 @@
   var title = viewer.querySelector("h2");
   var stateText = viewer.querySelector(".wall-viewer-state");
   var open = viewer.querySelector("a.wall-viewer-open");
+  var empty = viewer.querySelector(".wall-viewer-empty");
   var currentId = null;
 
   function tiles() {
@@ -67,6 +68,8 @@
     if (img.getAttribute("src") !== src) {
       if (src) img.setAttribute("src", src); else img.removeAttribute("src");
     }
+    img.hidden = !src;
+    empty.hidden = !!src;
     img.alt = (link.dataset.live ? "Live view of " : "Latest snapshot of ") + link.dataset.name;
     title.textContent = link.dataset.name;
     stateText.textContent = (link.dataset.live ? "live · " : "latest picture · ") + link.dataset.state +

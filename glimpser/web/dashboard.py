@@ -168,11 +168,16 @@ def _render_grid(
     )
 
 
-def _grid_response(filters: Filters, columns: int, push_url: bool):
+def _state(filters: Filters, columns: int) -> tuple[list, bool, str]:
+    """The streams shown, whether the user has any at all, and the grid's version."""
     streams = _streams(filters)
     # Which empty state to show (none, or "no match") is part of what the grid renders.
     any_streams = bool(streams) or visible_streams().exists()
-    version = _version(streams, filters, any_streams, columns)
+    return streams, any_streams, _version(streams, filters, any_streams, columns)
+
+
+def _grid_response(filters: Filters, columns: int, state: tuple[list, bool, str], push_url: bool):
+    streams, any_streams, version = state
     headers = {"Vary": "HX-Request"}
     if push_url:  # a filter change (not a poll): keep it in the URL
         headers["HX-Push-Url"] = url_for("dashboard.index", **filters.params())
@@ -188,15 +193,12 @@ def index():
     filters = _filters(request.args)
     kiosk = _kiosk()
     columns = wall_columns(current_user)
+    state = _state(filters, columns)
+    streams, any_streams, version = state
     if is_fragment_request():
-        streams = _streams(filters)
-        any_streams = bool(streams) or visible_streams().exists()
-        if request.args.get("v") == _version(streams, filters, any_streams, columns):
+        if request.args.get("v") == version:
             return "", 204, {"Vary": "HX-Request"}
-        return _grid_response(filters, columns, push_url="v" not in request.args)
-    streams = _streams(filters)
-    any_streams = bool(streams) or visible_streams().exists()
-    version = _version(streams, filters, any_streams, columns)
+        return _grid_response(filters, columns, state, push_url="v" not in request.args)
     body = _render_grid(
         streams,
         filters,
@@ -230,7 +232,7 @@ def set_columns():
         preferences["wall_columns"] = columns
         User.update(preferences=preferences).where(User.id == user.id).execute()
     if is_fragment_request():
-        return _grid_response(filters, columns, push_url=False)
+        return _grid_response(filters, columns, _state(filters, columns), push_url=False)
     return redirect(url_for("dashboard.index", **filters.params()), 303)
 
 
