@@ -207,3 +207,22 @@ def test_an_unchanged_poll_is_204_while_the_clock_moves(app, admin, wall):
     url = poll_url(changed.get_data(as_text=True))
     post_columns(admin, "3")
     assert admin.get(url, headers=HTMX).status_code == 200
+
+
+def test_live_kinds_open_live_in_the_viewer_and_viewers_see_only_theirs(app, admin, wall):
+    with database.connection_context():
+        cam = Stream.create(
+            name="Dock", kind="mjpeg", config={"kind": "mjpeg", "url": "http://192.0.2.9/v.mjpg"}
+        )
+        bob = create_user("bob", PASSWORD, "viewer")
+        StreamAccess.create(user=bob, stream=cam)
+    html = admin.get("/").get_data(as_text=True)
+    assert f'data-live="/streams/{cam.id}/live.mjpg"' in html
+    # A still-image camera has no live feed: the viewer shows its latest picture.
+    ant = wall[0]
+    tile = re.search(rf'<a href="/streams/{ant.id}" class="tile-link".*?>', html, re.S).group(0)
+    assert "data-live" not in tile and f"/streams/{ant.id}/snapshots/" in tile
+    viewer = app.test_client()
+    login(viewer, "bob", PASSWORD)
+    page = viewer.get("/").get_data(as_text=True)
+    assert names(page) == ["Dock"] and "Ant farm" not in page
