@@ -1,6 +1,7 @@
 """The dashboard and the stream history in a real browser against web + worker + scheduler:
 the grid picks up new snapshots without a reload, filters and search, click-to-enlarge with
-arrow keys, and a phone-sized screen without horizontal scrolling."""
+arrow keys, and a phone-sized screen without horizontal scrolling. The camera wall's own
+features (columns, kiosk, failing first, the viewer) are in tests/test_console_wall_browser.py."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def test_dashboard_shows_new_snapshots_without_reloading(live_stack, page: Page,
     camera.state.picture = jpeg((200, 40, 40), size=(640, 360), label="second")
     expect(picture).not_to_have_attribute("src", before, timeout=30_000)
     assert page.evaluate("window.__noReload") == "still here"
-    expect(page.locator("#card-1 time[data-age]")).to_have_text(re.compile(r"\d+ s ago"))
+    expect(page.locator("#tile-1 .tile-age time[data-relative]")).to_have_count(1)
     # The new thumbnail really loaded.
     assert page.evaluate("document.querySelector('#dashboard-grid img').naturalWidth") == 320
 
@@ -51,7 +52,7 @@ def test_filters_and_search_update_the_grid_and_the_url(live_stack, page: Page, 
     add_stream(page, live_stack.url, "Kitchen", f"{camera.url}/snapshot.jpg", 300, "indoor")
     add_stream(page, live_stack.url, "Broken", f"{camera.url}/missing.jpg", 300, "outdoor")
     page.goto(live_stack.url + "/")
-    cards = page.locator("#dashboard-grid .card-title")
+    cards = page.locator("#dashboard-grid .tile-name")
     expect(cards).to_have_count(3)
     page.evaluate("window.__noReload = 1")
     page.get_by_label("Search").fill("kit")
@@ -60,20 +61,16 @@ def test_filters_and_search_update_the_grid_and_the_url(live_stack, page: Page, 
     page.get_by_label("Search").fill("")
     expect(cards).to_have_count(3)
     page.get_by_label("Group").select_option("outdoor")
-    expect(cards).to_have_text(["Broken", "Front door"])
-    # The failing stream shows its real error on tap.
+    expect(cards).to_have_count(2)  # Broken (failing first, once it failed) and Front door
+    # The failing stream shows its real error on its tile.
     page.get_by_label("State").select_option("failing")
     expect(cards).to_have_text(["Broken"], timeout=30_000)
-    page.locator("#dashboard-grid summary").click()
-    expect(page.locator("#dashboard-grid details")).to_contain_text("HTTP 404")
-    page.get_by_label("Grid size").select_option("small")
-    expect(page.locator("ul.cards.size-small")).to_be_visible()
-    expect(page).to_have_url(re.compile(r"group=outdoor.*state=failing.*size=small"))
+    expect(page.locator("#dashboard-grid .tile-error")).to_contain_text("HTTP 404")
+    expect(page).to_have_url(re.compile(r"group=outdoor.*state=failing"))
     assert page.evaluate("window.__noReload") == 1
     # The URL keeps the filters: a reload shows the same view.
     page.reload()
     expect(cards).to_have_text(["Broken"])
-    expect(page.get_by_label("Grid size")).to_have_value("small")
 
 
 def test_history_enlarges_and_steps_with_the_arrow_keys(live_stack, page: Page, camera):
@@ -120,10 +117,14 @@ def test_dashboard_fits_a_phone(live_stack, page: Page, camera):
         "somewhere-far-away",
     )
     page.set_viewport_size({"width": 375, "height": 740})
-    for size in ("small", "medium", "large"):
-        page.goto(f"{live_stack.url}/?size={size}")
-        expect(page.locator("#dashboard-grid .card")).to_have_count(1)
-        width = page.evaluate("document.documentElement.scrollWidth")
-        assert width <= 375, (size, width)
+    for columns in ("2", "12"):
+        page.goto(f"{live_stack.url}/")
+        page.get_by_label("Columns").select_option(columns)
+        expect(page.locator(f"ul.wall-grid.cols-{columns}")).to_be_visible()
+        for kiosk in ("0", "1"):
+            page.goto(f"{live_stack.url}/?kiosk={kiosk}")
+            expect(page.locator("#dashboard-grid .tile")).to_have_count(1)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 375, (columns, kiosk, width)
     page.goto(live_stack.url + "/streams/1")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375

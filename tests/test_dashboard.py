@@ -1,6 +1,7 @@
-"""The dashboard and the stream page through the Flask test client: the self-refreshing grid
-(204 while unchanged), filters, search, grid size, empty states, per-user visibility, ages,
-and the stream page's paginated history."""
+"""The dashboard (camera wall) and the stream page through the Flask test client: the
+self-refreshing grid (204 while unchanged), filters, search, empty states, per-user visibility,
+and the stream page's paginated history. The wall's own features (columns, kiosk, failing
+first, a poll under a moving clock) are in tests/test_console_wall.py."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def poll_url(html: str) -> str:
 
 
 def card_names(html: str) -> list[str]:
-    return re.findall(r'<h2 class="card-title"><a href="[^"]+">([^<]+)</a>', html)
+    return re.findall(r'<span class="tile-name">([^<]+)</span>', html)
 
 
 @pytest.fixture
@@ -88,54 +89,55 @@ def test_unchanged_grid_answers_204_and_a_new_snapshot_200(app, admin, three):
     assert changed.status_code == 200 and "timed out" in changed.get_data(as_text=True)
 
 
-def test_cards_show_picture_kind_state_error_and_age(admin, three):
+def test_tiles_show_picture_state_error_and_age(admin, three):
     front, garage, kitchen = three
     html = admin.get("/").get_data(as_text=True)
-    assert card_names(html) == ["Front door", "Garage", "Kitchen"]
-    assert re.search(r"<time [^>]*data-age=\"1[2-9]\"[^>]*>1[2-9] s ago</time>", html)
-    assert "5 min ago" in html and "never captured" in html
-    # The failing stream's real error: a tooltip and a <details> that opens on tap.
-    assert 'title="HTTP 503 from the camera"' in html
-    assert re.search(r'<details class="state-details"[^>]*>.*HTTP 503 from the camera', html, re.S)
-    assert 'class="badge state-paused"' in html and "Camera still image" in html
+    assert card_names(html) == ["Garage", "Front door", "Kitchen"]  # failing first
+    # The picture's age (its snapshot's time), through the one time macro, kept ticking.
+    assert (
+        len(re.findall(r'<span class="tile-age"><time datetime="[^"]+"[^>]*data-relative', html))
+        == 3
+    )
+    # The failing stream's real error is on its tile.
+    assert re.search(r'<span class="tile-error" title="HTTP 503 from the camera">HTTP 503', html)
+    assert 'class="dot dot-paused"' in html and '<span class="tile-flag">paused</span>' in html
     assert f"/streams/{front.id}/snapshots/" in html and "/thumb.jpg" in html
-    # No AI caption exists yet, so nothing pretends to be one.
-    assert 'class="caption"' not in html
+    assert " style=" not in html and " onclick=" not in html and "<script>" not in html
 
 
-def test_filters_search_and_grid_size(admin, three):
+def test_filters_and_search(admin, three):
     assert card_names(admin.get("/?state=failing").get_data(as_text=True)) == ["Garage"]
     assert card_names(admin.get("/?group=outdoor").get_data(as_text=True)) == [
-        "Front door",
         "Garage",
+        "Front door",
     ]
     assert card_names(admin.get("/?q=KITCH").get_data(as_text=True)) == ["Kitchen"]
     assert card_names(admin.get("/?q=%25").get_data(as_text=True)) == []  # no LIKE wildcards
-    both = admin.get("/?group=Outdoor&state=ok&size=small").get_data(as_text=True)
-    assert card_names(both) == ["Front door"] and 'class="cards size-small"' in both
-    assert '<option value="small" selected>' in both
-    large = admin.get("/?size=large").get_data(as_text=True)
-    assert 'class="cards size-large"' in large and "/thumb.jpg" not in large
+    both = admin.get("/?group=Outdoor&state=ok").get_data(as_text=True)
+    assert card_names(both) == ["Front door"]
     nothing = admin.get("/?q=zzz").get_data(as_text=True)
     assert "No stream matches these filters" in nothing and "No streams yet" not in nothing
     # The groups menu lists each group once, whatever its case.
     page = admin.get("/").get_data(as_text=True)
-    assert re.findall(r'<option value="([^"]*)"', page)[:4] == ["", "Car", "Indoor", "Outdoor"]
+    groups = re.search(r'<select id="dash-group".*?</select>', page, re.S).group(0)
+    assert re.findall(r'<option value="([^"]*)"', groups) == ["", "Car", "Indoor", "Outdoor"]
 
 
 def test_filter_changes_push_their_url_and_polls_keep_the_filters(admin, three):
-    response = admin.get("/?q=gar&state=failing&size=large", headers=HTMX)
+    response = admin.get("/?q=gar&state=failing", headers=HTMX)
     assert response.status_code == 200
-    assert response.headers["HX-Push-Url"] == "/?q=gar&state=failing&size=large"
+    assert response.headers["HX-Push-Url"] == "/?q=gar&state=failing"
     url = poll_url(response.get_data(as_text=True))
-    assert "q=gar" in url and "state=failing" in url and "size=large" in url
+    assert "q=gar" in url and "state=failing" in url
     assert admin.get(url, headers=HTMX).status_code == 204
-    defaults = admin.get("/?q=&group=&state=&size=medium", headers=HTMX)
+    defaults = admin.get("/?q=&group=&state=", headers=HTMX)
     assert defaults.headers["HX-Push-Url"] == "/"
 
 
 @pytest.mark.parametrize(
-    "query", ["state=burning", "size=huge", "q=" + "x" * 201], ids=["state", "size", "q"]
+    "query",
+    ["state=burning", "kiosk=yes", "kiosk=%D9%A1", "q=" + "x" * 201],
+    ids=["state", "kiosk", "kiosk-unicode-digit", "q"],
 )
 def test_bad_filters_are_a_clear_400(admin, query):
     response = admin.get(f"/?{query}")
@@ -174,8 +176,8 @@ def test_viewers_see_only_granted_streams(app, admin, three):
     with database.connection_context():
         StreamAccess.create(user=bob, stream=front)
     assert card_names(viewer.get(url, headers=HTMX).get_data(as_text=True)) == [
+        "Garage",  # failing first
         "Front door",
-        "Garage",
     ]
 
 

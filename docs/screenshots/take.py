@@ -150,6 +150,7 @@ def main() -> None:
             shoot_local_time(browser, server.url)
             shoot_streams_console(browser, server)
             shoot_events(browser, server.url)
+            shoot_wall(browser, page, server.url, camera)
             browser.close()
     finally:
         for proc in [*others, server.proc]:
@@ -344,6 +345,61 @@ def shoot_events(browser, url: str, words: str = "motion") -> None:  # noqa: ANN
             page.goto(url + event_url)
             page.wait_for_load_state("networkidle")
             shoot(page, f"event-page-{width}-{scheme}")
+        context.close()
+
+
+def shoot_wall(browser, page, url: str, camera) -> None:  # noqa: ANN001
+    """The camera wall with a dozen streams (a failing one, a website, a paused one) at three
+    widths, light and dark, and in kiosk mode."""
+    from playwright.sync_api import expect
+
+    names = ["Back yard", "Garage", "Loading bay", "Lobby", "Parking north", "Parking south",
+             "Reception", "Roof", "Side gate"]  # fmt: skip
+    colours = [(70, 120, 60), (90, 90, 100), (150, 110, 60), (120, 70, 90), (60, 90, 140),
+               (50, 110, 120), (140, 80, 60), (100, 130, 160), (80, 60, 120)]  # fmt: skip
+    for name, colour in zip(names, colours, strict=True):
+        camera.state.picture = jpeg(colour, size=(640, 360), label=name.lower())
+        page.goto(url + "/streams/new")
+        page.get_by_label("Kind of source").select_option("http_image")
+        page.get_by_label("Name", exact=True).fill(name)
+        page.get_by_label("Capture every (seconds)").fill("3600")
+        page.get_by_label("Image URL", exact=True).fill(f"{camera.url}/snapshot.jpg")
+        page.get_by_role("button", name="Create stream").click()
+        expect(page.get_by_alt_text(f"Latest snapshot of {name}")).to_be_visible(timeout=60_000)
+    # The last one (Side gate) paused: its picture stays, dimmed, marked "paused".
+    page.get_by_role("button", name="Pause").click()
+    # A website (this very server's sign-in page), shown whole rather than cropped.
+    page.goto(url + "/streams/new")
+    page.get_by_label("Kind of source").select_option("website")
+    page.get_by_label("Name", exact=True).fill("Status page")
+    page.get_by_label("Capture every (seconds)").fill("3600")
+    page.get_by_label("Page URL", exact=True).fill(url + "/login")
+    page.get_by_role("button", name="Create stream").click()
+    expect(page.get_by_alt_text("Latest snapshot of Status page")).to_be_visible(timeout=90_000)
+    for scheme in ("light", "dark"):
+        context = browser.new_context(color_scheme=scheme, viewport={"width": 1920, "height": 1080})
+        wall = context.new_page()
+        wall.goto(url + "/login")
+        wall.get_by_label("Username").fill("alice")
+        wall.get_by_label("Password").fill(PASSWORD)
+        wall.get_by_role("button", name="Sign in").click()
+        for width, columns in ((1920, "6"), (1280, "4"), (390, "4")):
+            wall.set_viewport_size({"width": width, "height": 1080 if width > 390 else 844})
+            wall.goto(url + "/")
+            wall.get_by_label("Columns").select_option(columns)
+            wall.locator(f"ul.wall-grid.cols-{columns}").wait_for()
+            wall.wait_for_load_state("networkidle")
+            shoot(wall, f"wall-{width}-{scheme}")
+        wall.set_viewport_size({"width": 1920, "height": 1080})
+        wall.get_by_label("Columns").select_option("6")
+        wall.locator("ul.wall-grid.cols-6").wait_for()
+        wall.goto(url + "/?kiosk=1")
+        wall.wait_for_load_state("networkidle")
+        shoot(wall, f"wall-kiosk-1920-{scheme}")
+        wall.locator("#dashboard-grid a.tile-link").nth(1).click()
+        wall.locator("dialog#wall-viewer img").wait_for()
+        wall.wait_for_timeout(1500)
+        shoot(wall, f"wall-viewer-1920-{scheme}")
         context.close()
 
 

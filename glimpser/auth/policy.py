@@ -56,6 +56,7 @@ VIEWER_WRITE_ENDPOINTS: frozenset[str] = frozenset(
         "profile.end_other_sessions",
         # ... and their own console preferences (time zone, wall columns, theme).
         "profile.save_preferences",
+        "dashboard.set_columns",  # ... and the columns of their own camera wall
     }
 )
 ADMIN_BLUEPRINTS: frozenset[str] = frozenset(
