@@ -204,6 +204,12 @@ class YoutubeConfig(SourceConfig):
 
 
 _CSS_OR_XPATH = re.compile(r"^[^\x00-\x1f]*$")
+# Ignore patterns for a website's text: a few short regular expressions, compiled once and run
+# on text cut to TEXT_MAX_CHARS (glimpser.analysis.textchange), so their cost stays bounded.
+MAX_IGNORE_PATTERNS = 20
+MAX_IGNORE_PATTERN_CHARS = 200
+# A website snapshot keeps at most this much of the page's text.
+TEXT_MAX_CHARS = 100_000
 
 
 class WebsiteConfig(SourceConfig, _Credentials):
@@ -234,7 +240,42 @@ class WebsiteConfig(SourceConfig, _Credentials):
         json_schema_extra={"widget": "lines"},
     )
     dark_mode: bool = Field(False, title="Dark mode")
+    extract_text: bool = Field(
+        False,
+        title="Keep the page's text",
+        description="Store the text of the page (or of the element above) with each snapshot, "
+        "for text diffs.",
+    )
+    change_by: Literal["picture", "text", "either"] = Field(
+        "picture",
+        title="Changed when",
+        description="picture: pixels outside the masks; text: the kept text, without the "
+        "ignored patterns; either: one of both.",
+    )
+    ignore_text: list[Annotated[str, Field(max_length=MAX_IGNORE_PATTERN_CHARS)]] = Field(
+        default_factory=list,
+        max_length=MAX_IGNORE_PATTERNS,
+        title="Ignore text",
+        description=r"Regular expressions, one per line, removed from the text before comparing "
+        r"(a clock: \d{1,2}:\d{2}(:\d{2})?).",
+        json_schema_extra={"widget": "lines"},
+    )
     timeout: int = timeout_field(30)  # pages and yt-dlp need longer
+
+    @field_validator("ignore_text", mode="before")
+    @classmethod
+    def _pattern_lines(cls, v: Any) -> Any:
+        return schema_helpers.split_lines(v)
+
+    @field_validator("ignore_text")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
+        return v
 
     @field_validator("element_selector", "wait_selector")
     @classmethod
@@ -252,6 +293,8 @@ class WebsiteConfig(SourceConfig, _Credentials):
     def _wait_needs(self) -> WebsiteConfig:
         if self.wait == "selector" and not self.wait_selector:
             raise ValueError("waiting for a selector needs the selector")
+        if self.change_by != "picture" and not self.extract_text:
+            raise ValueError("judging changes by the text needs “Keep the page's text” on")
         return self
 
 
