@@ -258,3 +258,223 @@ def test_an_ignore_rule_keeps_a_clock_page_quiet(change_rule, clock_site):
     [event] = events_of(quiet)
     assert event.kind == "change" and event.description == "The page's text changed"
     assert len(events_of(masked)) == 1, "a real change outside the mask is an event"
+
+
+# --- the change view -------------------------------------------------------------------------
+
+
+def _jpeg(colour: tuple[int, int, int], box: tuple[int, int, int, int] | None = None) -> bytes:
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (320, 200), colour)
+    if box:
+        ImageDraw.Draw(image).rectangle(box, fill=(0, 0, 0))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=95)
+    return out.getvalue()
+
+
+def _store(app, stream: Stream, picture: bytes, text: str | None, seconds_ago: float) -> Snapshot:
+    from datetime import timedelta
+
+    from glimpser import times
+    from glimpser.media.snapshots import save_snapshot
+    from glimpser.media.storage import get_storage
+    from glimpser.sources.base import Frame
+
+    frame = Frame(jpeg=picture, width=320, height=200, text=text)
+    at = times.utcnow() - timedelta(seconds=seconds_ago)
+    with database.connection_context():
+        snap = save_snapshot(
+            stream,
+            frame,
+            at,
+            get_storage(app.extensions["glimpser.settings"]),
+            store_identical=True,
+        )
+    assert snap is not None
+    return snap
+
+
+@pytest.fixture
+def changes(app):
+    """An admin client, a viewer (granted one site, not the other), and three snapshots."""
+    from glimpser.auth.users import create_user
+    from glimpser.models import StreamAccess
+    from tests.helpers import PASSWORD, login, signed_in_admin
+
+    admin = signed_in_admin(app)
+    site = website_stream(
+        "http://192.0.2.1/", "Rent status", extract_text=True, ignore_text=[r"\d+:\d+"]
+    )
+    other = website_stream("http://192.0.2.2/", "Other")
+    white = _jpeg((255, 255, 255))
+    first = _store(app, site, white, "Rent: due\nAt 10:01\n<script>alert(1)</script>", 30)
+    second = _store(
+        app,
+        site,
+        _jpeg((255, 255, 255), (20, 20, 60, 60)),
+        "Rent: PAID\nAt 10:02\n<script>alert(1)</script>",
+        20,
+    )
+    hidden = _store(app, other, white, None, 10)
+    with database.connection_context():
+        bob = create_user("bob", PASSWORD, "viewer")
+        StreamAccess.create(user=bob, stream=site)
+    viewer = app.test_client()
+    login(viewer, "bob", PASSWORD)
+    return admin, viewer, site, other, first, second, hidden
+
+
+def test_the_change_view_shows_pictures_and_an_escaped_text_diff(changes):
+    admin, viewer, site, _other, first, second, _hidden = changes
+    url = f"/streams/{site.id}/changes/{second.id}"
+    for client in (admin, viewer):
+        page = client.get(url)
+        assert page.status_code == 200
+        html_text = page.get_data(as_text=True)
+        assert f"/streams/{site.id}/snapshots/{first.id}.jpg" in html_text
+        assert f"/streams/{site.id}/changes/{second.id}/diff.png" in html_text
+        assert 'class="diff-removed"' in html_text and "Rent: due" in html_text
+        assert 'class="diff-added"' in html_text and "Rent: PAID" in html_text
+        assert "<script>alert" not in html_text and "&lt;script&gt;alert(1)" in html_text
+        assert "the text changed apart from these" in html_text
+    first_page = admin.get(f"/streams/{site.id}/changes/{first.id}").get_data(as_text=True)
+    assert "nothing to compare it with" in first_page
+    # The stream's history links here.
+    assert f"/streams/{site.id}/changes/{second.id}" in admin.get(f"/streams/{site.id}").get_data(
+        as_text=True
+    )
+
+
+def test_the_difference_picture_marks_the_changed_pixels_red(changes):
+    import cv2
+    import numpy as np
+
+    admin, viewer, site, _other, first, second, _hidden = changes
+    response = viewer.get(f"/streams/{site.id}/changes/{second.id}/diff.png")
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    picture = cv2.imdecode(np.frombuffer(response.data, np.uint8), cv2.IMREAD_COLOR)
+    assert picture.shape[:2] == (200, 320)
+    blue, green, red = picture[40, 40]
+    assert red > 200 and green < 50 and blue < 50, "the new black square is red"
+    assert not (picture[150, 250][2] > 200 and picture[150, 250][1] < 50), "unchanged: not red"
+    again = viewer.get(
+        f"/streams/{site.id}/changes/{second.id}/diff.png",
+        headers={"If-None-Match": response.headers["ETag"]},
+    )
+    assert again.status_code == 304
+    assert admin.get(f"/streams/{site.id}/changes/{first.id}/diff.png").status_code == 404
+
+
+def test_the_change_view_is_access_checked(changes):
+    admin, viewer, site, other, first, second, hidden = changes
+    for path in (
+        f"/streams/{other.id}/changes/{hidden.id}",
+        f"/streams/{other.id}/changes/{hidden.id}/diff.png",
+    ):
+        assert viewer.get(path).status_code == 404  # another stream: as if it did not exist
+        assert admin.get(path).status_code == 200 or path.endswith(".png")
+    # A snapshot of another stream under this stream's URL, huge and odd ids: all 404.
+    for bad in (hidden.id, 2**63, "١٢", "-1", "x"):
+        assert admin.get(f"/streams/{site.id}/changes/{bad}").status_code == 404
+        assert admin.get(f"/streams/{site.id}/changes/{bad}/diff.png").status_code == 404
+    assert viewer.get(f"/streams/{2**63}/changes/{second.id}").status_code == 404
+    anonymous = admin.application.test_client()
+    assert anonymous.get(f"/streams/{site.id}/changes/{second.id}").status_code in (302, 401)
+
+
+# --- honest feedback: "Capture now" and the form's words -------------------------------------
+
+
+def _capture_now(client, stream: Stream) -> str:
+    from tests.helpers import csrf_from
+
+    token = csrf_from(client.get(f"/streams/{stream.id}").get_data(as_text=True))
+    answer = client.post(
+        f"/streams/{stream.id}/capture",
+        data={"csrf_token": token},
+        headers={"HX-Request": "true"},
+    )
+    assert answer.status_code == 200
+    return answer.get_data(as_text=True)
+
+
+def _result_after_jobs(app, client, pending: str) -> str:
+    import re as re_
+
+    url = re_.search(r'hx-get="([^"]+)"', pending)
+    assert url, pending
+    run_queued_jobs(app, ("capture",))
+    return client.get(html.unescape(url.group(1))).get_data(as_text=True)
+
+
+@pytest.mark.slow
+def test_capture_now_says_what_happened(capture_app, camera):
+    from tests.helpers import signed_in_admin
+
+    admin = signed_in_admin(capture_app)
+    with database.connection_context():
+        cam = Stream.create(
+            name="Door",
+            kind="http_image",
+            enabled=False,
+            state="paused",
+            config={"kind": "http_image", "url": f"{camera.url}/snapshot.jpg"},
+        )
+        broken = Stream.create(
+            name="Broken",
+            kind="http_image",
+            enabled=False,
+            state="paused",
+            config={"kind": "http_image", "url": f"{camera.url}/nothing-here.jpg"},
+        )
+    pending = _capture_now(admin, cam)
+    assert "Capturing…" in pending
+    assert "New picture stored." in _result_after_jobs(capture_app, admin, pending)
+    again = _result_after_jobs(capture_app, admin, _capture_now(admin, cam))
+    assert "Unchanged: the picture is the same as the last one" in again
+    failed = _result_after_jobs(capture_app, admin, _capture_now(admin, broken))
+    assert "Capture failed:" in failed and "404" in failed
+    # Another session cannot follow these jobs; a made-up job id is a 404.
+    from tests.helpers import PASSWORD, login
+
+    other = capture_app.test_client()
+    login(other, "alice", PASSWORD)
+    assert other.get(f"/streams/{cam.id}/capture/capture-{cam.id}-abc").status_code == 404
+    assert admin.get(f"/streams/{cam.id}/capture/capture-{broken.id}-x").status_code == 404
+
+
+def test_the_form_speaks_plainly(app):
+    from tests.helpers import form_post, signed_in_admin
+
+    admin = signed_in_admin(app)
+    answer = form_post(
+        admin,
+        "/streams/new",
+        data={"kind": "rtsp", "name": "Cam", "interval": "0", "config.url": ""},
+    )
+    assert answer.status_code == 422
+    page = answer.get_data(as_text=True)
+    assert "Enter a number of seconds, at least 1" in page
+    assert "Enter the camera&#39;s RTSP address" in page
+    answer = form_post(
+        admin,
+        "/streams/new",
+        data={
+            "kind": "website",
+            "name": "Site",
+            "interval": "٣",  # unicode digits
+            "config.url": "http://example.com/",
+            "config.ignore_text": "(unclosed",
+            "config.change_by": "text",
+        },
+    )
+    assert answer.status_code == 422
+    page = answer.get_data(as_text=True)
+    assert "Enter a number of seconds, at least 1" in page
+    assert "is not a valid regular expression" in page
+    with database.connection_context():
+        assert Stream.select().count() == 0
