@@ -478,3 +478,20 @@ def test_the_form_speaks_plainly(app):
     assert "is not a valid regular expression" in page
     with database.connection_context():
         assert Stream.select().count() == 0
+
+
+@pytest.mark.slow
+def test_an_ffmpeg_failure_names_the_address_and_the_reason(tmp_path):
+    """Real ffmpeg against a closed loopback port: its meaningful line, not its summaries."""
+    import socket
+
+    from glimpser.sources import rtsp
+    from glimpser.sources.schemas import RtspConfig
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"rtsp://127.0.0.1:{port}/stream"
+    with pytest.raises(CaptureError) as caught:
+        rtsp.capture(RtspConfig(url=url, timeout=20), context(tmp_path))
+    assert str(caught.value) == f"{url}: Connection refused"

@@ -50,7 +50,7 @@ def test_picker_fills_the_selector_and_the_change_view_shows_the_text_diff(
     # Crop to the whole content block, keep its text, judge by text without the clock.
     page.get_by_label("Crop to element").fill("#content")
     page.get_by_label("Keep the page's text").check()
-    page.get_by_label("Changed when").select_option("text")
+    page.get_by_label("Judge changes by").select_option("text")
     page.get_by_label("Ignore text").fill(CLOCK)
     page.get_by_role("button", name="Create stream").click()
     expect(page.get_by_role("heading", name="Status page")).to_be_visible()

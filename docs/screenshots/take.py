@@ -147,6 +147,7 @@ def main() -> None:
             shoot_sessions(browser, page, server.url)
             users_pages(browser, page, server.url)
             shoot_settings(browser, server.url)
+            shoot_websites(browser, server.url)
             browser.close()
     finally:
         for proc in [*others, server.proc]:
@@ -226,6 +227,63 @@ def shoot_settings(browser, url: str) -> None:  # noqa: ANN001
             context.close()
     finally:
         ai.stop()
+
+
+def shoot_websites(browser, url: str) -> None:  # noqa: ANN001
+    """Website changes: the element picker of a test capture and the change view (a status page
+    whose clock ticks, kept quiet by an ignore pattern, then its content changes), at three
+    widths, light and dark."""
+    from tests.test_console_websites import CLOCK, ClockSite
+
+    site = ClockSite()
+    try:
+        for scheme in ("light", "dark"):
+            context = browser.new_context(color_scheme=scheme, viewport=SIZES["desktop"])
+            page = context.new_page()
+            page.goto(url + "/login")
+            page.get_by_label("Username").fill("alice")
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            if scheme == "light":
+                site.content = "All systems normal"
+                page.goto(url + "/streams/new")
+                page.get_by_label("Kind of source").select_option("website")
+                page.get_by_label("Page URL", exact=True).fill(site.url)
+                page.get_by_label("Name", exact=True).fill("Status page")
+                page.get_by_label("Capture every (seconds)").fill("3600")
+                page.get_by_label("Keep the page's text").check()
+                page.get_by_label("Judge changes by").select_option("text")
+                page.get_by_label("Ignore text").fill(CLOCK)
+                page.get_by_role("button", name="Create stream").click()
+                stream_url = page.url
+                for _ in range(240):  # the first capture, however busy the machine
+                    if page.locator("#history a.change-link").count():
+                        break
+                    time.sleep(0.5)
+                    page.goto(stream_url)
+                site.content = "Database DOWN since 09:12; failover running"
+                page.get_by_role("button", name="Capture now").click()
+                page.get_by_text("New picture stored").wait_for(timeout=120_000)
+            page.goto(stream_url + "/edit")
+            page.get_by_role("button", name="Test capture").click()
+            picture = page.locator("#preview .picker img")
+            picture.wait_for(timeout=60_000)
+            box = picture.bounding_box()
+            picture.click(position={"x": box["width"] * 0.1, "y": box["height"] * 130 / 720})
+            for width in (1920, 1280, 390):
+                page.set_viewport_size({"width": width, "height": 900})
+                page.locator("#preview").scroll_into_view_if_needed()
+                page.screenshot(path=str(OUT / f"website-picker-{width}-{scheme}.png"))
+                print("wrote", f"website-picker-{width}-{scheme}.png")
+            page.goto(stream_url)
+            page.locator("#history a.change-link").first.click()
+            page.wait_for_load_state("networkidle")
+            for width in (1920, 1280, 390):
+                page.set_viewport_size({"width": width, "height": 900})
+                shoot(page, f"website-changes-{width}-{scheme}")
+            context.close()
+    finally:
+        site.close()
 
 
 def shoot(page, name: str) -> None:  # noqa: ANN001

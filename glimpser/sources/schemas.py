@@ -256,7 +256,7 @@ class WebsiteConfig(SourceConfig, _Credentials):
     )
     change_by: Literal["picture", "text", "either"] = Field(
         "picture",
-        title="Changed when",
+        title="Judge changes by",
         description="picture: pixels outside the masks; text: the kept text, without the "
         "ignored patterns; either: one of both.",
     )
