@@ -4,6 +4,7 @@ selector errors, against a real page on a loopback server rendered by real Chrom
 from __future__ import annotations
 
 import html
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -495,3 +496,15 @@ def test_an_ffmpeg_failure_names_the_address_and_the_reason(tmp_path):
     with pytest.raises(CaptureError) as caught:
         rtsp.capture(RtspConfig(url=url, timeout=20), context(tmp_path))
     assert str(caught.value) == f"{url}: Connection refused"
+
+
+def test_a_list_field_is_not_cut_to_its_number_of_lines(app):
+    """The form's textareas for lists (ignore patterns, hidden elements) carry no maxlength:
+    the schema's limit there counts lines, not characters."""
+    from tests.helpers import signed_in_admin
+
+    admin = signed_in_admin(app)
+    page = admin.get("/streams/kind-fields?kind=website").get_data(as_text=True)
+    for name in ("config.ignore_text", "config.hide_selectors"):
+        tag = re.search(rf'<textarea[^>]*name="{re.escape(name)}"[^>]*>', page)
+        assert tag and "maxlength" not in tag.group(0), tag

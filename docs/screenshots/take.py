@@ -10,6 +10,7 @@ Run: .venv/bin/python docs/screenshots/take.py
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -255,6 +256,7 @@ def shoot_websites(browser, url: str) -> None:  # noqa: ANN001
                 page.get_by_label("Judge changes by").select_option("text")
                 page.get_by_label("Ignore text").fill(CLOCK)
                 page.get_by_role("button", name="Create stream").click()
+                page.wait_for_url(re.compile(r".*/streams/\d+$"), timeout=60_000)
                 stream_url = page.url
                 for _ in range(240):  # the first capture, however busy the machine
                     if page.locator("#history a.change-link").count():
