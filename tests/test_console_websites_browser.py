@@ -36,10 +36,12 @@ def test_picker_fills_the_selector_and_the_change_view_shows_the_text_diff(
     page.get_by_label("Name", exact=True).fill("Status page")
     page.get_by_label("Capture every (seconds)").fill("3600")
     page.get_by_label("Page URL", exact=True).fill(clock_site.url)
+    page.get_by_label("Keep the page's text").check()
     page.get_by_role("button", name="Test capture").click()
     picture = page.locator("#preview .picker img")
     expect(picture).to_be_visible(timeout=60_000)
-    expect(page.locator("#preview")).to_contain_text("All systems normal")  # the page's text
+    page.locator("#preview summary").click()  # the page's text, shown with the test capture
+    expect(page.locator("#preview .test-text pre")).to_contain_text("All systems normal")
     # The page is 1280x720; the heading "Status" of #content spans y 98-163 at 28 px type.
     box = picture.bounding_box()
     assert box is not None
@@ -49,7 +51,6 @@ def test_picker_fills_the_selector_and_the_change_view_shows_the_text_diff(
     expect(page.locator(".picker-box")).to_be_visible()
     # Crop to the whole content block, keep its text, judge by text without the clock.
     page.get_by_label("Crop to element").fill("#content")
-    page.get_by_label("Keep the page's text").check()
     page.get_by_label("Judge changes by").select_option("text")
     page.get_by_label("Ignore text").fill(CLOCK)
     page.get_by_role("button", name="Create stream").click()
