@@ -251,10 +251,12 @@ def test_capture(config: dict, stream_id: int | None = None, secrets: str = "") 
         names = CONFIG_BY_KIND[config["kind"]].SECRET_FIELDS
         stored = stream.config if stream is not None else None
         config = sealed.with_secrets(config, stored, secrets, names, settings().secret_key)
-        frame = grab(config, settings())
+        frame = grab(config, settings(), elements=True)
     except CaptureError as exc:
         return {"ok": False, "error": str(exc)}
     return {
+        "elements": frame.elements,
+        "text": frame.text,
         "ok": True,
         "width": frame.width,
         "height": frame.height,

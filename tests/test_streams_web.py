@@ -137,7 +137,7 @@ def test_invalid_input_shows_inline_errors_and_writes_nothing(admin):
     assert response.status_code == 422
     html = response.get_data(as_text=True)
     assert "must start with rtsp://" in html
-    assert "greater than or equal to 1" in html
+    assert "Enter a number of seconds, at least 1" in html
     assert 'aria-invalid="true"' in html
     with database.connection_context():
         assert Stream.select().count() == 0

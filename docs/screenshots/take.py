@@ -10,6 +10,7 @@ Run: .venv/bin/python docs/screenshots/take.py
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -150,6 +151,7 @@ def main() -> None:
             shoot_local_time(browser, server.url)
             shoot_streams_console(browser, server)
             shoot_events(browser, server.url)
+            shoot_websites(browser, server.url)
             shoot_wall(browser, page, server.url, camera)
             browser.close()
     finally:
@@ -401,6 +403,64 @@ def shoot_wall(browser, page, url: str, camera) -> None:  # noqa: ANN001
         wall.wait_for_timeout(1500)
         shoot(wall, f"wall-viewer-1920-{scheme}")
         context.close()
+
+
+def shoot_websites(browser, url: str) -> None:  # noqa: ANN001
+    """Website changes: the element picker of a test capture and the change view (a status page
+    whose clock ticks, kept quiet by an ignore pattern, then its content changes), at three
+    widths, light and dark."""
+    from tests.test_console_websites import CLOCK, ClockSite
+
+    site = ClockSite()
+    try:
+        for scheme in ("light", "dark"):
+            context = browser.new_context(color_scheme=scheme, viewport=SIZES["desktop"])
+            page = context.new_page()
+            page.goto(url + "/login")
+            page.get_by_label("Username").fill("alice")
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            if scheme == "light":
+                site.content = "All systems normal"
+                page.goto(url + "/streams/new")
+                page.get_by_label("Kind of source").select_option("website")
+                page.get_by_label("Page URL", exact=True).fill(site.url)
+                page.get_by_label("Name", exact=True).fill("Status page")
+                page.get_by_label("Capture every (seconds)").fill("3600")
+                page.get_by_label("Keep the page's text").check()
+                page.get_by_label("Judge changes by").select_option("text")
+                page.get_by_label("Ignore text").fill(CLOCK)
+                page.get_by_role("button", name="Create stream").click()
+                page.wait_for_url(re.compile(r".*/streams/\d+$"), timeout=60_000)
+                stream_url = page.url
+                for _ in range(240):  # the first capture, however busy the machine
+                    if page.locator("#history a.change-link").count():
+                        break
+                    time.sleep(0.5)
+                    page.goto(stream_url)
+                site.content = "Database DOWN since 09:12; failover running"
+                page.get_by_role("button", name="Capture now").click()
+                page.get_by_text("New picture stored").wait_for(timeout=120_000)
+            page.goto(stream_url + "/edit")
+            page.get_by_role("button", name="Test capture").click()
+            picture = page.locator("#preview .picker img")
+            picture.wait_for(timeout=60_000)
+            box = picture.bounding_box()
+            picture.click(position={"x": box["width"] * 0.1, "y": box["height"] * 130 / 720})
+            for width in (1920, 1280, 390):
+                page.set_viewport_size({"width": width, "height": 900})
+                page.locator("#preview").scroll_into_view_if_needed()
+                page.screenshot(path=str(OUT / f"website-picker-{width}-{scheme}.png"))
+                print("wrote", f"website-picker-{width}-{scheme}.png")
+            page.goto(stream_url)
+            page.locator("#history a.change-link").first.click()
+            page.wait_for_load_state("networkidle")
+            for width in (1920, 1280, 390):
+                page.set_viewport_size({"width": width, "height": 900})
+                shoot(page, f"website-changes-{width}-{scheme}")
+            context.close()
+    finally:
+        site.close()
 
 
 def shoot(page, name: str) -> None:  # noqa: ANN001

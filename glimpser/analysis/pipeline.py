@@ -24,7 +24,7 @@ from datetime import timedelta
 import redis
 
 from glimpser import times
-from glimpser.analysis import motion, rules
+from glimpser.analysis import motion, rules, textchange
 from glimpser.analysis.ai import AIClient, AIError, Answer, Description
 from glimpser.analysis.schemas import AnalysisSettings, analysis_settings
 from glimpser.config import Settings
@@ -196,6 +196,7 @@ def analyse_snapshot(
         else None
     )
     if result is not None:
+        result = textchange.judge_website(stream, snapshot, result)  # websites: text rules too
         outcome.note, outcome.changed, outcome.score = result.note, result.changed, result.score
 
     # Read and validated once: the same list decides the description and is evaluated below.

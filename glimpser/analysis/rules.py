@@ -473,6 +473,8 @@ def _event_fields(rule: Rule, spec: RuleSpec, obs: Observation, match: _Match) -
             f"The AI answered yes to “{conditions.question}” "
             f"({match.answer.confidence:.0%} sure): {match.answer.reason}"
         ).rstrip(": ")
+    elif snap.analysis_note == "text changed":
+        description = "The page's text changed"
     elif mode == "motion":
         description = f"Motion over {_percent(snap.motion_score)} % of the picture"
     else:

@@ -59,13 +59,14 @@ def next_due(due_at: datetime | None, interval: int, now: datetime) -> datetime:
     return following if following > now else now + timedelta(seconds=min(interval, 1))
 
 
-def grab(config_data: dict, settings: Settings) -> Frame:
-    """Capture once from a config dict (validated by the kind's schema)."""
+def grab(config_data: dict, settings: Settings, *, elements: bool = False) -> Frame:
+    """Capture once from a config dict (validated by the kind's schema); `elements`: a
+    website's visible elements too (the stream form's test capture)."""
     try:
         config = parse_config(config_data)
     except ValidationError as exc:
         raise CaptureError(f"invalid stream configuration: {exc.errors()[0]['msg']}") from None
-    return sources.capture(config, CaptureContext.from_settings(settings))
+    return sources.capture(config, CaptureContext.from_settings(settings), elements=elements)
 
 
 def from_reader(stream: Stream, settings: Settings, connection: redis.Redis | None) -> Frame | None:

@@ -90,6 +90,7 @@ def save_snapshot(
                 bytes=len(frame.jpeg),
                 sha256=digest,
                 phash=phash,
+                text=frame.text,
             )
     except BaseException:
         _discard_unreferenced(key, storage)

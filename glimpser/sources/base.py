@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from glimpser.config import Settings
 
@@ -20,6 +21,10 @@ class Frame:
     width: int
     height: int
     content_type: str = "image/jpeg"
+    # Websites with text extraction on: the page's (or element's) text, bounded; else None.
+    text: str | None = None
+    # Websites, test captures only: the visible elements for the stream form's picker.
+    elements: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,7 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset()
     URL_SCHEMES: ClassVar[tuple[str, ...]] = ("http", "https")
+    URL_MISSING: ClassVar[str] = "Enter the address"  # an empty required URL, in plain words
 
     kind: str
     timeout: int = timeout_field(15)
@@ -95,6 +96,8 @@ class SourceConfig(BaseModel):
         """Every kind's `url` must use one of the kind's schemes (empty only where optional)."""
         if not v and not cls.model_fields["url"].is_required():
             return v
+        if not v:
+            raise ValueError(cls.URL_MISSING)
         return _url(v, cls.URL_SCHEMES)
 
     @model_validator(mode="after")
@@ -132,6 +135,7 @@ class RtspConfig(SourceConfig, _Credentials):
     SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"password"})
     URL_SCHEMES: ClassVar[tuple[str, ...]] = ("rtsp", "rtsps")
 
+    URL_MISSING: ClassVar[str] = "Enter the camera's RTSP address"
     kind: Literal["rtsp"] = "rtsp"
     url: str = Field(title="RTSP URL", description="e.g. rtsp://192.168.1.20:554/stream1")
     transport: Literal["tcp", "udp", "auto"] = Field(
@@ -142,6 +146,7 @@ class RtspConfig(SourceConfig, _Credentials):
 class HttpImageConfig(SourceConfig, _Credentials):
     SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"password"})
 
+    URL_MISSING: ClassVar[str] = "Enter the camera's snapshot address"
     kind: Literal["http_image"] = "http_image"
     url: str = Field(title="Image URL", description="e.g. http://192.168.1.21/snapshot.jpg")
     auth: Literal["none", "basic", "digest"] = Field("none", title="Authentication")
@@ -150,6 +155,7 @@ class HttpImageConfig(SourceConfig, _Credentials):
 class MjpegConfig(SourceConfig, _Credentials):
     SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"password"})
 
+    URL_MISSING: ClassVar[str] = "Enter the camera's MJPEG address"
     kind: Literal["mjpeg"] = "mjpeg"
     url: str = Field(title="MJPEG URL", description="e.g. http://192.168.1.22/video.mjpg")
     auth: Literal["none", "basic", "digest"] = Field("none", title="Authentication")
@@ -186,6 +192,7 @@ class VideoConfig(SourceConfig):
 
 
 class YoutubeConfig(SourceConfig):
+    URL_MISSING: ClassVar[str] = "Enter the video page's address"
     kind: Literal["youtube"] = "youtube"
     url: str = Field(
         title="Page URL", description="Any page yt-dlp understands (live or recorded)."
@@ -204,11 +211,18 @@ class YoutubeConfig(SourceConfig):
 
 
 _CSS_OR_XPATH = re.compile(r"^[^\x00-\x1f]*$")
+# Ignore patterns for a website's text: a few short regular expressions, compiled once and run
+# on text cut to TEXT_MAX_CHARS (glimpser.analysis.textchange), so their cost stays bounded.
+MAX_IGNORE_PATTERNS = 20
+MAX_IGNORE_PATTERN_CHARS = 200
+# A website snapshot keeps at most this much of the page's text.
+TEXT_MAX_CHARS = 100_000
 
 
 class WebsiteConfig(SourceConfig, _Credentials):
     SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"password"})
 
+    URL_MISSING: ClassVar[str] = "Enter the page's address"
     kind: Literal["website"] = "website"
     url: str = Field(title="Page URL", description="The page or dashboard to capture.")
     viewport_width: int = Field(1280, ge=200, le=7680, title="Viewport width (px)")
@@ -234,7 +248,42 @@ class WebsiteConfig(SourceConfig, _Credentials):
         json_schema_extra={"widget": "lines"},
     )
     dark_mode: bool = Field(False, title="Dark mode")
+    extract_text: bool = Field(
+        False,
+        title="Keep the page's text",
+        description="Store the text of the page (or of the element above) with each snapshot, "
+        "for text diffs.",
+    )
+    change_by: Literal["picture", "text", "either"] = Field(
+        "picture",
+        title="Judge changes by",
+        description="picture: pixels outside the masks; text: the kept text, without the "
+        "ignored patterns; either: one of both.",
+    )
+    ignore_text: list[Annotated[str, Field(max_length=MAX_IGNORE_PATTERN_CHARS)]] = Field(
+        default_factory=list,
+        max_length=MAX_IGNORE_PATTERNS,
+        title="Ignore text",
+        description=r"Regular expressions, one per line, removed from the text before comparing "
+        r"(a clock: \d{1,2}:\d{2}(:\d{2})?).",
+        json_schema_extra={"widget": "lines"},
+    )
     timeout: int = timeout_field(30)  # pages and yt-dlp need longer
+
+    @field_validator("ignore_text", mode="before")
+    @classmethod
+    def _pattern_lines(cls, v: Any) -> Any:
+        return schema_helpers.split_lines(v)
+
+    @field_validator("ignore_text")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
+        return v
 
     @field_validator("element_selector", "wait_selector")
     @classmethod
@@ -252,6 +301,8 @@ class WebsiteConfig(SourceConfig, _Credentials):
     def _wait_needs(self) -> WebsiteConfig:
         if self.wait == "selector" and not self.wait_selector:
             raise ValueError("waiting for a selector needs the selector")
+        if self.change_by != "picture" and not self.extract_text:
+            raise ValueError("judging changes by the text needs “Keep the page's text” on")
         return self
 
 
@@ -317,7 +368,29 @@ def error_messages(exc: ValidationError) -> dict[str, str]:
     The union's kind tag is dropped from paths, so `config.rtsp.url` reads `config.url`;
     errors that belong to no single field are under "config" or "" (the whole entry).
     """
-    return schema_helpers.error_messages(exc, KINDS)
+    out = schema_helpers.error_messages(exc, KINDS)
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"] if p not in KINDS)
+        if key in _SECONDS_FIELDS and err["type"] in _NUMBER_ERRORS:
+            ctx = err.get("ctx") or {}
+            out[key] = (
+                f"Enter a number of seconds, at most {ctx['le']}"
+                if err["type"] == "less_than_equal"
+                else "Enter a number of seconds, at least 1"
+            )
+        elif key == "config.url" and err["type"] == "missing":
+            kind = str(err["loc"][1]) if len(err["loc"]) > 1 else ""
+            config = CONFIG_BY_KIND.get(kind)
+            out[key] = config.URL_MISSING if config else SourceConfig.URL_MISSING
+    return out
+
+
+# Fields in seconds whose errors read "Enter a number of seconds, at least 1" (not pydantic's
+# "Input should be greater than or equal to 1").
+_SECONDS_FIELDS = frozenset({"interval", "config.timeout"})
+_NUMBER_ERRORS = frozenset(
+    {"int_parsing", "int_from_float", "int_type", "greater_than_equal", "less_than_equal"}
+)
 
 
 # The stream's own plain fields (besides the nested `config` and `analysis`), in form order;

@@ -4,6 +4,11 @@ A worker process keeps one browser: launched on first use, launched again if it 
 closed at exit. Every capture gets a fresh browser context (no cookies, cache or storage
 carried over from another stream) that is closed when the capture ends.
 
+With `extract_text` on, the page's (or the cropped element's) innerText goes with the picture
+(Frame.text, bounded). A test capture may also ask for the page's visible elements, their boxes
+on the picture and a unique CSS selector for each (Frame.elements): the stream form's element
+picker (static/picker.js) maps a click on the test picture to the smallest box under it.
+
 Playwright's sync API is bound to the thread that started it: call capture() from one thread.
 """
 
@@ -16,6 +21,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,12 +37,13 @@ from playwright.sync_api import (
     sync_playwright,
 )
 from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from glimpser.logs import redact
 from glimpser.media.imaging import to_jpeg
 from glimpser.sources.base import CaptureContext, CaptureError, Frame
 from glimpser.sources.network_guard import address_problem, check_url, resolve
-from glimpser.sources.schemas import WebsiteConfig
+from glimpser.sources.schemas import TEXT_MAX_CHARS, WebsiteConfig
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -54,6 +61,51 @@ _SOCKET_SCHEMES = ("ws", "wss")  # WebSockets: checked like http(s), through the
 _JPEG_QUALITY = 85
 # Hides with an inline !important style: page CSP rules cannot block this, unlike a <style> tag.
 _HIDE = "els => els.forEach(el => el.style.setProperty('visibility', 'hidden', 'important'))"
+# How long a crop selector may take to match before the capture says it matched nothing: a page
+# that draws the element later should wait for it ("Wait for: selector") instead.
+SELECTOR_WAIT_SECONDS = 3.0
+# The picker gets at most this many elements (the first ones in document order).
+MAX_ELEMENTS = 2000
+_TEXT = f"el => (el.innerText || el.textContent || '').slice(0, {TEXT_MAX_CHARS})"
+# The visible elements inside the screenshot's area (document coordinates {x, y, w, h}; null:
+# the viewport), each as [unique CSS selector, x, y, w, h] relative to that area.
+_ELEMENTS = """([area, max]) => {
+  const sx = window.scrollX, sy = window.scrollY;
+  const box = area || {x: sx, y: sy, w: window.innerWidth, h: window.innerHeight};
+  const ids = new Map();
+  for (const el of document.querySelectorAll('[id]')) ids.set(el.id, (ids.get(el.id) || 0) + 1);
+  const unique = el => el.id && ids.get(el.id) === 1;
+  const selector = el => {
+    const parts = [];
+    for (let node = el; node && node !== document.documentElement; node = node.parentElement) {
+      if (unique(node)) { parts.unshift('#' + CSS.escape(node.id)); break; }
+      let part = node.localName;
+      const parent = node.parentElement;
+      if (parent && node.localName !== 'body') {
+        const same = Array.from(parent.children).filter(c => c.localName === node.localName);
+        if (same.length > 1) part += ':nth-of-type(' + (same.indexOf(node) + 1) + ')';
+      }
+      parts.unshift(part);
+    }
+    return parts.join(' > ');
+  };
+  const skip = new Set(['script', 'style', 'link', 'meta', 'noscript', 'template', 'br']);
+  const items = [];
+  for (const el of document.body ? document.body.querySelectorAll('*') : []) {
+    if (items.length >= max) break;
+    if (skip.has(el.localName)) continue;
+    const r = el.getBoundingClientRect();
+    if (r.width < 4 || r.height < 4) continue;
+    const x = Math.max(r.left + sx, box.x), y = Math.max(r.top + sy, box.y);
+    const right = Math.min(r.right + sx, box.x + box.w);
+    const bottom = Math.min(r.bottom + sy, box.y + box.h);
+    if (right - x < 2 || bottom - y < 2) continue;
+    if (getComputedStyle(el).visibility === 'hidden') continue;
+    items.push([selector(el), Math.round(x - box.x), Math.round(y - box.y),
+                Math.round(right - x), Math.round(bottom - y)]);
+  }
+  return {width: Math.round(box.w), height: Math.round(box.h), items: items};
+}"""
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +114,9 @@ _browser: Browser | None = None
 _owner_pid = 0  # the process that started _playwright; a forked child must start its own
 
 
-def capture(config: WebsiteConfig, ctx: CaptureContext) -> Frame:
-    """Screenshot the page (or one element of it) as a JPEG, within config.timeout."""
+def capture(config: WebsiteConfig, ctx: CaptureContext, *, elements: bool = False) -> Frame:
+    """Screenshot the page (or one element of it) as a JPEG, within config.timeout; with its
+    text when the stream keeps it, and its visible elements when `elements` (test captures)."""
     check_url(config.url, ctx, WebsiteConfig.URL_SCHEMES)
     deadline = _Deadline(config.timeout)
     password = config.secret("password")
@@ -74,7 +127,7 @@ def capture(config: WebsiteConfig, ctx: CaptureContext) -> Frame:
         context.route_web_socket(re.compile(".*"), guard.route_web_socket)
         context.on("request", guard.note_redirect)
         try:
-            jpeg = _screenshot(context.new_page(), config, deadline, password)
+            shot = _screenshot(context.new_page(), config, deadline, password, elements)
         except (CaptureError, PlaywrightError) as exc:
             raise CaptureError(guard.refusal or _message(exc, password)) from None
         if guard.refusal:  # a redirect reached a refused address: show nothing of it
@@ -82,7 +135,15 @@ def capture(config: WebsiteConfig, ctx: CaptureContext) -> Frame:
     finally:
         with contextlib.suppress(PlaywrightError):  # already gone if Chromium crashed
             context.close()
-    return to_jpeg(jpeg, ctx.max_jpeg_bytes)
+    frame = to_jpeg(shot.jpeg, ctx.max_jpeg_bytes)
+    return replace(frame, text=shot.text, elements=shot.elements)
+
+
+@dataclass
+class _Shot:
+    jpeg: bytes
+    text: str | None = None
+    elements: dict[str, Any] | None = None
 
 
 @atexit.register
@@ -152,8 +213,11 @@ def _context_options(config: WebsiteConfig) -> dict[str, Any]:
     return options
 
 
-def _screenshot(page: Page, config: WebsiteConfig, deadline: _Deadline, password: str) -> bytes:
-    """Load the page, wait until it is ready, hide what should not show, take the picture."""
+def _screenshot(
+    page: Page, config: WebsiteConfig, deadline: _Deadline, password: str, elements: bool
+) -> _Shot:
+    """Load the page, wait until it is ready, hide what should not show, take the picture
+    (and the text and elements asked for)."""
     until = "networkidle" if config.wait == "networkidle" else "load"
     try:
         response = page.goto(config.url, wait_until=until, timeout=deadline.ms())
@@ -176,16 +240,64 @@ def _screenshot(page: Page, config: WebsiteConfig, deadline: _Deadline, password
     for selector in config.hide_selectors:
         with _step(f"cannot hide {selector!r}", password):
             page.locator(selector).evaluate_all(_HIDE)
-    shot: dict[str, Any] = {"type": "jpeg", "quality": _JPEG_QUALITY}
+    options: dict[str, Any] = {"type": "jpeg", "quality": _JPEG_QUALITY}
     if config.element_selector:
-        prefix = "xpath=" if config.selector_type == "xpath" else ""
-        element = page.locator(prefix + config.element_selector).first
-        with _step(f"element {config.element_selector!r} not found on the page", password):
-            element.wait_for(state="visible", timeout=deadline.ms())
+        element = _crop_element(page, config, deadline, password)
         with _step("screenshot failed", password):
-            return element.screenshot(**shot, timeout=deadline.ms())
-    with _step("screenshot failed", password):
-        return page.screenshot(**shot, full_page=config.full_page, timeout=deadline.ms())
+            shot = _Shot(element.screenshot(**options, timeout=deadline.ms()))
+        target = element
+    else:
+        with _step("screenshot failed", password):
+            shot = _Shot(
+                page.screenshot(**options, full_page=config.full_page, timeout=deadline.ms())
+            )
+        target = page.locator("body")
+    if config.extract_text:
+        with _step("cannot read the page's text", password):
+            shot.text = target.evaluate(_TEXT, timeout=deadline.ms())
+    if elements:
+        with _step("cannot list the page's elements", password):
+            shot.elements = page.evaluate(_ELEMENTS, [_area(page, config, target), MAX_ELEMENTS])
+    return shot
+
+
+def _crop_element(page: Page, config: WebsiteConfig, deadline: _Deadline, password: str) -> Any:
+    """The element to crop to; fails within a few seconds when the selector matches nothing."""
+    prefix = "xpath=" if config.selector_type == "xpath" else ""
+    matches = page.locator(prefix + config.element_selector)
+    wait_ms = min(int(SELECTOR_WAIT_SECONDS * 1000), deadline.ms())
+    try:
+        matches.first.wait_for(state="visible", timeout=wait_ms)
+    except PlaywrightTimeoutError:
+        with _step(f"selector {config.element_selector} cannot be used", password):
+            count = matches.count()
+        if count == 0:
+            raise CaptureError(
+                f"selector {config.element_selector} matched nothing on the page"
+            ) from None
+        raise CaptureError(
+            f"selector {config.element_selector} matched only hidden elements"
+        ) from None
+    except PlaywrightError as exc:  # e.g. a selector the browser cannot parse
+        raise CaptureError(
+            f"selector {config.element_selector} cannot be used: {_message(exc, password)}"
+        ) from None
+    return matches.first
+
+
+def _area(page: Page, config: WebsiteConfig, target: Any) -> dict[str, float] | None:
+    """The picture's area in document coordinates (None: the viewport as it is)."""
+    if config.element_selector:
+        return target.evaluate(
+            "el => { const r = el.getBoundingClientRect(); return {x: r.left + scrollX, "
+            "y: r.top + scrollY, w: r.width, h: r.height}; }"
+        )
+    if config.full_page:
+        return page.evaluate(
+            "() => ({x: 0, y: 0, w: document.documentElement.scrollWidth, "
+            "h: document.documentElement.scrollHeight})"
+        )
+    return None
 
 
 def _http_error(status: int, url: str, config: WebsiteConfig) -> str:

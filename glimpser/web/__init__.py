@@ -38,6 +38,7 @@ def init_web(app: Flask) -> None:
         admin_transfer,
         admin_users,
         cap,
+        changes,
         dashboard,
         errors,
         events,
@@ -94,6 +95,7 @@ def init_web(app: Flask) -> None:
         pwa,
         timelapse,
         cap,
+        changes,
     ):
         app.register_blueprint(module.bp)
     errors.install(app)

@@ -94,6 +94,7 @@ def _view(name: str, info: FieldInfo, value: Any, error: str) -> FieldView:
         view.widget, view.value = "password", ""
     elif extra.get("widget") == "lines":
         view.widget = "lines"
+        view.maxlength = None  # a list's MaxLen counts lines, not characters (the schema checks)
         view.value = "\n".join(value) if isinstance(value, list) else (value or "")
     elif extra.get("widget") == "textarea":
         view.widget = "textarea"

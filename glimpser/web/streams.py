@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("streams", __name__, url_prefix="/streams")
 
 TEST_JOBS_KEY = "test_capture_jobs"
+CAPTURE_JOBS_KEY = "capture_now_jobs"  # the "Capture now" jobs this session may follow
 
 
 def _redis():  # noqa: ANN202
@@ -667,12 +668,50 @@ def test_capture_result(job_id: str):
 
 @bp.post("/<int:stream_id>/capture")
 def capture_now(stream_id: int):
+    """Queue a capture. From the page (htmx) the answer then follows what happened: a new
+    picture, "unchanged, not stored", or the error (capture_result)."""
     stream = get_visible_stream(stream_id)
-    if scheduling.capture_now(_redis(), stream):
+    queued = scheduling.capture_now(_redis(), stream)
+    job_id = _redis().get(scheduling.claim_key(stream.id)) if queued else None
+    if _is_fragment_request():
+        if job_id is None:
+            return render_template("streams/_capture_result.html", state="busy")
+        session[CAPTURE_JOBS_KEY] = [*session.get(CAPTURE_JOBS_KEY, [])][-9:] + [job_id.decode()]
+        return render_template(
+            "streams/_capture_result.html", state="pending", stream=stream, job_id=job_id.decode()
+        )
+    if queued:
         flash("Capture queued.", "success")
     else:
         flash("A capture of this stream is already running.", "info")
     return redirect(url_for("streams.detail", stream_id=stream.id))
+
+
+@bp.get("/<int:stream_id>/capture/<job_id>")
+def capture_result(stream_id: int, job_id: str):
+    """What one "Capture now" did (only for the session that asked for it)."""
+    stream = get_visible_stream(stream_id)
+    if job_id not in session.get(CAPTURE_JOBS_KEY, []) or not job_id.startswith(
+        f"capture-{stream.id}-"
+    ):
+        abort(404)
+    try:
+        job = Job.fetch(job_id, connection=_redis())
+    except NoSuchJobError:
+        return render_template("streams/_capture_result.html", state="expired")
+    status = job.get_status()
+    if status == "finished":
+        return render_template(
+            "streams/_capture_result.html",
+            state="done",
+            stream=stream,
+            result=job.return_value() or {},
+        )
+    if status in ("failed", "stopped", "canceled"):
+        return render_template("streams/_capture_result.html", state="crashed")
+    return render_template(
+        "streams/_capture_result.html", state="pending", stream=stream, job_id=job_id
+    )
 
 
 @bp.post("/<int:stream_id>/pause")
