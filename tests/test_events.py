@@ -561,19 +561,21 @@ def test_ai_configured_but_no_description_yet(app_factory, database_url):
 
 
 def test_dashboard_cards_show_the_ai_caption_with_its_age(app, admin, scene):
+    """The wall is picture-first: the latest AI caption is the tile's title (hover / long
+    press), and a new caption is a change of the grid (the poll answers 200, not 204)."""
     porch, garage, _snap, _events = scene
     html = admin.get("/").get_data(as_text=True)
-    assert 'class="caption"' not in html
+    assert "A courier leaves a parcel" not in html
     url = html_lib.unescape(re.search(r'id="dashboard-grid"[^>]*hx-get="([^"]+)"', html).group(1))
     with database.connection_context():
         Stream.update(
             ai_caption="A courier leaves a parcel",
             ai_caption_at=times.utcnow() - timedelta(minutes=2),
         ).where(Stream.id == porch.id).execute()
-    # A new caption is a change of the grid.
-    grid = admin.get(url, headers=HTMX).get_data(as_text=True)
-    card = re.search(rf'<li class="card" id="card-{porch.id}">.*?</li>', grid, re.S).group(0)
-    assert re.search(r'<p class="caption"[^>]*>A courier leaves a parcel <small', card)
-    assert "2 min ago" in card
-    other = re.search(rf'<li class="card" id="card-{garage.id}">.*?</li>', grid, re.S).group(0)
-    assert 'class="caption"' not in other
+    response = admin.get(url, headers=HTMX)
+    assert response.status_code == 200
+    grid = response.get_data(as_text=True)
+    tile = re.search(rf'<li class="tile[^"]*" id="tile-{porch.id}">.*?</li>', grid, re.S).group(0)
+    assert 'title="A courier leaves a parcel"' in tile
+    other = re.search(rf'<li class="tile[^"]*" id="tile-{garage.id}">.*?</li>', grid, re.S).group(0)
+    assert "A courier" not in other
