@@ -122,3 +122,40 @@ def test_every_main_page_has_no_serious_accessibility_violation(live_server, bro
                 )
     context.close()
     assert not found, "axe-core found serious/critical violations:\n" + "\n".join(found)
+
+
+# Reported in the page (CSP violations do not always reach the console).
+WATCH_CSP = """() => {
+  window.__cspViolations = [];
+  document.addEventListener("securitypolicyviolation", (e) => {
+    window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI || "inline"}`);
+  });
+}"""
+
+
+def test_no_page_logs_an_error_or_violates_the_csp(live_server, browser: Browser):
+    """Every main page, as the app serves it (CSP enforced), in a phone and a desktop width:
+    no console error, no CSP violation, also after the page's own scripts and htmx ran."""
+    app = create_app(load_settings(live_server.env))
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on(
+        "console",
+        lambda m: errors.append(f"{page.url}: {m.text}") if m.type == "error" else None,
+    )
+    page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
+    first_run_in_browser(page, live_server.url)
+    ids = seed(app)
+    extra = ["/admin/transfer/", f"/streams/{ids['stream']}/timelapses"]
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        for path in [*pages(ids), *extra]:
+            response = page.goto(live_server.url + path)
+            assert response is not None and response.status == 200, path
+            page.evaluate(WATCH_CSP)
+            page.wait_for_load_state("networkidle")
+            page.wait_for_timeout(300)  # let deferred scripts and a first htmx swap run
+            errors.extend(f"{path}: CSP {v}" for v in page.evaluate("window.__cspViolations"))
+    context.close()
+    assert not errors, "\n".join(errors)
