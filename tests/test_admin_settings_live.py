@@ -275,7 +275,7 @@ def test_locale_every_web_process_declares_the_new_language(stack: Stack):
     fresh = requests.Session()
 
     def declared() -> bool:  # ten pages in a row: both gunicorn workers took it up
-        return all('<html lang="de-CH">' in fresh.get(f"{stack.url}/login").text for _ in range(10))
+        return all('<html lang="de-CH" ' in fresh.get(f"{stack.url}/login").text for _ in range(10))
 
     wait_for(declared, "the new <html lang>")
     page = stack.http.get(f"{stack.url}/admin/rules/new").text
