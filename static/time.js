@@ -67,7 +67,8 @@
     var button = form.querySelector("button");
     button.textContent = LABEL[theme];
     button.title = "Theme: " + theme + " (select for " + NEXT[theme] + ")";
-    button.setAttribute("aria-label", "Theme: " + theme + ". Switch to " + NEXT[theme]);
+    // The accessible name starts with the visible text (WCAG 2.5.3, axe label-content-name-mismatch).
+    button.setAttribute("aria-label", LABEL[theme] + " theme, switch to " + NEXT[theme]);
     input.value = NEXT[theme];
     post({ theme: theme }).catch(function () {});
   });

@@ -144,7 +144,16 @@ def test_event_page_before_after_and_keyboard(site, page: Page):
 def test_search_as_a_viewer(site, page: Page):
     server, app = site
     errors = collect_console_errors(page)
-    page.on("requestfailed", lambda r: errors.append(f"failed {r.url} {r.failure}"))
+    # The browser's one-off time-zone report (static/time.js) may be cut short by the next
+    # navigation; it is sent again on the next page, so only other requests must not fail.
+    page.on(
+        "requestfailed",
+        lambda r: (
+            None
+            if r.url.endswith("/profile/preferences")
+            else errors.append(f"failed {r.url} {r.failure}")
+        ),
+    )
     first_run_in_browser(page, server.url)
     porch = add_stream("Porch")
     garage = add_stream("Garage")
