@@ -365,8 +365,11 @@ def test_the_worker_settings_and_its_ai_client_follow_a_change(app, openai_serve
 
     client = app.test_client()
     setup_admin(client)
-    with jobs_configured(app), database.connection_context():
-        assert jobs._ai_client(app.extensions["glimpser.redis"]) is None
+    # The request is made outside any connection context of the test: its teardown closes
+    # this thread's connection (the web and the test share it), which would end that context.
+    with jobs_configured(app):
+        with database.connection_context():
+            assert jobs._ai_client(app.extensions["glimpser.redis"]) is None
         save(client, app, ai_base_url=openai_server.url, ai_model="m")
         with database.connection_context():
             ai = jobs._ai_client(app.extensions["glimpser.redis"])

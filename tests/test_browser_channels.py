@@ -24,6 +24,9 @@ def test_create_a_webhook_channel_and_send_a_test(live_stack, page: Page):
         page.goto(url + "/admin/")
         page.get_by_role("link", name="Channels: where notifications go").click()
         page.get_by_role("button", name="New channel").click()
+        # htmx wires the kind select when the page has loaded; a change before that (a busy
+        # machine) would go unheard.
+        page.wait_for_load_state("load")
 
         kind = page.get_by_label("Kind of channel")
         kind.select_option(label=KIND_LABELS["pushover"])
