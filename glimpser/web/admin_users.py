@@ -223,12 +223,16 @@ def detail(user_id: int):
     return _render_detail(_get_user(user_id))
 
 
-def _change(user: User, **change: Any):  # noqa: ANN202
+def _change(user: User, message: str, **change: Any):  # noqa: ANN202
+    """Apply `change` to the user (409 with the reason when refused), say `message` ("" =
+    nothing to say) and go back to their page."""
     try:
-        updated = update_user(user.id, actor=current_user, ip=_ip(), **change)
+        update_user(user.id, actor=current_user, ip=_ip(), **change)
     except UserError as exc:
         return _render_detail(user, {"account": str(exc)}, 409)
-    return updated
+    if message:
+        flash(message, "success")
+    return redirect(url_for("admin_users.detail", user_id=user.id))
 
 
 @bp.post("/<int:user_id>/role")
@@ -237,36 +241,25 @@ def change_role(user_id: int):
     role = _field("role", 16)
     if role not in ROLES:
         return _render_detail(user, {"role": "Choose admin or viewer."}, 422)
-    result = _change(user, role=role)
-    if not isinstance(result, User):
-        return result
-    if role != user.role:
-        flash(
-            f"{user.username} is now {'an admin' if role == 'admin' else 'a viewer'}; "
-            "their sessions were ended.",
-            "success",
-        )
-    return redirect(url_for("admin_users.detail", user_id=user.id))
+    message = (
+        f"{user.username} is now {'an admin' if role == 'admin' else 'a viewer'}; "
+        "their sessions were ended."
+        if role != user.role
+        else ""
+    )
+    return _change(user, message, role=role)
 
 
 @bp.post("/<int:user_id>/deactivate")
 def deactivate(user_id: int):
     user = _get_user(user_id)
-    result = _change(user, active=False)
-    if not isinstance(result, User):
-        return result
-    flash(f"{user.username} is deactivated and signed out everywhere.", "success")
-    return redirect(url_for("admin_users.detail", user_id=user.id))
+    return _change(user, f"{user.username} is deactivated and signed out everywhere.", active=False)
 
 
 @bp.post("/<int:user_id>/reactivate")
 def reactivate(user_id: int):
     user = _get_user(user_id)
-    result = _change(user, active=True)
-    if not isinstance(result, User):
-        return result
-    flash(f"{user.username} may sign in again.", "success")
-    return redirect(url_for("admin_users.detail", user_id=user.id))
+    return _change(user, f"{user.username} may sign in again.", active=True)
 
 
 @bp.post("/<int:user_id>/password")
