@@ -170,10 +170,7 @@ def shoot_sessions(browser, page, url: str) -> None:  # noqa: ANN001
         "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
     )
     other = phone.new_page()
-    other.goto(url + "/login")
-    other.get_by_label("Username").fill("alice")
-    other.get_by_label("Password").fill(PASSWORD)
-    other.get_by_role("button", name="Sign in").click()
+    sign_in(other, url)
     other.wait_for_url(url + "/")
     for label, size in SIZES.items():
         page.set_viewport_size(size)
@@ -217,10 +214,7 @@ def shoot_settings(browser, url: str) -> None:  # noqa: ANN001
         for scheme in ("light", "dark"):
             context = browser.new_context(color_scheme=scheme, viewport=SIZES["desktop"])
             page = context.new_page()
-            page.goto(url + "/login")
-            page.get_by_label("Username").fill("alice")
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
+            sign_in(page, url)
             page.goto(url + "/admin/settings/")
             page.get_by_label("AI server URL").fill(ai.url)
             page.get_by_label("Model").fill("gpt-4o-mini")
@@ -243,10 +237,7 @@ def shoot_local_time(browser, url: str) -> None:  # noqa: ANN001
             color_scheme=scheme, viewport=SIZES["desktop"], timezone_id="Europe/Berlin"
         )
         page = context.new_page()
-        page.goto(url + "/login")
-        page.get_by_label("Username").fill("alice")
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
+        sign_in(page, url)
         page.goto(url + "/profile/")
         page.get_by_label("Time zone").select_option("Europe/Berlin")
         page.get_by_role("button", name="Save", exact=True).click()
@@ -298,10 +289,7 @@ def shoot_streams_console(browser, server) -> None:  # noqa: ANN001
     for scheme in ("light", "dark"):
         context = browser.new_context(color_scheme=scheme, viewport={"width": 1920, "height": 900})
         page = context.new_page()
-        page.goto(server.url + "/login")
-        page.get_by_label("Username").fill("alice")
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
+        sign_in(page, server.url)
         page.goto(server.url + "/streams/")
         page.get_by_role("link", name="Front door").click()
         stream_url = page.url
@@ -333,10 +321,7 @@ def shoot_events(browser, url: str, words: str = "motion") -> None:  # noqa: ANN
     for scheme in ("light", "dark"):
         context = browser.new_context(color_scheme=scheme, viewport={"width": 1920, "height": 1000})
         page = context.new_page()
-        page.goto(url + "/login")
-        page.get_by_label("Username").fill("alice")
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
+        sign_in(page, url)
         page.goto(f"{url}/events?q={words}")
         event_url = page.locator("#event-list .event-title a").first.get_attribute("href")
         for width in (1920, 1280, 390):
@@ -381,10 +366,7 @@ def shoot_wall(browser, page, url: str, camera) -> None:  # noqa: ANN001
     for scheme in ("light", "dark"):
         context = browser.new_context(color_scheme=scheme, viewport={"width": 1920, "height": 1080})
         wall = context.new_page()
-        wall.goto(url + "/login")
-        wall.get_by_label("Username").fill("alice")
-        wall.get_by_label("Password").fill(PASSWORD)
-        wall.get_by_role("button", name="Sign in").click()
+        sign_in(wall, url)
         for width, columns in ((1920, "6"), (1280, "4"), (390, "4")):
             wall.set_viewport_size({"width": width, "height": 1080 if width > 390 else 844})
             wall.goto(url + "/")
@@ -416,10 +398,7 @@ def shoot_websites(browser, url: str) -> None:  # noqa: ANN001
         for scheme in ("light", "dark"):
             context = browser.new_context(color_scheme=scheme, viewport=SIZES["desktop"])
             page = context.new_page()
-            page.goto(url + "/login")
-            page.get_by_label("Username").fill("alice")
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
+            sign_in(page, url)
             if scheme == "light":
                 site.content = "All systems normal"
                 page.goto(url + "/streams/new")
@@ -461,6 +440,14 @@ def shoot_websites(browser, url: str) -> None:  # noqa: ANN001
             context.close()
     finally:
         site.close()
+
+
+def sign_in(page, url: str) -> None:  # noqa: ANN001
+    """Sign in as alice, the admin main() sets up."""
+    page.goto(url + "/login")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
 
 
 def shoot(page, name: str) -> None:  # noqa: ANN001
