@@ -18,12 +18,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from glimpser import times
 from glimpser.auth.access import visible_streams
 from glimpser.capture.live import LIVE_KINDS
 from glimpser.db import write_transaction
@@ -234,29 +232,3 @@ def set_columns():
     if is_fragment_request():
         return _grid_response(filters, columns, _state(filters, columns), push_url=False)
     return redirect(url_for("dashboard.index", **filters.params()), 303)
-
-
-# --- ages, shown on the stream page ---------------------------------------------------------
-
-
-@bp.app_template_global()
-def age_seconds(moment: datetime | None) -> int:
-    """Whole seconds since a moment, for the client-side ticker (static/app.js)."""
-    if moment is None:
-        return 0
-    return max(0, int((times.utcnow() - times.to_utc(moment)).total_seconds()))
-
-
-@bp.app_template_global()
-def time_ago(moment: datetime | None) -> str:
-    """Ages as "12 s ago", "5 min ago", "3 h ago" or "2 d ago"; app.js formats the same way."""
-    if moment is None:
-        return "never"
-    seconds = age_seconds(moment)
-    if seconds < 60:
-        return f"{seconds} s ago"
-    if seconds < 3600:
-        return f"{seconds // 60} min ago"
-    if seconds < 86400:
-        return f"{seconds // 3600} h ago"
-    return f"{seconds // 86400} d ago"
