@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import peewee
 import redis
@@ -55,6 +55,7 @@ from glimpser.web.app_settings import current_settings
 from glimpser.web.audit import audit
 from glimpser.web.events import recent_events
 from glimpser.web.htmx import is_fragment_request as _is_fragment_request
+from glimpser.web.humantime import current_zone
 from glimpser.web.params import parse_date, parse_id, parse_ids
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def _newest_id(stream: Stream) -> int:
 
 
 def _render_detail(stream: Stream, cursor: tuple[datetime, int] | None):
-    zone = viewer_zone()
+    zone = current_zone()
     day = _requested_day(zone)
     today = datetime.now(zone).date()
     page, next_cursor = _history_page(stream, cursor)
@@ -248,15 +249,6 @@ TIMELINE_BINS = 288  # activity marks: one per 5 minutes of a 24 h day
 TIMELINE_MAX_EVENTS = 500
 
 
-def viewer_zone() -> ZoneInfo:
-    """The signed-in user's time zone (User.timezone, an IANA name); UTC when unknown."""
-    name = getattr(current_user, "timezone", "") or ""
-    try:
-        return ZoneInfo(name) if name else ZoneInfo("UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
 def _requested_day(zone: ZoneInfo) -> date:
     """The `day` parameter (YYYY-MM-DD, in the user's zone); today when absent. 400 when it
     is not a date, or one on which no picture can exist."""
@@ -294,7 +286,7 @@ def timeline(stream_id: int):
     pictures (id, seconds since the day's start, local time, motion score), activity marks
     and events. The day is in the user's time zone."""
     stream = get_visible_stream(stream_id)
-    zone = viewer_zone()
+    zone = current_zone()
     day = _requested_day(zone)
     start, end = day_bounds(day, zone)
     length = (end - start).total_seconds()
