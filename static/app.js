@@ -28,6 +28,5 @@
       if (el) el.open = true;
     });
     openDetails = [];
-    tickAges();
   });
 })();
