@@ -9,6 +9,7 @@ does the same from Chromium.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -275,7 +276,8 @@ def test_locale_every_web_process_declares_the_new_language(stack: Stack):
     fresh = requests.Session()
 
     def declared() -> bool:  # ten pages in a row: both gunicorn workers took it up
-        return all('<html lang="de-CH" ' in fresh.get(f"{stack.url}/login").text for _ in range(10))
+        pages = (fresh.get(f"{stack.url}/login").text for _ in range(10))
+        return all(re.search(r'<html lang="de-CH"[ >]', page) for page in pages)
 
     wait_for(declared, "the new <html lang>")
     page = stack.http.get(f"{stack.url}/admin/rules/new").text
