@@ -123,6 +123,7 @@ class Settings:
     secure_cookies: bool
     login_rate_limit: str
     login_user_rate_limit: str  # failed sign-ins per username from all addresses (a backstop)
+    api_rate_limit: str  # requests per API key (glimpser.api)
     session_lifetime_days: int  # how long a signed-in session lasts
     web_workers: int
     web_threads: int
@@ -445,6 +446,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "100 per hour",
     )
 
+    api_rate_limit = rate_limit(
+        "GLIMPSER_API_RATE_LIMIT", env.get("GLIMPSER_API_RATE_LIMIT", ""), "600 per minute"
+    )
+
     host = env.get("GLIMPSER_HOST", "127.0.0.1").strip() or "127.0.0.1"
 
     storage = env.get("GLIMPSER_STORAGE", "local").strip().lower() or "local"
@@ -468,6 +473,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         secure_cookies=_bool(env, "GLIMPSER_SECURE_COOKIES", True),
         login_rate_limit=login_rate_limit,
         login_user_rate_limit=login_user_rate_limit,
+        api_rate_limit=api_rate_limit,
         session_lifetime_days=_limited(env, "GLIMPSER_SESSION_LIFETIME_DAYS"),
         web_workers=_int(env, "GLIMPSER_WEB_WORKERS", 2, 1, 64),
         web_threads=_int(env, "GLIMPSER_WEB_THREADS", 8, 1, 256),

@@ -170,6 +170,26 @@ class SetPasswordToken(BaseModel):
     used_at = UTCDateTimeField(null=True)
 
 
+class ApiKey(BaseModel):
+    """A key for the JSON API (glimpser.auth.api_keys): acts with at most its user's rights,
+    narrowed by its scopes and, when stream_ids is set, to those streams.
+
+    Only the SHA-256 of the whole key is stored; `prefix` (shown in lists) finds the row."""
+
+    user = peewee.ForeignKeyField(User, backref="api_keys", on_delete="CASCADE")
+    name = peewee.CharField(max_length=100, default="")
+    prefix = peewee.CharField(max_length=16, unique=True)
+    secret_hash = peewee.CharField(max_length=64)
+    scopes = JSONField(default=list)  # of glimpser.auth.api_keys.SCOPES
+    stream_ids = JSONField(null=True)  # None: every stream the user sees
+    created_by = peewee.ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")
+    created_at = UTCDateTimeField(default=times.utcnow)
+    expires_at = UTCDateTimeField(null=True)
+    last_used_at = UTCDateTimeField(null=True)
+    last_used_from = peewee.CharField(max_length=64, default="")
+    revoked_at = UTCDateTimeField(null=True)
+
+
 class Snapshot(BaseModel):
     stream = peewee.ForeignKeyField(Stream, backref="snapshots", on_delete="CASCADE")
     captured_at = UTCDateTimeField(default=times.utcnow)
@@ -377,6 +397,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     StreamAccess,
     GroupAccess,
     SetPasswordToken,
+    ApiKey,
     Snapshot,
     Rule,
     Event,

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import peewee
-from flask import abort
+from flask import abort, g, has_request_context
 from flask_login import current_user
 
 from glimpser.db import database, write_transaction
@@ -49,8 +49,16 @@ def _streams_in_granted_groups(user_id: int) -> peewee.Node:
 
 
 def visible_streams(user: User | None = None) -> peewee.ModelSelect:
-    user = user or current_user
+    """The streams `user` may see (the signed-in user's by default).
+
+    For the signed-in user on an API request whose key is limited to some streams, only those
+    of them (glimpser.auth.api_keys): every view that loads streams through here obeys it."""
     query = Stream.select()
+    if user is None:
+        user = current_user
+        key = g.get("api_key") if has_request_context() else None
+        if key is not None and key.stream_ids is not None:
+            query = query.where(Stream.id.in_(key.stream_ids))
     if getattr(user, "is_admin", False):
         return query
     direct = StreamAccess.select(StreamAccess.stream).where(StreamAccess.user == user.id)

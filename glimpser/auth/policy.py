@@ -7,6 +7,9 @@
 - Endpoints in ADMIN_BLUEPRINTS, or marked with @admin_only, need the admin role for any method.
 New endpoints are therefore login-only for reading and admin-only for writing until someone
 deliberately opens them here. Per-stream access is checked by the views that load a stream.
+
+The JSON API (`api.*` endpoints) authenticates API keys instead of sessions and checks their
+scopes: glimpser.api.auth.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ PUBLIC_ENDPOINTS: frozenset[str] = frozenset(
         "health.readyz",
         "static",
         "pwa.service_worker",
+        "api.openapi",  # the API's description: no data of this install
     }
 )
 # Endpoints an admin may open to everyone for reading with one boolean Settings attribute, and
@@ -105,6 +109,12 @@ def install(app: Flask) -> None:
         if endpoint is None:
             return None  # no route matched: Flask answers 404/405 itself
         if endpoint in PUBLIC_ENDPOINTS or _public_by_setting(app, endpoint):
+            return None
+        if endpoint.startswith("api."):
+            # The JSON API: an API key, never the cookie session (glimpser.api.auth).
+            from glimpser.api.auth import enforce
+
+            enforce(app, endpoint)
             return None
         if not current_user.is_authenticated:
             if request.method in SAFE_METHODS and not request.headers.get("HX-Request"):

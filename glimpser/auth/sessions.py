@@ -88,11 +88,21 @@ def session_lifetime(data: dict) -> timedelta:
     return timedelta(days=current_settings().session_lifetime_days)
 
 
+# Paths that never have a cookie session: the JSON API and the Prometheus scrape.
+SESSIONLESS_PATHS = ("/api/", "/metrics")
+
+
 class SessionInterface(RedisSessionInterface):
     """Flask-Session's Redis sessions, with per-request lifetimes, the registry of signed-in
     sessions, no resurrection of an ended session, and a 503 while Redis is unreachable."""
 
     def open_session(self, app: Flask, request: Request) -> ServerSideSession:
+        if request.path.startswith(SESSIONLESS_PATHS):
+            # API keys authenticate these (glimpser.api.auth): no cookie is read or set, so a
+            # browser's session can never act on the API (and no CSRF is possible there).
+            empty = self.session_class(sid=None, permanent=self.permanent)
+            empty.glimpser_sessionless = True  # type: ignore[attr-defined]
+            return empty
         try:
             opened = super().open_session(app, request)
             if _signed_in(opened):
@@ -130,6 +140,8 @@ class SessionInterface(RedisSessionInterface):
         opened[SEEN_KEY] = times.isoformat(now)
 
     def save_session(self, app: Flask, session: ServerSideSession, response: Response) -> None:
+        if getattr(session, "glimpser_sessionless", False):
+            return
         if getattr(session, "glimpser_unavailable", False):
             return  # nothing was read; keep the browser's cookie for when Redis is back
         try:

@@ -98,6 +98,9 @@ def init_web(app: Flask) -> None:
         changes,
     ):
         app.register_blueprint(module.bp)
+    from glimpser.api import init_api
+
+    init_api(app)
     errors.install(app)
     headers.install(app)
     access_log.install(app)

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import request
+from flask import g, request
 from flask_login import current_user
 
 from glimpser.models import AuditLog, NotificationChannel, Rule, Stream
@@ -35,7 +35,11 @@ MAX_LISTED_IDS = 500
 
 
 def audit(action: str, target: str, detail: dict[str, Any]) -> None:
-    """Record `action` on `target` (e.g. "rule:3") by the signed-in user, with `detail`."""
+    """Record `action` on `target` (e.g. "rule:3") by the signed-in user, with `detail`;
+    a change made through the JSON API also names the key (`"api_key": prefix`)."""
+    key = g.get("api_key")
+    if key is not None:
+        detail = {**detail, "api_key": key.prefix}
     AuditLog.create(
         user=current_user.id,
         action=action,
