@@ -40,7 +40,11 @@ def test_every_route_is_refused_to_anonymous_users_except_the_allow_list(app):
         if endpoint in PUBLIC_ENDPOINTS:
             continue
         checked += 1
-        if method == "GET":
+        if url.startswith("/api/"):
+            # The JSON API: a key or nothing; no redirect to a sign-in page.
+            assert response.status_code == 401, (endpoint, method, url, response.status_code)
+            assert response.mimetype == "application/problem+json", (endpoint, url)
+        elif method == "GET":
             assert response.status_code == 302, (endpoint, url, response.status_code)
             assert response.headers["Location"].startswith("/login"), (endpoint, url)
         else:

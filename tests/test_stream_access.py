@@ -13,6 +13,7 @@ import sys
 import pytest
 from werkzeug.routing import IntegerConverter
 
+from glimpser.auth import api_keys
 from glimpser.auth.policy import VIEWER_WRITE_ENDPOINTS
 from glimpser.auth.users import create_user
 from glimpser.db import database
@@ -45,9 +46,16 @@ def two_streams(capture_app, camera):
         bob = create_user("bob", PASSWORD, "viewer")
         StreamAccess.create(user=bob, stream=granted)
         snaps = {s.stream_id: s.id for s in Snapshot.select()}
+        api_token = api_keys.create_key(bob, ["write"]).token
     viewer = capture_app.test_client()
     login(viewer, "bob", PASSWORD)
+    viewer.api_headers = {"Authorization": f"Bearer {api_token}"}  # for the /api/ routes
     return granted, hidden, snaps, viewer
+
+
+def _headers(viewer, url: str, token: str) -> dict[str, str]:
+    """The browser's CSRF header on pages; the viewer's own API key (write scope) on /api/."""
+    return viewer.api_headers if url.startswith("/api/") else {"X-CSRFToken": token}
 
 
 def stream_routes(app, stream_id: int, snapshot_id: int) -> list[tuple[str, str, str]]:
@@ -75,8 +83,9 @@ def test_every_stream_route_hides_ungranted_streams(two_streams, capture_app):
     token = csrf_from(viewer.get("/").get_data(as_text=True))
     routes = stream_routes(capture_app, hidden.id, snaps[hidden.id])
     assert len(routes) >= 10
+    assert any(url.startswith("/api/") for _e, _m, url in routes)
     for endpoint, method, url in routes:
-        response = viewer.open(url, method=method, headers={"X-CSRFToken": token})
+        response = viewer.open(url, method=method, headers=_headers(viewer, url, token))
         assert response.status_code in (403, 404), (endpoint, method, url, response.status_code)
         assert b"Hidden" not in response.get_data(), (endpoint, url)
 
@@ -94,7 +103,24 @@ def test_a_granted_streams_snapshot_ids_cannot_reach_another_stream(two_streams,
         url = rule.build(
             {"stream_id": granted.id, "snapshot_id": snaps[hidden.id]}, append_unknown=False
         )[1]
-        assert viewer.get(url).status_code == 404, url
+        assert viewer.get(url, headers=_headers(viewer, url, "")).status_code == 404, url
+
+
+def test_api_lists_never_show_an_ungranted_stream(two_streams, capture_app):
+    """Every API list (a GET rule without arguments) answers the viewer's key without a trace
+    of the hidden stream."""
+    granted, hidden, snaps, viewer = two_streams
+    lists = [
+        r.rule
+        for r in capture_app.url_map.iter_rules()
+        if r.rule.startswith("/api/") and not r.arguments and "GET" in (r.methods or ())
+    ]
+    assert "/api/v1/streams" in lists
+    for url in lists:
+        response = viewer.get(url, headers=viewer.api_headers)
+        assert response.status_code in (200, 403), (url, response.status_code)
+        assert b"Hidden" not in response.get_data(), url
+    assert b"Granted" in viewer.get("/api/v1/streams", headers=viewer.api_headers).get_data()
 
 
 def test_granted_streams_are_readable(two_streams):
@@ -111,9 +137,14 @@ def test_viewers_never_change_a_granted_stream(two_streams, capture_app):
     granted, hidden, snaps, viewer = two_streams
     token = csrf_from(viewer.get("/").get_data(as_text=True))
     for endpoint, method, url in stream_routes(capture_app, granted.id, snaps[granted.id]):
-        if method == "GET" or endpoint in VIEWER_WRITE_ENDPOINTS:
+        view = capture_app.view_functions[endpoint]
+        if (
+            method == "GET"
+            or endpoint in VIEWER_WRITE_ENDPOINTS
+            or getattr(view, "glimpser_viewer_write", False)
+        ):
             continue  # reading, or deliberately open to viewers (e.g. building a timelapse)
-        response = viewer.open(url, method=method, headers={"X-CSRFToken": token})
+        response = viewer.open(url, method=method, headers=_headers(viewer, url, token))
         assert response.status_code == 403, (endpoint, method, url)
     with database.connection_context():
         assert Stream.get_by_id(granted.id).enabled

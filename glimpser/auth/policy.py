@@ -75,6 +75,7 @@ ADMIN_BLUEPRINTS: frozenset[str] = frozenset(
         "admin_settings",
         "admin_system",
         "admin_audit",
+        "admin_api_keys",
     }
 )
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
