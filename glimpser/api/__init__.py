@@ -36,9 +36,32 @@ def _json_body() -> None:
     if _depth(raw) > MAX_JSON_DEPTH:
         problems.problem(400, "Bad request", f"The JSON is nested deeper than {MAX_JSON_DEPTH}.")
     try:
-        json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, RecursionError):
         problems.problem(400, "Bad request", "The body is not valid JSON.")
+    where = _nul_at(body)
+    if where is not None:  # PostgreSQL refuses NUL in text (a 500 there): a clear 422 here
+        problems.invalid({where: "must not contain a NUL character"})
+
+
+def _nul_at(value: object, path: str = "") -> str | None:
+    """The dotted path of the first string (or key) holding a NUL character, else None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return path
+            found = _nul_at(item, here)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_at(item, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None
 
 
 def _depth(raw: bytes) -> int:

@@ -62,6 +62,15 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def request_key_detail() -> dict[str, str]:
+    """{"api_key": prefix} inside a JSON API request, else {}: audit entries written outside
+    glimpser.web.audit.audit() (users, grants) name the key with it too."""
+    from flask import g, has_request_context
+
+    key = g.get("api_key") if has_request_context() else None
+    return {"api_key": key.prefix} if key is not None else {}
+
+
 def has_scope(key: ApiKey, needed: str) -> bool:
     return bool(set(key.scopes or ()) & _SATISFIED_BY[needed])
 

@@ -24,6 +24,7 @@ from datetime import timedelta
 import peewee
 
 from glimpser import times
+from glimpser.auth.api_keys import request_key_detail
 from glimpser.auth.passwords import NO_PASSWORD, hash_password, password_problem
 from glimpser.db import database, write_transaction
 from glimpser.models import ROLES, AuditLog, SetPasswordToken, Setting, User
@@ -71,7 +72,7 @@ def _audit(actor: User | None, action: str, user: User, ip: str, **detail: objec
         user=actor,
         action=action,
         target=f"user:{user.id}",
-        detail={"username": user.username, **detail},
+        detail={"username": user.username, **detail, **request_key_detail()},
         ip=ip,
     )
 

@@ -16,12 +16,10 @@ answered (or the send failed), so "sent" is only ever shown for a real success.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import peewee
 import redis
@@ -39,13 +37,12 @@ from flask_login import current_user
 from pydantic import ValidationError
 from werkzeug.datastructures import MultiDict
 
-from glimpser import queues, times
+from glimpser import times
 from glimpser.config import Settings
 from glimpser.db import write_transaction
 from glimpser.models import (
     DELIVERY_STATES,
     Delivery,
-    Event,
     NotificationChannel,
     PushSubscription,
     Rule,
@@ -63,12 +60,7 @@ from glimpser.notify.schemas import (
     error_messages,
     parse_config,
 )
-from glimpser.schema_helpers import REENTER_MESSAGE
-from glimpser.sources.base import CaptureContext
-from glimpser.sources.network_guard import address_problem
-from glimpser.web import audit as audit_log
 from glimpser.web.app_settings import current_settings
-from glimpser.web.audit import audit
 from glimpser.web.htmx import is_fragment_request as _is_htmx
 from glimpser.web.params import parse_id
 from glimpser.web.stream_form import FieldView, _default, _form_value, _view
@@ -78,7 +70,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("admin_channels", __name__, url_prefix="/admin/channels")
 
 DEFAULT_KIND = "webhook"
-TEST_TITLE = "Test notification from Glimpser"
 REMOVE_FIELD = "remove_secret"
 FINAL_STATES = frozenset({"sent", "failed", "skipped"})
 
@@ -163,13 +154,6 @@ def common_fields(values: dict[str, Any], errors: dict[str, str]) -> list[FieldV
     ]
 
 
-def _error_key(key: str) -> str:
-    parts = key.split(".")
-    if parts[0] == "config":
-        return ".".join(parts[:2])  # e.g. config.headers.X-Foo → config.headers
-    return parts[0] or "config"
-
-
 @dataclass
 class ParsedForm:
     kind: str
@@ -181,39 +165,6 @@ class ParsedForm:
     typed_secrets: bool  # a secret was typed in (it is not rendered back on errors)
 
 
-def _literal_address_problem(host: str, guard: CaptureContext) -> str:
-    """Why the SSRF guard refuses a host given as an IP address ("" when it does not, or when
-    the host is a name: names are resolved when sending, never in the web process)."""
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return ""
-    problem = address_problem(address, guard)
-    return f"{address} cannot be used: {problem}" if problem else ""
-
-
-def target_problems(config: Any, settings: Settings) -> dict[str, str]:
-    """Targets the SSRF guard would refuse at send time, caught on the form where it can tell
-    without a DNS lookup: hosts written as IP addresses (e.g. 169.254.169.254)."""
-    guard = CaptureContext.from_settings(settings)
-    urls: dict[str, list[str]] = {}
-    if config.kind == "webhook":
-        urls["url"] = [config.url]
-    elif config.kind == "cap":
-        urls["endpoints"] = list(config.endpoints)
-    problems: dict[str, str] = {}
-    for name, values in urls.items():
-        for value in values:
-            problem = _literal_address_problem(urlsplit(value).hostname or "", guard)
-            if problem:
-                problems.setdefault(f"config.{name}", problem)
-    if config.kind == "email":
-        problem = _literal_address_problem(config.host, guard)
-        if problem:
-            problems["config.host"] = problem
-    return problems
-
-
 def parse_channel_form(
     form: MultiDict, channel: NotificationChannel | None, settings: Settings
 ) -> ParsedForm:
@@ -222,6 +173,7 @@ def parse_channel_form(
     Empty secrets take the stored value (same kind only) unless their "remove" box is ticked;
     a kind's required secrets must then be there, since the form, unlike an import, is where
     they are entered. Targets written as IP addresses go through the SSRF guard here already.
+    The checks are glimpser.notify.channel_store.check_channel's (the API makes the same).
     """
     kind = form.get("kind", "")
     values: dict[str, Any] = {
@@ -244,25 +196,7 @@ def parse_channel_form(
             submitted[name] = _form_value(form, f"config.{name}", info)
     typed = any(submitted.get(n) for n in model.SECRET_FIELDS)
     remove = frozenset(form.getlist(REMOVE_FIELD)) & model.SECRET_FIELDS
-    config = channel_store.keep_secrets(submitted, channel, remove)
-    errors: dict[str, str] = {
-        f"config.{name}": REENTER_MESSAGE
-        for name in channel_store.secrets_to_type_again(submitted, channel, remove)
-    }
-    spec = None
-    try:
-        spec = ChannelSpec.model_validate({**values, "config": config})
-    except ValidationError as exc:
-        for key, message in error_messages(exc).items():
-            errors.setdefault(_error_key(key), message)
-    if spec is not None:
-        errors.update(target_problems(spec.config, settings))
-        titles = {info.title or n: n for n, info in model.model_fields.items()}
-        for title in spec.config.missing_secrets():
-            name = titles.get(title, "")
-            errors[f"config.{name}" if name else "config"] = f"{title} is required."
-        if errors:
-            spec = None
+    spec, errors = channel_store.check_channel(values, submitted, channel, remove, settings)
     return ParsedForm(kind, spec, values, submitted, remove, errors, typed)
 
 
@@ -312,17 +246,6 @@ def _recent_counts(channel_ids: list[int]) -> dict[int, dict[str, int]]:
     }
 
 
-def _rules_using(channel_ids: list[int]) -> dict[int, list[Rule]]:
-    """Rules that name each channel (rules keep channel ids in a JSON list)."""
-    out: dict[int, list[Rule]] = {}
-    wanted = set(channel_ids)
-    for rule in Rule.select(Rule.id, Rule.name, Rule.channels, Rule.enabled).order_by(Rule.name):
-        for cid in rule.channels or []:
-            if cid in wanted:
-                out.setdefault(cid, []).append(rule)
-    return out
-
-
 def _subscription_count(channel: NotificationChannel) -> int:
     """Browsers a Web Push channel reaches: every subscription, or the listed users' ones."""
     query = PushSubscription.select().join(User).where(User.active == True)  # noqa: E712
@@ -335,7 +258,7 @@ def _subscription_count(channel: NotificationChannel) -> int:
 def _rows(channels: list[NotificationChannel]) -> list[ChannelRow]:
     ids = [c.id for c in channels]
     counts = _recent_counts(ids)
-    rules = _rules_using(ids)
+    rules = channel_store.rules_using(ids)
     rows = []
     for channel in channels:
         row = ChannelRow(
@@ -383,19 +306,6 @@ def _get_channel(channel_id: int) -> NotificationChannel:
     if channel is None:
         abort(404)
     return channel
-
-
-def _audit(action: str, channel: NotificationChannel, **detail: object) -> None:
-    audit(action, f"channel:{channel.id}", {"name": channel.name, "kind": channel.kind, **detail})
-
-
-def _name_taken(name: str, channel: NotificationChannel | None) -> bool:
-    clash = NotificationChannel.select().where(
-        peewee.fn.LOWER(NotificationChannel.name) == name.lower()
-    )
-    if channel is not None:
-        clash = clash.where(NotificationChannel.id != channel.id)
-    return clash.exists()
 
 
 def _render_form(
@@ -480,51 +390,34 @@ def edit(channel_id: int):
 
 def _save(channel: NotificationChannel | None):  # noqa: ANN202
     parsed = parse_channel_form(request.form, channel, _settings())
-    errors = dict(parsed.errors)
     spec = parsed.spec
-    if spec is not None and _name_taken(spec.name, channel):
-        errors["name"] = "Another channel already has this name."
-    if spec is None or errors:
+    if spec is None or parsed.errors:
         return _render_form(
             channel,
             parsed.kind,
             parsed.values,
             parsed.config,
-            errors,
+            parsed.errors,
             422,
             removing=parsed.remove,
             typed_secrets=parsed.typed_secrets,
         )
+    created = channel is None
     try:
-        with write_transaction():
-            created = channel is None
-            before = None if created else audit_log.channel_state(channel)
-            if channel is None:
-                saved = channel_store.create_channel(spec)
-            else:
-                saved = channel_store.update_channel(channel, spec, parsed.remove)
-            detail: dict[str, Any] = {
-                "changes": audit_log.changes_between(before, audit_log.channel_state(saved))
-            }
-            if parsed.remove:
-                detail["removed_secrets"] = sorted(parsed.remove)
-            _audit("channel.create" if created else "channel.update", saved, **detail)
-            channel = saved
-    except peewee.IntegrityError:  # the same name saved concurrently
-        if not _name_taken(spec.name, channel):
-            raise  # another constraint refused it (errors.py: a 409, nothing saved)
+        channel = channel_store.save_channel(spec, channel, parsed.remove)
+    except channel_store.ChannelNameTaken as exc:
         return _render_form(
             channel,
             parsed.kind,
             parsed.values,
             parsed.config,
-            {"name": "Another channel already has this name."},
+            {"name": str(exc)},
             422,
             removing=parsed.remove,
             typed_secrets=parsed.typed_secrets,
         )
     except ValidationError as exc:  # keeping a stored secret made the settings invalid
-        errors = {_error_key(k): v for k, v in error_messages(exc).items()}
+        errors = {channel_store.error_key(k): v for k, v in error_messages(exc).items()}
         return _render_form(
             channel, parsed.kind, parsed.values, parsed.config, errors, 422, removing=parsed.remove
         )
@@ -556,14 +449,8 @@ def _row_response(channel: NotificationChannel, message: str, category: str = "i
 def toggle(channel_id: int):
     """Enable or disable the channel (disabled channels get "skipped" deliveries)."""
     channel = _get_channel(channel_id)
-    enabled = not channel.enabled
-    with write_transaction():
-        NotificationChannel.update(enabled=enabled, updated_at=times.utcnow()).where(
-            NotificationChannel.id == channel.id
-        ).execute()
-        channel = NotificationChannel.get_by_id(channel.id)
-        changes = audit_log.field_changes({"enabled": not enabled}, {"enabled": enabled})
-        _audit("channel.enable" if enabled else "channel.disable", channel, changes=changes)
+    channel = channel_store.set_enabled(channel, not channel.enabled)
+    enabled = channel.enabled
     return _row_response(
         channel, f"Channel “{channel.name}” {'enabled' if enabled else 'disabled'}."
     )
@@ -578,7 +465,7 @@ def reset_breaker(channel_id: int):
     except redis.RedisError:
         abort(503, "Redis is not reachable; the circuit breaker was not reset.")
     with write_transaction():
-        _audit("channel.breaker_reset", channel)
+        channel_store.audit_channel("channel.breaker_reset", channel)
     return _row_response(channel, f"Circuit of “{channel.name}” closed.")
 
 
@@ -586,7 +473,7 @@ def reset_breaker(channel_id: int):
 def confirm_delete(channel_id: int):
     channel = _get_channel(channel_id)
     count = Delivery.select().where(Delivery.channel == channel.id).count()
-    rules = _rules_using([channel.id]).get(channel.id, [])
+    rules = channel_store.rules_using([channel.id]).get(channel.id, [])
     return render_template(
         "admin/channels/confirm_delete.html", channel=channel, delivery_count=count, rules=rules
     )
@@ -596,73 +483,19 @@ def confirm_delete(channel_id: int):
 def delete(channel_id: int):
     """Delete the channel and its delivery log; rules stop naming it."""
     channel = _get_channel(channel_id)
-    with write_transaction():
-        rules = _rules_using([channel.id]).get(channel.id, [])
-        deliveries = Delivery.select().where(Delivery.channel == channel.id).count()
-        _audit(
-            "channel.delete",
-            channel,
-            rules=[r.name for r in rules][:100],
-            deliveries_deleted=deliveries,
-        )
-        for rule in rules:
-            remaining = [c for c in (rule.channels or []) if c != channel.id]
-            Rule.update(channels=remaining, updated_at=times.utcnow()).where(
-                Rule.id == rule.id
-            ).execute()
-        Delivery.delete().where(Delivery.channel == channel.id).execute()
-        channel.delete_instance()
-    try:
-        # A later channel may get the same id (SQLite reuses them): it starts with a closed circuit.
-        breaker_for(_redis(), channel_id, _settings()).reset()
-    except redis.RedisError:
-        log.warning("breaker state of a deleted channel not removed", extra={"id": channel_id})
+    channel_store.delete_channel(channel, _redis(), _settings())
     flash(f"Channel “{channel.name}” deleted.", "info")
     return redirect(url_for("admin_channels.index"))
 
 
 @bp.post("/<int:channel_id>/test")
 def send_test(channel_id: int):
-    """Create a real test event and one delivery for this channel, queued on the notify queue.
-
-    The event is system-wide (no stream), severity info, with data {"test": true}. The channel
-    is tried even when disabled or above info: an admin asked for exactly this send. An open
-    circuit still holds it back (the delivery says so).
-    """
+    """Create a real test event and one delivery for this channel, queued on the notify queue
+    (glimpser.notify.channel_store.send_test)."""
     channel = _get_channel(channel_id)
-    now = times.utcnow()
-    with write_transaction():
-        event = Event.create(
-            stream=None,
-            snapshot=None,
-            rule=None,
-            kind="test",
-            severity="info",
-            title=TEST_TITLE,
-            description=f"A test of the channel “{channel.name}”, sent by "
-            f"{current_user.username} from the admin page.",
-            data={"test": True},
-            created_at=now,
-        )
-        delivery = Delivery.create(
-            event=event.id,
-            channel=channel.id,
-            purpose="alert",
-            status="queued",
-            created_at=now,
-            updated_at=now,
-        )
-        _audit("channel.test", channel, event_id=event.id, delivery_id=delivery.id)
-    try:
-        queues.enqueue_delivery(_redis(), delivery.id, 0.0)
-    except redis.RedisError:
-        with write_transaction():
-            Delivery.update(
-                status="failed",
-                error="not queued: Redis is not reachable (retry it from the delivery log)",
-                updated_at=times.utcnow(),
-            ).where(Delivery.id == delivery.id).execute()
-    delivery = Delivery.get_by_id(delivery.id)
+    event, delivery = channel_store.send_test(
+        channel, _redis(), current_user.username, "from the admin page"
+    )
     if _is_htmx():
         return render_template(
             "admin/deliveries/_card.html", d=delivery, channel=channel, event=event

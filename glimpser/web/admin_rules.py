@@ -27,10 +27,10 @@ from pydantic import ValidationError
 from werkzeug.datastructures import MultiDict
 
 from glimpser import times
+from glimpser.analysis import rule_store
 from glimpser.analysis.rules import (
     describe_conditions,
     describe_schedule,
-    rule_columns,
     rule_values,
 )
 from glimpser.analysis.schemas import (
@@ -40,13 +40,10 @@ from glimpser.analysis.schemas import (
     RuleSpec,
     TimeWindow,
 )
-from glimpser.db import write_transaction
 from glimpser.models import Event, NotificationChannel, Rule, Stream
 from glimpser.notify.schemas import KIND_LABELS
 from glimpser.sources.schemas import error_messages
-from glimpser.web import audit as audit_log
 from glimpser.web.app_settings import current_settings
-from glimpser.web.audit import audit
 from glimpser.web.params import parse_id, parse_int
 from glimpser.web.stream_form import FieldView, _view
 
@@ -323,17 +320,6 @@ def _get_rule(rule_id: int) -> Rule:
     return rule
 
 
-def _audit(action: str, rule: Rule, **detail: object) -> None:
-    audit(action, f"rule:{rule.id}", {"name": rule.name, **detail})
-
-
-def _name_taken(name: str, rule: Rule | None) -> bool:
-    clash = Rule.select().where(peewee.fn.LOWER(Rule.name) == name.lower())
-    if rule is not None:
-        clash = clash.where(Rule.id != rule.id)
-    return clash.exists()
-
-
 @dataclass
 class RuleRow:
     rule: Rule
@@ -432,38 +418,15 @@ def edit(rule_id: int):
 def _save(rule: Rule | None):  # noqa: ANN202
     spec, values, errors = parse_rule_form(request.form)
     if spec is not None:
-        if _name_taken(spec.name, rule):
-            errors["name"] = "Another rule already has this name."
-        known = {s.id for s in Stream.select(Stream.id).where(Stream.id.in_(spec.stream_ids))}
-        if spec.applies_to == "chosen" and set(spec.stream_ids) - known:
-            errors["stream_ids"] = "A chosen stream no longer exists; reload the page."
-        # All ids, compared here: a channel table is small, and a huge id never reaches SQL.
-        channel_ids = {c.id for c in NotificationChannel.select(NotificationChannel.id)}
-        if set(spec.channels) - channel_ids:
-            errors["channels"] = "A chosen channel no longer exists; reload the page."
+        errors.update(rule_store.rule_problems(spec, rule))
     if spec is None or errors:
         return _render_form(rule, values, errors, 422)
     try:
-        with write_transaction():
-            if rule is None:
-                saved = Rule.create(**rule_columns(spec))
-                changes = audit_log.changes_between(None, audit_log.rule_state(saved))
-                _audit("rule.create", saved, changes=changes)
-                message = f"Rule “{saved.name}” created."
-            else:
-                before = audit_log.rule_state(rule)
-                Rule.update(**rule_columns(spec), updated_at=times.utcnow()).where(
-                    Rule.id == rule.id
-                ).execute()
-                saved = Rule.get_by_id(rule.id)
-                changes = audit_log.changes_between(before, audit_log.rule_state(saved))
-                _audit("rule.update", saved, changes=changes)
-                message = f"Rule “{saved.name}” saved."
-    except peewee.IntegrityError:  # the same name saved concurrently
-        if not _name_taken(spec.name, rule):
-            raise  # another constraint refused it (errors.py: a 409, nothing saved)
-        return _render_form(rule, values, {"name": "Another rule already has this name."}, 422)
-    flash(message, "success")
+        saved = rule_store.save_rule(spec, rule)
+    except rule_store.RuleNameTaken as exc:
+        return _render_form(rule, values, {"name": str(exc)}, 422)
+    verb = "created" if rule is None else "saved"
+    flash(f"Rule “{saved.name}” {verb}.", "success")
     return redirect(url_for("admin_rules.index"))
 
 
@@ -481,12 +444,8 @@ def update(rule_id: int):
 def toggle(rule_id: int):
     """Enable or disable; htmx swaps the table row, a plain form post gets the list again."""
     rule = _get_rule(rule_id)
-    enabled = not rule.enabled
-    with write_transaction():
-        Rule.update(enabled=enabled, updated_at=times.utcnow()).where(Rule.id == rule.id).execute()
-        rule = Rule.get_by_id(rule.id)
-        changes = audit_log.field_changes({"enabled": not enabled}, {"enabled": enabled})
-        _audit("rule.enable" if enabled else "rule.disable", rule, changes=changes)
+    rule = rule_store.set_enabled(rule, not rule.enabled)
+    enabled = rule.enabled
     if request.headers.get("HX-Request"):
         return render_template("admin/rules/_row.html", row=_rows([rule])[0])
     flash(f"Rule “{rule.name}” {'enabled' if enabled else 'disabled'}.", "info")
@@ -503,10 +462,6 @@ def confirm_delete(rule_id: int):
 @bp.post("/<int:rule_id>/delete")
 def delete(rule_id: int):
     rule = _get_rule(rule_id)
-    with write_transaction():
-        # Its events stay on the timeline, without the rule.
-        kept = Event.update(rule=None).where(Event.rule == rule.id).execute()
-        _audit("rule.delete", rule, events_kept=kept)
-        rule.delete_instance()
+    rule_store.delete_rule(rule)
     flash(f"Rule “{rule.name}” deleted.", "info")
     return redirect(url_for("admin_rules.index"))

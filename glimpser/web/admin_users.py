@@ -32,6 +32,7 @@ from glimpser.auth.access import (
     change_access,
     grants_of,
     known_groups,
+    set_grants,
     streams_granted_count,
 )
 from glimpser.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
@@ -55,7 +56,6 @@ from glimpser.web.params import parse_id, parse_ids
 bp = Blueprint("admin_users", __name__, url_prefix="/admin/users")
 
 ROLE_LABELS = {"admin": "Admin — everything, all streams", "viewer": "Viewer — granted streams"}
-MAX_GROUP_CHARS = 64
 # Checkboxes one access form may send (far more than streams anyone has; keeps queries bounded).
 MAX_CHOICES = 5000
 
@@ -299,25 +299,9 @@ def set_access(user_id: int):
     stream_ids = parse_ids(raw_ids)
     if stream_ids is None:
         return _render_detail(user, {"access": "A chosen stream does not exist; reload."}, 422)
-    if any(not g or len(g) > MAX_GROUP_CHARS for g in groups):
-        return _render_detail(user, {"access": "A group name is 1–64 characters."}, 422)
-    chosen = list(Stream.select().where(Stream.id.in_(stream_ids))) if stream_ids else []
-    if len(chosen) != len(stream_ids):
-        return _render_detail(user, {"access": "A chosen stream no longer exists; reload."}, 422)
-    current = grants_of(user)
-    wanted_groups = {g.lower(): g for g in groups}
-    current_groups = {g.lower(): g for g in current.groups}
-    chosen_ids = {s.id for s in chosen}
-    revoke = list(Stream.select().where(Stream.id.in_(list(current.stream_ids - chosen_ids))))
     try:
-        granted, revoked = change_access(
-            user,
-            grant_streams=[s for s in chosen if s.id not in current.stream_ids],
-            revoke_streams=revoke,
-            grant_groups=[g for k, g in wanted_groups.items() if k not in current_groups],
-            revoke_groups=[g for k, g in current_groups.items() if k not in wanted_groups],
-            actor=current_user,
-            ip=_ip(),
+        granted, revoked = set_grants(
+            user, stream_ids, groups, actor=current_user, ip=_ip(), via="web"
         )
     except AccessError as exc:
         return _render_detail(user, {"access": str(exc)}, 422)
