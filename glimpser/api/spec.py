@@ -22,6 +22,7 @@ from spectree import Response, SecurityScheme, SecuritySchemeData, SpecTree
 
 from glimpser import __version__
 from glimpser.api import problems
+from glimpser.web.keyset import MAX_ID
 
 # Errors every authenticated operation may answer; views add 404/409/422 as they need.
 COMMON_ERRORS = (401, 403, 429)
@@ -131,6 +132,11 @@ def document(app: Flask) -> dict[str, Any]:
         for method, op in item.items():
             if not isinstance(op, dict) or "responses" not in op:
                 continue
+            for param in op.get("parameters", []):
+                schema = param.get("schema", {})
+                if param.get("in") == "path" and schema.get("type") == "integer":
+                    # Row ids: the <int:…> converter matches 0…MAX_ID only (glimpser.web).
+                    schema.update(minimum=0, maximum=MAX_ID)
             for code, answer in op["responses"].items():
                 content = answer.get("content", {})
                 if code.startswith(("4", "5")) and "application/json" in content:
