@@ -3,6 +3,7 @@ shared by every process (counters in Redis, gauges from the database), on SQLite
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
@@ -17,7 +18,16 @@ from glimpser.auth import api_keys
 from glimpser.capture import scheduling
 from glimpser.config import ConfigError, load_settings
 from glimpser.db import database
-from glimpser.models import ApiKey, Delivery, Event, NotificationChannel, Rule, Snapshot, Stream
+from glimpser.models import (
+    AICall,
+    ApiKey,
+    Delivery,
+    Event,
+    NotificationChannel,
+    Rule,
+    Snapshot,
+    Stream,
+)
 from glimpser.queues import connect_redis, get_queue
 from tests.api_support import bearer, make_key, make_user
 from tests.conftest import make_env, run_queued_jobs
@@ -350,3 +360,38 @@ def test_a_capture_analysis_and_delivery_move_the_counters(
     assert value(after, "glimpser_queue_depth", queue="notify") == 0
     webhook = {"channel_id": str(channel.id), "channel_kind": "webhook"}
     assert value(after, "glimpser_breaker_state", **webhook, state="closed") == 1
+
+
+def test_ai_calls_tokens_and_errors_by_stream(db_app, metrics_key, openai_server):
+    """Real requests to the loopback OpenAI-compatible server, through the AI client."""
+    from glimpser.analysis.ai import AIClient, AIError
+    from tests.test_ai import BIG_JPEG, GOOD
+
+    settings = db_app.extensions["glimpser.settings"]
+    settings = dataclasses.replace(
+        settings,
+        ai_base_url=openai_server.url,
+        ai_api_key="sk-test",
+        ai_model="test-vision",
+        ai_max_retries=0,
+    )
+    with database.connection_context():
+        stream = Stream.create(name="Gate", kind="http_image", config={})
+        ai = AIClient.from_settings(settings, db_app.extensions["glimpser.redis"])
+        assert ai is not None
+        try:
+            openai_server.reply_json(GOOD, prompt_tokens=300, completion_tokens=40)
+            ai.describe(BIG_JPEG, stream_id=stream.id)
+            openai_server.reply_text("not the JSON asked for")
+            with pytest.raises(AIError):
+                ai.describe(BIG_JPEG, stream_id=stream.id)
+        finally:
+            ai.close()
+    samples = scrape(db_app, metrics_key)
+    labels = {"stream_id": str(stream.id), "purpose": "describe"}
+    assert value(samples, "glimpser_ai_calls_total", **labels, outcome="ok") == 1
+    assert value(samples, "glimpser_ai_calls_total", **labels, outcome="failed") == 1
+    assert value(samples, "glimpser_ai_errors_total", **labels) == 1
+    with database.connection_context():
+        spent = sum(c.total_tokens for c in AICall.select().where(AICall.stream == stream.id))
+    assert spent > 340 and value(samples, "glimpser_ai_tokens_total", **labels) == spent
