@@ -189,6 +189,8 @@ class Settings:
     ai_default_prompt: str = ""
     # interval (seconds) a new stream's form starts with
     default_interval: int = 60
+    # Client networks that may read /metrics without an API key (GLIMPSER_METRICS_ALLOW)
+    metrics_allow: tuple[str, ...] = ()
     # The GLIMPSER_* variables that were set (environment or .env): they win over Admin →
     # Settings (glimpser.runtime_settings), which shows them read-only.
     from_env: frozenset[str] = frozenset()
@@ -329,6 +331,22 @@ def deny_cidrs(raw: str) -> tuple[str, ...]:
                 f"GLIMPSER_SOURCE_DENY_CIDRS has an invalid network: {cidr!r}"
             ) from None
     return deny
+
+
+def metrics_allow(raw: str) -> tuple[str, ...]:
+    """GLIMPSER_METRICS_ALLOW: addresses or networks (CIDR) separated by commas, normalised
+    ("10.0.0.7" → "10.0.0.7/32")."""
+    found = []
+    for item in (c.strip() for c in raw.replace("\n", ",").split(",")):
+        if not item:
+            continue
+        try:
+            found.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"GLIMPSER_METRICS_ALLOW has an invalid address or network: {item!r}"
+            ) from None
+    return tuple(found)
 
 
 SUMMARY_PERIODS = ("hour", "day")
@@ -534,6 +552,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         default_locale=_locale(env.get("GLIMPSER_LOCALE", "")),
         ai_default_prompt=ai_prompt(env.get("GLIMPSER_AI_DEFAULT_PROMPT", "")),
         default_interval=_limited(env, "GLIMPSER_DEFAULT_INTERVAL"),
+        metrics_allow=metrics_allow(env.get("GLIMPSER_METRICS_ALLOW", "")),
         from_env=frozenset(
             k for k, v in env.items() if k.startswith("GLIMPSER_") and v and v.strip()
         ),

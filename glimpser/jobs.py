@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import redis
 from rq import get_current_job
 
-from glimpser import queues, system_status, times
+from glimpser import metrics, queues, system_status, times
 from glimpser.analysis import summaries
 from glimpser.analysis.ai import AIClient
 from glimpser.analysis.pipeline import analyse_snapshot as run_analysis
@@ -114,6 +114,7 @@ def job(func: F) -> F:
         finally:
             ms = round((time.perf_counter() - started) * 1000, 1)
             log.info("job", extra={"job": func.__name__, "outcome": outcome, "ms": ms})
+            _record_job(func.__name__, outcome)
             if func.__name__ in _CRON_NAMES:
                 _record_cron_run(func.__name__, outcome, ms)
 
@@ -125,6 +126,13 @@ def _record_cron_run(name: str, outcome: str, ms: float) -> None:
         system_status.record_cron_run(_connection(), name, outcome, ms)
     except (redis.RedisError, OSError) as exc:  # the page shows it as not run; the job is done
         log.warning("cron run not recorded", extra={"job": name, "error": str(exc)})
+
+
+def _record_job(name: str, outcome: str) -> None:
+    try:
+        metrics.record_job(_connection(), name, outcome)
+    except Exception as exc:  # noqa: BLE001 - no Redis for the metric: the job is done anyway
+        log.warning("job metric not recorded", extra={"job": name, "error": str(exc)[:200]})
 
 
 def _forget_retention_preview() -> None:
@@ -165,7 +173,10 @@ def capture_stream(stream_id: int, due_at: str | None = None, manual: bool = Fal
         if stream is None or (not stream.enabled and not manual):
             return {"ok": False, "skipped": True}
         with lease:
+            started = time.perf_counter()
             outcome = run_capture(stream_id, settings(), due, connection)
+        result = ("stored" if outcome.stored else "unchanged") if outcome.ok else "failed"
+        metrics.record_capture(connection, stream.kind, result, time.perf_counter() - started)
         log.info(
             "capture",
             extra={

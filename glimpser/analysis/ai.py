@@ -36,6 +36,7 @@ import peewee
 import redis
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from glimpser import metrics
 from glimpser.config import Settings
 from glimpser.db import write_transaction
 from glimpser.logs import redact
@@ -757,6 +758,7 @@ class AIClient:
         except peewee.PeeweeException as exc:
             log.warning("could not record an AI call", extra={"error": str(exc)[:200]})
         outcome = "cached" if cached else ("ok" if not error else "failed")
+        metrics.record_ai_call(self.connection, stream_id, purpose, outcome, usage.total)
         # Field names avoid "token": the JSON log formatter masks such keys as secrets.
         (log.info if not error else log.warning)(
             f"AI {purpose} {outcome}: {usage.total} tokens, {attempts} attempts",

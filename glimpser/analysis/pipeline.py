@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import redis
 
-from glimpser import times
+from glimpser import metrics, times
 from glimpser.analysis import motion, rules, textchange
 from glimpser.analysis.ai import AIClient, AIError, Answer, Description
 from glimpser.analysis.schemas import AnalysisSettings, analysis_settings
@@ -160,6 +161,7 @@ def analyse_snapshot(
     ai: AIClient | None,
 ) -> AnalysisOutcome:
     """Analyse one snapshot and raise the events its stream's rules ask for."""
+    started = time.perf_counter()
     outcome = AnalysisOutcome(snapshot_id)
     snapshot = Snapshot.get_or_none(Snapshot.id == snapshot_id)
     if snapshot is None:
@@ -287,4 +289,5 @@ def analyse_snapshot(
             "events": len(events),
         },
     )
+    metrics.record_analysis(connection, stream.kind, time.perf_counter() - started)
     return outcome

@@ -32,7 +32,7 @@ import peewee
 import redis
 from pydantic import ValidationError
 
-from glimpser import times
+from glimpser import metrics, times
 from glimpser.analysis.schemas import (
     DAY_NAMES,
     RuleConditions,
@@ -415,7 +415,7 @@ def _store(
                     .exists()
                 ):
                     return None
-            return Event.create(
+            event = Event.create(
                 stream=stream.id,
                 snapshot=snapshot_id,
                 rule=rule.id,
@@ -426,6 +426,8 @@ def _store(
         if key and connection is not None:
             connection.delete(key)  # no event was stored: do not silence the next one
         raise
+    metrics.record_events(connection, [event])
+    return event
 
 
 # --- snapshots ------------------------------------------------------------------------------

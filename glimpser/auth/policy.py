@@ -35,6 +35,7 @@ PUBLIC_ENDPOINTS: frozenset[str] = frozenset(
         "static",
         "pwa.service_worker",
         "api.openapi",  # the API's description: no data of this install
+        "metrics.metrics",  # Prometheus: the view checks a key's scope or the client address
     }
 )
 # Endpoints an admin may open to everyone for reading with one boolean Settings attribute, and

@@ -14,7 +14,7 @@ import peewee
 import redis
 from pydantic import ValidationError
 
-from glimpser import sources, times
+from glimpser import metrics, sources, times
 from glimpser.analysis.rules import evaluate_capture_failure
 from glimpser.capture import readers
 from glimpser.config import Settings
@@ -120,7 +120,7 @@ def run_capture(
         if not Stream.select().where(Stream.id == stream_id).exists():
             return CaptureOutcome(ok=False, error="the stream was deleted during the capture")
         raise
-    return _record_success(stream, snapshot, started, due_at, settings, via)
+    return _record_success(stream, snapshot, started, due_at, settings, via, connection)
 
 
 def _record_success(
@@ -130,6 +130,7 @@ def _record_success(
     due_at: datetime | None,
     settings: Settings,
     via: str,
+    connection: redis.Redis | None = None,
 ) -> CaptureOutcome:
     now = times.utcnow()
     due = next_due(due_at, stream.interval, now)
@@ -168,6 +169,7 @@ def _record_success(
                     data={"failures": failures, "failure_event": failure.id if failure else None},
                 )
             )
+    metrics.record_events(connection, recovered)
     return CaptureOutcome(
         ok=True,
         snapshot_id=snapshot.id if snapshot else None,
@@ -238,4 +240,5 @@ def _failure_events(
             )
     except peewee.IntegrityError:  # the stream was deleted meanwhile: nothing to report on
         return []
+    metrics.record_events(connection, [event])
     return [event]

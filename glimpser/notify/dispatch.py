@@ -23,7 +23,7 @@ from datetime import timedelta
 import peewee
 import redis
 
-from glimpser import times
+from glimpser import metrics, times
 from glimpser.config import Settings
 from glimpser.db import write_transaction
 from glimpser.models import SEVERITIES, Delivery, Event, NotificationChannel, Rule
@@ -156,6 +156,8 @@ def route(
             ):
                 reason = "channel cooldown for this stream"
             delivery = _record(event, channel, "alert", "skipped" if reason else "queued", reason)
+            if delivery is not None and reason:
+                metrics.record_delivery(connection, channel.kind, "skipped")
             if delivery is not None and not reason:
                 enqueue(delivery.id, 0.0)
                 queued.append(delivery.id)
@@ -234,6 +236,20 @@ def deliver(
     delivery = Delivery.get_by_id(delivery_id)
     channel = NotificationChannel.get_or_none(NotificationChannel.id == delivery.channel_id)
     event = Event.get_or_none(Event.id == delivery.event_id)
+    status = _attempt(delivery, channel, event, connection, settings, enqueue)
+    metrics.record_delivery(connection, channel.kind if channel else "", status)
+    return status
+
+
+def _attempt(
+    delivery: Delivery,
+    channel: NotificationChannel | None,
+    event: Event | None,
+    connection: redis.Redis,
+    settings: Settings,
+    enqueue: Callable[[int, float], None],
+) -> str:
+    """One try of a claimed delivery; its status afterwards."""
     if channel is None or event is None:
         return _finish(delivery, "failed", error="the channel or event was deleted")
     if not channel.enabled and event.kind != "test":
