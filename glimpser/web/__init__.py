@@ -14,9 +14,28 @@ from glimpser.web.keyset import MAX_ID
 _PROBES = frozenset({"health.healthz", "health.readyz"})
 
 
+def _at_most(limit: int) -> str:
+    """A regular expression of the ASCII numbers from 0 to `limit` (no leading zeros)."""
+    digits = str(limit)
+    options = [f"[0-9]{{1,{len(digits) - 1}}}"] if len(digits) > 1 else []
+    for i, digit in enumerate(digits):
+        if digit != "0":
+            rest = len(digits) - i - 1
+            options.append(
+                f"{digits[:i]}[0-{int(digit) - 1}]" + (f"[0-9]{{{rest}}}" if rest else "")
+            )
+    options.append(digits)
+    return "(?:" + "|".join(options) + ")"
+
+
 class RowIdConverter(IntegerConverter):
     """`<int:…>` in every URL is a row id: above MAX_ID nothing matches (a 404), so no view
-    needs its own check and no query gets an id the database refuses to compare."""
+    needs its own check and no query gets an id the database refuses to compare.
+
+    The limit is in the rule's regular expression, not only in `to_python`: otherwise a PUT
+    to /api/v1/streams/<2**63> would match the GET rule's pattern first and answer 405."""
+
+    regex = _at_most(MAX_ID)
 
     def __init__(self, map, *args, **kwargs) -> None:  # noqa: A002, ANN001, ANN003 - werkzeug's
         kwargs.setdefault("max", MAX_ID)

@@ -24,7 +24,7 @@ from glimpser.analysis.schemas import (
     AnalysisSettings,
     detection_mode,
 )
-from glimpser.schema_helpers import REENTER_MESSAGE, may_keep_secrets, secrets_to_reenter
+from glimpser.schema_helpers import REENTER_MESSAGE
 from glimpser.sources.schemas import (
     CONFIG_BY_KIND,
     KIND_LABELS,
@@ -33,6 +33,7 @@ from glimpser.sources.schemas import (
     StreamSpec,
     error_messages,
 )
+from glimpser.transfer.stream_store import keep_stored_secrets
 
 _OPTIONAL_NUMBERS = {"retention_max_age_days", "retention_max_count", "retention_max_bytes"}
 
@@ -203,14 +204,9 @@ def parse_form(
             continue
         config_values[name] = _form_value(form, f"config.{name}", info)
     # A blank secret keeps the stored one only while the URL points where it did.
-    keep = may_keep_secrets(existing_config, config_values)
-    for name in model.SECRET_FIELDS:
-        if config_values.get(name) == "" and keep and existing_config:
-            config_values[name] = existing_config.get(name, "")
-    errors: dict[str, str] = {
-        f"config.{name}": REENTER_MESSAGE
-        for name in secrets_to_reenter(existing_config, config_values, model.SECRET_FIELDS)
-    }
+    kept, reenter = keep_stored_secrets(existing_config, config_values, model.SECRET_FIELDS)
+    config_values.update(kept)
+    errors: dict[str, str] = {f"config.{name}": REENTER_MESSAGE for name in reenter}
     spec: StreamSpec | None = None
     try:
         spec = StreamSpec.model_validate(

@@ -27,11 +27,9 @@ from flask import (
 )
 from flask_login import current_user
 from PIL import Image
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
 from werkzeug.http import is_resource_modified
 
-from glimpser import queues, times
+from glimpser import times
 from glimpser.auth.access import get_visible_stream, known_groups, visible_streams, who_can_see
 from glimpser.auth.policy import admin_only
 from glimpser.capture import scheduling
@@ -40,19 +38,16 @@ from glimpser.media import deletion, thumbnails
 from glimpser.media.snapshots import latest_snapshot
 from glimpser.media.storage import ObjectNotFound, StorageError, get_storage
 from glimpser.models import Event, Snapshot, Stream
-from glimpser.sources import sealed
 from glimpser.sources.schemas import (
     CONFIG_BY_KIND,
     KIND_LABELS,
-    KIND_QUEUE,
-    dump_config,
     parse_config,
 )
-from glimpser.transfer.stream_store import create_stream, update_stream
+from glimpser.transfer import stream_actions
+from glimpser.transfer.stream_store import NAME_TAKEN, name_taken
 from glimpser.web import audit as audit_log
 from glimpser.web import keyset, stream_form
 from glimpser.web.app_settings import current_settings
-from glimpser.web.audit import audit
 from glimpser.web.events import recent_events
 from glimpser.web.htmx import is_fragment_request as _is_fragment_request
 from glimpser.web.humantime import current_zone
@@ -74,15 +69,7 @@ def _settings():  # noqa: ANN202
     return current_settings()
 
 
-def _audit(action: str, stream: Stream, **detail: object) -> None:
-    audit(action, f"stream:{stream.id}", {"name": stream.name, **detail})
-
-
-def _name_taken(name: str, stream: Stream | None) -> bool:
-    clash = Stream.select().where(peewee.fn.LOWER(Stream.name) == name.lower())
-    if stream is not None:
-        clash = clash.where(Stream.id != stream.id)
-    return clash.exists()
+_audit = stream_actions.audit_stream
 
 
 @bp.get("/")
@@ -413,32 +400,35 @@ def latest_image(stream_id: int):
     )
     if snapshot is None:
         abort(404)
-    return _send_stored(
-        snapshot.storage_key,
-        snapshot.sha256,
-        snapshot.captured_at,
-        snapshot.content_type,
-        REVALIDATE,
-    )
+    return send_snapshot(snapshot, REVALIDATE)
 
 
 @bp.get("/<int:stream_id>/snapshots/<int:snapshot_id>.jpg")
 def snapshot_image(stream_id: int, snapshot_id: int):
     """One snapshot under its own URL: it never changes, so browsers keep it."""
-    snapshot = _visible_snapshot(stream_id, snapshot_id)
-    return _send_stored(
-        snapshot.storage_key,
-        snapshot.sha256,
-        snapshot.captured_at,
-        snapshot.content_type,
-        IMMUTABLE,
-    )
+    return send_snapshot(_visible_snapshot(stream_id, snapshot_id), IMMUTABLE)
 
 
 @bp.get("/<int:stream_id>/snapshots/<int:snapshot_id>/thumb.jpg")
 def snapshot_thumbnail(stream_id: int, snapshot_id: int):
     """A snapshot's thumbnail, generated on first request and stored beside the snapshot."""
-    snapshot = _visible_snapshot(stream_id, snapshot_id)
+    return send_thumbnail(_visible_snapshot(stream_id, snapshot_id))
+
+
+def send_snapshot(snapshot: Snapshot, cache_control: str) -> Response:
+    """A snapshot's picture (the web pages and the JSON API): 304 when the client has it."""
+    return _send_stored(
+        snapshot.storage_key,
+        snapshot.sha256,
+        snapshot.captured_at,
+        snapshot.content_type,
+        cache_control,
+    )
+
+
+def send_thumbnail(snapshot: Snapshot) -> Response:
+    """A snapshot's thumbnail (JPEG), made on first request and stored beside the snapshot; the
+    original when the picture cannot be decoded."""
     etag = f"{snapshot.sha256[:40]}-t{thumbnails.THUMB_WIDTH}"
     if not is_resource_modified(request.environ, etag=etag, last_modified=snapshot.captured_at):
         return _send_stored("", etag, snapshot.captured_at, "image/jpeg", IMMUTABLE)
@@ -539,24 +529,17 @@ def _save(stream: Stream | None):  # noqa: ANN202
     kind = request.form.get("kind", "")
     if kind not in CONFIG_BY_KIND:
         kind = stream.kind if stream is not None else "rtsp"
-    if spec is not None and _name_taken(spec.name, stream):
-        errors = {"name": "Another stream already has this name."}
+    if spec is not None and name_taken(spec.name, stream):
+        errors = {"name": NAME_TAKEN}
     if spec is None or errors:
         return _render_form(
             stream, kind, stream_values, config_values, errors, 422, analysis_values
         )
+    created = stream is None
     try:
-        with write_transaction():
-            created = stream is None
-            before = None if created else audit_log.stream_state(stream)
-            saved = create_stream(spec) if created else update_stream(stream, spec)
-            changes = audit_log.changes_between(before, audit_log.stream_state(saved))
-            _audit("stream.create" if created else "stream.update", saved, changes=changes)
-            stream = saved
-    except peewee.IntegrityError:  # the same name saved concurrently
-        if not _name_taken(spec.name, stream):
-            raise  # another constraint refused it (errors.py: a 409, nothing saved)
-        errors = {"name": "Another stream already has this name."}
+        stream = stream_actions.save_stream(stream, spec)
+    except stream_actions.NameTaken:  # the same name saved concurrently
+        errors = {"name": NAME_TAKEN}
         return _render_form(
             stream, kind, stream_values, config_values, errors, 422, analysis_values
         )
@@ -566,8 +549,7 @@ def _save(stream: Stream | None):  # noqa: ANN202
         else f"Stream “{stream.name}” saved.",
         "success",
     )
-    if stream.enabled:
-        scheduling.capture_now(_redis(), stream)
+    stream_actions.capture_if_enabled(_redis(), stream)
     return redirect(url_for("streams.detail", stream_id=stream.id))
 
 
@@ -595,11 +577,10 @@ def update(stream_id: int):
 @bp.post("/test-capture")
 def test_capture():
     """Validate the form as it stands and capture once on a worker, without saving."""
-    existing = None
+    stream = None
     if (stream_id := parse_id(request.form.get("stream_id"))) is not None:
         stream = Stream.get_or_none(Stream.id == stream_id)
-        existing = stream.config if stream is not None else None
-        stream_id = stream.id if stream is not None else None
+    existing = stream.config if stream is not None else None
     spec, _sv, _cv, _av, errors = stream_form.parse_form(request.form, existing)
     config_errors = {k: v for k, v in errors.items() if k == "kind" or k.startswith("config")}
     if spec is None and config_errors:
@@ -609,16 +590,7 @@ def test_capture():
     # When only stream-level fields are wrong, the source can still be tried.
     config = parse_config(_cv) if spec is None else spec.config
     # No secret in the job's arguments (Redis, redis.rdb, the worker's log): see sources.sealed.
-    names = type(config).SECRET_FIELDS
-    typed = sealed.typed_secrets(dump_config(config, include_secrets=True), existing, names)
-    job = queues.enqueue_test_capture(
-        _redis(),
-        KIND_QUEUE[config.kind],
-        dump_config(config, include_secrets=False),
-        config.timeout + 30,
-        stream_id=stream_id,
-        sealed_secrets=sealed.seal(typed, _settings().secret_key),
-    )
+    job = stream_actions.queue_test_capture(_redis(), config, stream, _settings().secret_key)
     session[TEST_JOBS_KEY] = ([*session.get(TEST_JOBS_KEY, [])][-9:]) + [job.id]
     return render_template("streams/_test_capture.html", state="pending", job_id=job.id)
 
@@ -628,30 +600,28 @@ def test_capture():
 def test_capture_result(job_id: str):
     if job_id not in session.get(TEST_JOBS_KEY, []):
         abort(404)
-    try:
-        job = Job.fetch(job_id, connection=_redis())
-    except NoSuchJobError:
+    outcome = stream_actions.job_outcome(_redis(), job_id)
+    if outcome.state == "expired":
         return render_template(
             "streams/_test_capture.html",
             state="error",
             error="The test capture expired; try again.",
         )
-    status = job.get_status()
-    if status == "finished":
-        result = job.return_value() or {}
+    if outcome.state == "done":
+        result = outcome.result
         if result.get("ok"):
             return render_template("streams/_test_capture.html", state="done", result=result)
         return render_template(
             "streams/_test_capture.html", state="error", error=result.get("error", "capture failed")
         )
-    if status in ("failed", "stopped", "canceled"):
+    if outcome.state == "failed":
         return render_template(
             "streams/_test_capture.html",
             state="error",
             error="The worker could not finish the capture (see the logs).",
         )
     return render_template(
-        "streams/_test_capture.html", state="pending", job_id=job_id, queued=status == "queued"
+        "streams/_test_capture.html", state="pending", job_id=job_id, queued=outcome.queued
     )
 
 
@@ -663,16 +633,15 @@ def capture_now(stream_id: int):
     """Queue a capture. From the page (htmx) the answer then follows what happened: a new
     picture, "unchanged, not stored", or the error (capture_result)."""
     stream = get_visible_stream(stream_id)
-    queued = scheduling.capture_now(_redis(), stream)
-    job_id = _redis().get(scheduling.claim_key(stream.id)) if queued else None
+    job_id = stream_actions.request_capture(_redis(), stream)
     if _is_fragment_request():
         if job_id is None:
             return render_template("streams/_capture_result.html", state="busy")
-        session[CAPTURE_JOBS_KEY] = [*session.get(CAPTURE_JOBS_KEY, [])][-9:] + [job_id.decode()]
+        session[CAPTURE_JOBS_KEY] = [*session.get(CAPTURE_JOBS_KEY, [])][-9:] + [job_id]
         return render_template(
-            "streams/_capture_result.html", state="pending", stream=stream, job_id=job_id.decode()
+            "streams/_capture_result.html", state="pending", stream=stream, job_id=job_id
         )
-    if queued:
+    if job_id is not None:
         flash("Capture queued.", "success")
     else:
         flash("A capture of this stream is already running.", "info")
@@ -687,19 +656,14 @@ def capture_result(stream_id: int, job_id: str):
         f"capture-{stream.id}-"
     ):
         abort(404)
-    try:
-        job = Job.fetch(job_id, connection=_redis())
-    except NoSuchJobError:
+    outcome = stream_actions.job_outcome(_redis(), job_id)
+    if outcome.state == "expired":
         return render_template("streams/_capture_result.html", state="expired")
-    status = job.get_status()
-    if status == "finished":
+    if outcome.state == "done":
         return render_template(
-            "streams/_capture_result.html",
-            state="done",
-            stream=stream,
-            result=job.return_value() or {},
+            "streams/_capture_result.html", state="done", stream=stream, result=outcome.result
         )
-    if status in ("failed", "stopped", "canceled"):
+    if outcome.state == "failed":
         return render_template("streams/_capture_result.html", state="crashed")
     return render_template(
         "streams/_capture_result.html", state="pending", stream=stream, job_id=job_id
@@ -708,33 +672,14 @@ def capture_result(stream_id: int, job_id: str):
 
 @bp.post("/<int:stream_id>/pause")
 def pause(stream_id: int):
-    stream = get_visible_stream(stream_id)
-    with write_transaction():
-        Stream.update(enabled=False, state="paused", updated_at=times.utcnow()).where(
-            Stream.id == stream.id
-        ).execute()
-        _audit(
-            "stream.pause",
-            stream,
-            changes=audit_log.field_changes({"enabled": stream.enabled}, {"enabled": False}),
-        )
+    stream = stream_actions.pause_stream(get_visible_stream(stream_id))
     flash(f"“{stream.name}” is paused.", "info")
     return redirect(url_for("streams.detail", stream_id=stream.id))
 
 
 @bp.post("/<int:stream_id>/resume")
 def resume(stream_id: int):
-    stream = get_visible_stream(stream_id)
-    with write_transaction():
-        Stream.update(
-            enabled=True, state="pending", next_due_at=times.utcnow(), updated_at=times.utcnow()
-        ).where(Stream.id == stream.id).execute()
-        _audit(
-            "stream.resume",
-            stream,
-            changes=audit_log.field_changes({"enabled": stream.enabled}, {"enabled": True}),
-        )
-    scheduling.capture_now(_redis(), Stream.get_by_id(stream.id))
+    stream = stream_actions.resume_stream(_redis(), get_visible_stream(stream_id))
     flash(f"“{stream.name}” is capturing again.", "success")
     return redirect(url_for("streams.detail", stream_id=stream.id))
 
@@ -754,18 +699,10 @@ def delete(stream_id: int):
         flash("Type the stream's name to confirm.", "error")
         return redirect(url_for("streams.confirm_delete", stream_id=stream.id))
     # Hidden at once; the files and rows go in a job on the maintenance queue (media.deletion).
-    snapshots = Snapshot.select().where(Snapshot.stream == stream).count()
     try:
-        with write_transaction():
-            _audit("stream.delete", stream, snapshots=snapshots)
-            deletion.mark_for_deletion(stream)
+        snapshots = stream_actions.delete_stream(_redis(), stream)
     except deletion.DeletionError:
         abort(404)
-    try:  # after the commit: the job must find the stream marked
-        deletion.queue_deletion(_redis(), stream.id, stream.name)
-    except redis.RedisError:  # the cron queues it later
-        log.warning("stream deletion not queued yet", extra={"stream_id": stream.id})
-    scheduling.release(_redis(), stream_id)
     flash(
         f"Stream “{stream.name}” deleted; its {snapshots} snapshots are being removed "
         "(progress under Admin).",
