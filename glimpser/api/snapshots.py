@@ -4,7 +4,6 @@ metadata (size, analysis) and the images themselves, served by the same code as 
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +13,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from glimpser.api.pagination import PageQuery, page_response
 from glimpser.api.problems import problem
-from glimpser.api.spec import operation, spec
+from glimpser.api.spec import operation
 from glimpser.auth.access import get_visible_stream
 from glimpser.models import Snapshot
 from glimpser.web import keyset
@@ -138,23 +137,6 @@ def _snapshot(stream_id: int, snapshot_id: int) -> Snapshot:
     return snapshot
 
 
-def image_view(validated: Any) -> Any:
-    """An image operation declared with `operation(binary=…)`: also documents "304 Not
-    Modified" (an If-None-Match that matches the ETag), and calls the view without spectree's
-    wrapper, which reads every answer's body to validate it (a file sent with sendfile cannot
-    be read so: "direct passthrough mode") although binary answers are not validated anyway."""
-    metadata = spec.get_function_metadata(validated)
-    if metadata is not None and metadata.resp is not None:
-        metadata.resp.codes.append("HTTP_304")
-    original = validated.__wrapped__
-
-    @functools.wraps(validated)  # keeps the operation's attributes; spectree finds it by them
-    def view(*args: Any, **kwargs: Any) -> Any:
-        return original(*args, **kwargs)
-
-    return view
-
-
 @bp.get("/streams/<int:stream_id>/snapshots")
 @operation(tags=TAGS, query=SnapshotQuery, ok=SnapshotList, errors=(400, 404))
 def list_snapshots(stream_id: int):
@@ -185,7 +167,6 @@ def get_snapshot(stream_id: int, snapshot_id: int):
 
 
 @bp.get("/streams/<int:stream_id>/snapshots/<int:snapshot_id>/image")
-@image_view
 @operation(tags=TAGS, binary=IMAGE_TYPES, errors=(404, 503))
 def snapshot_image(stream_id: int, snapshot_id: int):
     """One snapshot's picture. It never changes: clients may keep it (ETag, immutable)."""
@@ -193,7 +174,6 @@ def snapshot_image(stream_id: int, snapshot_id: int):
 
 
 @bp.get("/streams/<int:stream_id>/snapshots/<int:snapshot_id>/thumbnail")
-@image_view
 @operation(tags=TAGS, binary=IMAGE_TYPES, errors=(404, 503))
 def snapshot_thumbnail(stream_id: int, snapshot_id: int):
     """One snapshot's thumbnail (JPEG), made on first request."""
@@ -201,7 +181,6 @@ def snapshot_thumbnail(stream_id: int, snapshot_id: int):
 
 
 @bp.get("/streams/<int:stream_id>/image")
-@image_view
 @operation(tags=TAGS, binary=IMAGE_TYPES, errors=(404, 503))
 def latest_image(stream_id: int):
     """The stream's newest picture. Send its ETag back as If-None-Match: 304 while it is

@@ -13,6 +13,7 @@ Two things spectree cannot say are added to the document here: errors are
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -90,22 +91,28 @@ def operation(
 ) -> Callable:
     """Declare an API view: spectree validates `query`/`json` and documents `ok` (the model of
     a `status` answer, None for an empty one) and the problem answers `errors` (plus 401/403/429
-    unless `public`). `binary`: the media types of an image answer instead of JSON."""
+    unless `public`).
+
+    `binary`: the media types of a file answer instead of JSON (an image, a video). Such a view
+    takes no query or body, may answer 304 to an If-None-Match, and is called without spectree's
+    wrapper, which reads every answer's body to validate it (a file sent with sendfile cannot be
+    read so) although a binary answer is not validated anyway."""
+    binary = tuple(binary)
+    if binary and (query is not None or json is not None):
+        raise ValueError("a binary operation takes no query or body")
     codes = {
         f"HTTP_{code}": problems.Problem for code in {*errors, *(() if public else COMMON_ERRORS)}
     }
     if json is not None:
         codes["HTTP_422"] = problems.Problem
-    if binary:
-        codes[f"HTTP_{status}"] = None  # type: ignore[assignment]
-    else:
+    if not binary:
         codes[f"HTTP_{status}"] = ok
-    resp = Response(**codes)
+    resp = Response(*((f"HTTP_{status}", "HTTP_304") if binary else ()), **codes)
 
     def decorate(view: Callable) -> Callable:
-        view.glimpser_binary = tuple(binary)  # type: ignore[attr-defined]
+        view.glimpser_binary = binary  # type: ignore[attr-defined]
         view.glimpser_public = public  # type: ignore[attr-defined]
-        return spec.validate(
+        validated = spec.validate(
             query=query,
             json=json,
             resp=resp,
@@ -113,6 +120,14 @@ def operation(
             skip_validation=bool(binary) or ok is None,
             security={} if public else None,
         )(view)
+        if not binary:
+            return validated
+
+        @functools.wraps(validated)  # spectree finds its metadata through __wrapped__
+        def send_file(*args: Any, **kwargs: Any) -> Any:
+            return view(*args, **kwargs)
+
+        return send_file
 
     return decorate
 
