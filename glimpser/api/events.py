@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from flask import Blueprint, current_app, request, url_for
+from flask import Blueprint, current_app, g, request, url_for
 from flask_login import current_user
 from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
 
@@ -208,6 +208,12 @@ def _objects(data: Any) -> list[str]:
 
 def _image_endpoint() -> tuple[str, tuple[str, ...]] | None:
     """The API's snapshot image endpoint (glimpser.api.snapshots), if this build has one."""
+    if "api_image_endpoint" not in g:
+        g.api_image_endpoint = _find_image_endpoint()
+    return g.api_image_endpoint
+
+
+def _find_image_endpoint() -> tuple[str, tuple[str, ...]] | None:
     for rule in current_app.url_map.iter_rules():
         if (
             rule.endpoint.startswith("api.snapshots.")
@@ -362,7 +368,7 @@ def get_event(event_id: int):
 
 
 @bp.post("/<int:event_id>/acknowledge")
-@operation(tags=TAGS, ok=EventDetail, errors=(404,))
+@operation(tags=TAGS, ok=EventDetail, errors=(400, 404, 415))
 @viewer_may_write
 def acknowledge_event(event_id: int):
     """Acknowledge one event (done already: nothing changes). Viewers' keys with the `write`
@@ -373,7 +379,7 @@ def acknowledge_event(event_id: int):
 
 
 @bp.post("/acknowledge")
-@operation(tags=TAGS, json=AcknowledgeRequest, ok=AcknowledgeResult, errors=(400, 404))
+@operation(tags=TAGS, json=AcknowledgeRequest, ok=AcknowledgeResult, errors=(400, 404, 415))
 @viewer_may_write
 def acknowledge_events():
     """Acknowledge many events: by id (those this key cannot see are ignored), or every event

@@ -115,7 +115,7 @@ def visible() -> peewee.ModelSelect:
 
 
 @bp.get("")
-@operation(tags=TAGS, query=SummaryQuery, ok=SummaryList, errors=(400, 404))
+@operation(tags=TAGS, query=SummaryQuery, ok=SummaryList, errors=(400, 404, 422))
 def list_summaries():
     """Summaries this key may see, newest window first."""
     args: SummaryQuery = request.context.query  # type: ignore[attr-defined]
@@ -147,7 +147,9 @@ def get_summary(summary_id: int):
 
 
 @bp.post("")
-@operation(tags=TAGS, json=SummaryRequest, ok=SummaryOut, status=202, errors=(404, 409, 429))
+@operation(
+    tags=TAGS, json=SummaryRequest, ok=SummaryOut, status=202, errors=(400, 404, 409, 415, 429)
+)
 @viewer_may_write
 def request_summary():
     """Summarise now, as the Summaries page does: the build is queued (202); poll its `url`.

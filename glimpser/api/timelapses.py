@@ -119,7 +119,7 @@ def _visible(timelapse_id: int) -> tuple[Timelapse, Stream]:
 
 
 @bp.get("")
-@operation(tags=TAGS, query=TimelapseQuery, ok=TimelapseList, errors=(400, 404))
+@operation(tags=TAGS, query=TimelapseQuery, ok=TimelapseList, errors=(400, 404, 422))
 def list_timelapses():
     """Timelapses of the streams this key may see, newest first."""
     args: TimelapseQuery = request.context.query  # type: ignore[attr-defined]
@@ -169,7 +169,9 @@ def download(timelapse_id: int):
 
 
 @bp.post("")
-@operation(tags=TAGS, json=TimelapseRequest, ok=TimelapseOut, status=202, errors=(404, 429))
+@operation(
+    tags=TAGS, json=TimelapseRequest, ok=TimelapseOut, status=202, errors=(400, 404, 415, 429)
+)
 @viewer_may_write
 def request_timelapse():
     """Build a timelapse, as the stream page does: queued (202); poll its `url`, then fetch
