@@ -209,6 +209,45 @@ def request_summary(
     return Summary.get_by_id(summary.id)
 
 
+class RequestRefused(SummaryError):
+    """A "Summarise now" request refused: the HTTP status, the field it is about, the reason."""
+
+    def __init__(self, status: int, field: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.field = field
+        self.message = message
+
+
+def submit_request(
+    user: User,
+    stream: Stream | None,
+    window: str,
+    connection: redis.Redis,
+    *,
+    ai_configured: bool,
+) -> Summary:
+    """ "Summarise now", as the Summaries page and `POST /api/v1/summaries` ask for it: the
+    stream (None: every stream the user may see) is already checked visible. Raises
+    RequestRefused: 409 without an AI server, 422 for a bad window or nothing to summarise,
+    429 when the user already has MAX_PENDING_PER_USER summaries being built."""
+    if not ai_configured:
+        raise RequestRefused(409, "scope", f"{AI_NOT_CONFIGURED}: summaries need the AI.")
+    if window not in CUSTOM_WINDOWS:
+        raise RequestRefused(422, "window", "Choose a time window.")
+    if pending_count(user.id) >= MAX_PENDING_PER_USER:
+        raise RequestRefused(
+            429,
+            "scope",
+            f"You already have {MAX_PENDING_PER_USER} summaries being built; wait for one to "
+            "finish.",
+        )
+    try:
+        return request_summary(user, stream, window, connection)
+    except SummaryError as exc:
+        raise RequestRefused(422, "scope", str(exc)) from exc
+
+
 # --- scheduling ------------------------------------------------------------------------------
 
 

@@ -429,6 +429,51 @@ def request_build(
     return timelapse
 
 
+class BuildRefused(TimelapseError):
+    """A build request refused before anything was written: the HTTP status, the field it is
+    about and why."""
+
+    def __init__(self, status: int, field: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.field = field
+        self.message = message
+
+
+def submit_build(
+    stream: Stream,
+    user: User,
+    start: datetime,
+    end: datetime,
+    fps: int,
+    connection: redis.Redis,
+) -> Timelapse:
+    """A timelapse of a stream the user may see (already checked), as the stream page and
+    `POST /api/v1/timelapses` ask for it. Raises BuildRefused: 422 for a bad fps or range or
+    one with more than MAX_FRAMES snapshots, 429 when the user already has
+    MAX_PENDING_PER_USER builds queued or running."""
+    if fps not in FPS_CHOICES:
+        raise BuildRefused(422, "fps", f"Choose one of {', '.join(map(str, FPS_CHOICES))} fps.")
+    if start >= end:
+        raise BuildRefused(422, "end", "The end must be after the start.")
+    count = range_snapshots(stream.id, start, end).count()
+    if count > MAX_FRAMES:
+        raise BuildRefused(
+            422,
+            "preset",
+            f"This range has {count} snapshots; at most {MAX_FRAMES} fit in one timelapse. "
+            "Choose a shorter range.",
+        )
+    if pending_count(user.id) >= MAX_PENDING_PER_USER:
+        raise BuildRefused(
+            429,
+            "preset",
+            f"You already have {MAX_PENDING_PER_USER} timelapses being built; wait for one to "
+            "finish.",
+        )
+    return request_build(stream, user.id, start, end, fps, connection)
+
+
 def delete_timelapses(query_or_list: peewee.Select | Iterable[Timelapse], storage: Storage) -> int:
     """Delete timelapses, rows first and then their files; returns how many rows went."""
     if isinstance(query_or_list, peewee.SelectBase):

@@ -8,13 +8,13 @@ One route, three answers (Hypermedia Systems style, from the blocks of one templ
 
 Per-stream access: every query starts from `visible_events()`, so a viewer never sees, counts
 or acknowledges an event of a stream not granted to them; events without a stream are
-system-wide and shown to admins only.
+system-wide and shown to admins only. The queries and the acknowledgement are
+glimpser.analysis.event_store's, shared with `/api/v1/events`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import peewee
@@ -33,11 +33,11 @@ from markupsafe import Markup
 from werkzeug.datastructures import MultiDict
 from werkzeug.http import is_resource_modified
 
-from glimpser import queues, times
+from glimpser import times
+from glimpser.analysis import event_store
 from glimpser.analysis.summaries import visible_summaries
 from glimpser.auth.access import visible_streams
 from glimpser.auth.views import safe_next
-from glimpser.db import write_transaction
 from glimpser.media.difference import DifferenceError, difference_jpeg
 from glimpser.media.storage import ObjectNotFound, StorageError, get_storage
 from glimpser.models import (
@@ -46,26 +46,23 @@ from glimpser.models import (
     Delivery,
     Event,
     NotificationChannel,
-    Rule,
     Snapshot,
     Stream,
     Summary,
 )
 from glimpser.web import keyset, search
 from glimpser.web.app_settings import current_settings
-from glimpser.web.audit import audit, listed_ids
 from glimpser.web.htmx import is_fragment_request as _is_fragment_request
 from glimpser.web.htmx import render_block
-from glimpser.web.humantime import current_zone
 from glimpser.web.keyset import MAX_ID
-from glimpser.web.local_time import format_local, parse_local
+from glimpser.web.local_time import parse_local
 from glimpser.web.params import parse_id, parse_ids, parse_int
 
 bp = Blueprint("events", __name__, url_prefix="/events")
 
 PAGE_SIZE = 25
 POLL_SECONDS = 5
-MAX_BULK = 500  # ids in one acknowledge request
+MAX_BULK = event_store.MAX_BULK  # ids in one acknowledge request
 KIND_LABELS: dict[str, str] = {
     "motion": "Motion",
     "change": "Change",
@@ -74,69 +71,15 @@ KIND_LABELS: dict[str, str] = {
     "capture_recovered": "Capture recovered",
     "test": "Test notification",
 }
-RANGES: dict[str, tuple[str, timedelta | None]] = {
-    "hour": ("Last hour", timedelta(hours=1)),
-    "today": ("Today", None),  # since midnight in the user's time zone
-    "day": ("Last 24 hours", timedelta(days=1)),
-    "week": ("Last 7 days", timedelta(days=7)),
-    "custom": ("Custom range", None),
-}
+RANGES = event_store.RANGES
 ACK_CHOICES: dict[str, str] = {"no": "Not acknowledged", "yes": "Acknowledged"}
-SYSTEM = "system"  # the stream filter's value for events without a stream (admins only)
+SYSTEM = event_store.SYSTEM  # the stream filter's value for events without a stream
 THREAT_LABELS = ("normal", "unusual", "threat")
-MAX_CHOICES = 200  # values of one multi-select filter in a request
+MAX_CHOICES = event_store.MAX_CHOICES  # values of one multi-select filter in a request
+Filters = event_store.Filters
 
 
 # --- filters --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Filters:
-    """The timeline's GET parameters, validated; defaults are left out of URLs.
-
-    Streams, severities and kinds are multi-select: an event matches when it has any of the
-    chosen values (none chosen: any). `q` is a full-text search (glimpser.web.search).
-    """
-
-    streams: tuple[str, ...] = ()  # stream ids, and SYSTEM for events without a stream
-    severities: tuple[str, ...] = ()
-    kinds: tuple[str, ...] = ()
-    range: str = ""
-    start: datetime | None = field(default=None)
-    end: datetime | None = field(default=None)
-    ack: str = ""
-    q: str = ""
-    words: tuple[str, ...] = ()
-
-    def params(self) -> dict[str, Any]:
-        """The non-default values, as query parameters (as the filter form names them)."""
-        out: dict[str, Any] = {}
-        if self.q:
-            out["q"] = self.q
-        for name, values in (
-            ("stream", self.streams),
-            ("severity", self.severities),
-            ("kind", self.kinds),
-        ):
-            if values:
-                out[name] = list(values)
-        for name in ("range", "ack"):
-            if value := getattr(self, name):
-                out[name] = value
-        if self.range == "custom":
-            if self.start is not None:
-                out["from"] = format_local(self.start)
-            if self.end is not None:
-                out["to"] = format_local(self.end)
-        return out
-
-    @property
-    def active(self) -> bool:
-        return bool(self.params())
-
-    @property
-    def stream_ids(self) -> set[int]:
-        return {i for s in self.streams if (i := parse_id(s)) is not None}
 
 
 def _parse_local(value: str, name: str) -> datetime | None:
@@ -185,7 +128,7 @@ def parse_filters(args: MultiDict) -> Filters:
         if stream_id is None:
             abort(400, "The stream filter must be a stream id.")
         ids.append(stream_id)
-    if ids and visible_streams().where(Stream.id.in_(ids)).count() != len(set(ids)):
+    if not event_store.all_visible(ids):
         abort(404)
     severities = _choices(args, "severity", SEVERITIES, "severity")
     kinds = _choices(args, "kind", EVENT_KINDS, "kind")
@@ -215,76 +158,13 @@ def parse_filters(args: MultiDict) -> Filters:
     )
 
 
-def _today_start(now: datetime) -> datetime:
-    """Midnight today in the viewer's time zone (theirs, else the install's default), as UTC."""
-    zone = current_zone()
-    local = times.to_utc(now).astimezone(zone)
-    midnight = datetime.combine(local.date(), datetime.min.time(), tzinfo=zone)
-    return midnight.astimezone(UTC)
-
-
 # --- queries --------------------------------------------------------------------------------
 
 
-def visible_events(user: Any = None) -> peewee.ModelSelect:
-    """Events the user may see: their streams' events; admins also see system-wide ones."""
-    user = user or current_user
-    query = Event.select()
-    if getattr(user, "is_admin", False):
-        # Not the events of a stream being deleted (Stream.select leaves those streams out).
-        return query.where(Event.stream.is_null() | Event.stream.in_(Stream.select(Stream.id)))
-    return query.where(Event.stream.in_(visible_streams(user).select(Stream.id)))
-
-
-def _with_related(query: peewee.ModelSelect) -> peewee.ModelSelect:
-    """Join what an entry shows (stream name, rule name, picture size) in the same query."""
-    return (
-        query.select_extend(
-            Stream.id, Stream.name, Rule.id, Rule.name, Snapshot.id, Snapshot.width, Snapshot.height
-        )
-        .join(Stream, peewee.JOIN.LEFT_OUTER, on=(Event.stream == Stream.id))
-        .switch(Event)
-        .join(Rule, peewee.JOIN.LEFT_OUTER, on=(Event.rule == Rule.id))
-        .switch(Event)
-        .join(Snapshot, peewee.JOIN.LEFT_OUTER, on=(Event.snapshot == Snapshot.id))
-        .switch(Event)
-    )
-
-
-def _filtered(filters: Filters, now: datetime) -> peewee.ModelSelect:
-    query = visible_events()
-    if filters.streams:
-        condition = Event.stream.in_(sorted(filters.stream_ids))
-        if SYSTEM in filters.streams:
-            condition = condition | Event.stream.is_null()
-        query = query.where(condition)
-    if filters.severities:
-        query = query.where(Event.severity.in_(filters.severities))
-    if filters.kinds:
-        query = query.where(Event.kind.in_(filters.kinds))
-    if filters.ack:
-        query = query.where(Event.acknowledged == (filters.ack == "yes"))
-    if filters.words:
-        query = query.where(search.matches(list(filters.words)))
-    preset = RANGES.get(filters.range, ("", None))[1]
-    if filters.range == "today":
-        start: datetime | None = _today_start(now)
-    else:
-        start = now - preset if preset is not None else filters.start
-    if start is not None:
-        query = query.where(Event.created_at >= start)
-    if filters.end is not None and filters.range == "custom":
-        query = query.where(Event.created_at <= filters.end)
-    return query
-
-
-def _newest_first(query: peewee.ModelSelect) -> peewee.ModelSelect:
-    return _with_related(query).order_by(Event.created_at.desc(), Event.id.desc())
-
-
-def event_cursor(event: Event) -> str:
-    """Keyset cursor "<created time>_<id>": stable while new events arrive and old ones go."""
-    return keyset.make_cursor(event.created_at, event.id)
+visible_events = event_store.visible_events
+_filtered = event_store.filtered
+_newest_first = event_store.newest_first
+event_cursor = event_store.event_cursor
 
 
 def _parse_cursor(raw: str) -> tuple[datetime, int]:
@@ -297,10 +177,7 @@ def _page(
     query: peewee.ModelSelect, cursor: tuple[datetime, int] | None
 ) -> tuple[list[Event], str | None]:
     """One page of events, newest first, and the cursor of the next (older) page."""
-    if cursor is not None:
-        query = keyset.older_than(query, Event.created_at, Event.id, cursor)
-    rows = list(_newest_first(query).limit(PAGE_SIZE + 1))
-    return keyset.split_page(rows, PAGE_SIZE, event_cursor)
+    return event_store.page(query, cursor, PAGE_SIZE)
 
 
 def recent_events(stream: Stream, limit: int = 10) -> list[Event]:
@@ -613,25 +490,7 @@ def acknowledge(event_id: int | None = None):
         ids = [event_id]
     else:
         ids = _bulk_ids()
-    acknowledged: list[int] = []
-    if ids:
-        with write_transaction():
-            acknowledged = [
-                e.id
-                for e in visible_events()
-                .select(Event.id)
-                .where(Event.id.in_(ids) & (Event.acknowledged == False))  # noqa: E712
-            ]
-            if acknowledged:
-                Event.update(acknowledged=True).where(Event.id.in_(acknowledged)).execute()
-                audit(
-                    "events.acknowledge",
-                    f"event:{acknowledged[0]}" if len(acknowledged) == 1 else "events",
-                    listed_ids(acknowledged),
-                )
-        if acknowledged:
-            # CAP endpoints that received an alert get its Cancel (queued, sent by a worker).
-            queues.enqueue_cancellations(current_app.extensions["glimpser.redis"], acknowledged)
+    acknowledged = event_store.acknowledge(ids)
     # What the user may see of what they asked for, now (acknowledged before or just now).
     shown = list(_newest_first(visible_events().where(Event.id.in_(ids)))) if ids else []
     count = len(acknowledged)

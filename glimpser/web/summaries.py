@@ -157,20 +157,16 @@ def create():
         errors["window"] = "Choose a time window."
     if errors:
         return _form_error(errors, 422)
-    if service.pending_count(current_user.id) >= service.MAX_PENDING_PER_USER:
-        return _form_error(
-            {
-                "scope": f"You already have {service.MAX_PENDING_PER_USER} summaries being "
-                "built; wait for one to finish."
-            },
-            429,
-        )
     try:
-        summary = service.request_summary(
-            current_user, stream, window, current_app.extensions["glimpser.redis"]
+        summary = service.submit_request(
+            current_user,
+            stream,
+            window,
+            current_app.extensions["glimpser.redis"],
+            ai_configured=True,  # checked first, above
         )
-    except service.SummaryError as exc:
-        return _form_error({"scope": str(exc)}, 422)
+    except service.RequestRefused as exc:
+        return _form_error({exc.field: exc.message}, exc.status)
     if _is_htmx():
         return render_template("summaries/_item.html", summary=summary, **_item_context())
     return redirect(url_for("summaries.index"), 303)

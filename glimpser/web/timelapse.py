@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from flask import (
     Blueprint,
+    Response,
     abort,
     current_app,
     make_response,
@@ -152,19 +153,19 @@ def build(stream_id: int):
     stream = get_visible_stream(stream_id)
     spec, errors = parse_build_form(request.form, times.utcnow())
     status = 422
+    timelapse = None
     if spec is not None:
-        count = builder.range_snapshots(stream.id, spec.start, spec.end).count()
-        if count > builder.MAX_FRAMES:
-            errors = {
-                "preset": f"This range has {count} snapshots; at most "
-                f"{builder.MAX_FRAMES} fit in one timelapse. Choose a shorter range."
-            }
-        elif builder.pending_count(current_user.id) >= builder.MAX_PENDING_PER_USER:
-            errors = {
-                "preset": f"You already have {builder.MAX_PENDING_PER_USER} timelapses "
-                "being built; wait for one to finish."
-            }
-            status = 429
+        try:
+            timelapse = builder.submit_build(
+                stream,
+                current_user,
+                spec.start,
+                spec.end,
+                spec.fps,
+                current_app.extensions["glimpser.redis"],
+            )
+        except builder.BuildRefused as exc:
+            errors, status = {exc.field: exc.message}, exc.status
     if errors:
         if _is_htmx():
             response = make_response(
@@ -182,15 +183,7 @@ def build(stream_id: int):
             response.headers["HX-Reswap"] = "outerHTML"
             return response
         return _render_panel(stream, request.form, errors), status
-    assert spec is not None
-    timelapse = builder.request_build(
-        stream,
-        current_user.id,
-        spec.start,
-        spec.end,
-        spec.fps,
-        current_app.extensions["glimpser.redis"],
-    )
+    assert timelapse is not None
     if _is_htmx():
         return render_template("timelapse/_item.html", stream=stream, tl=timelapse)
     return redirect(url_for("timelapse.panel", stream_id=stream.id), 303)
@@ -213,8 +206,13 @@ def video(stream_id: int, timelapse_id: int):
     timelapse = _get_timelapse(stream, timelapse_id)
     if timelapse.status != "done" or not timelapse.storage_key:
         abort(404)
+    return video_response(stream, timelapse, request.args.get("download") == "1")
+
+
+def video_response(stream: Stream, timelapse: Timelapse, download: bool) -> Response:
+    """A finished timelapse's MP4 (conditional, with Range support), as an attachment when
+    `download`; 404 when its file is gone. Also `GET /api/v1/timelapses/<id>/download`."""
     storage = get_storage(_settings())
-    download = request.args.get("download") == "1"
     name = secure_filename(f"{stream.name}-timelapse-{timelapse.id}.mp4") or "timelapse.mp4"
     etag = f"timelapse-{timelapse.id}-{timelapse.bytes}"
     path = storage.local_path(timelapse.storage_key)
