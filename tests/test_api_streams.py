@@ -97,7 +97,7 @@ def test_create_refuses_bad_input_with_field_errors_and_writes_nothing(db_app):
     assert fields(api.post("/streams", json={}))
     assert fields(api.post("/streams"))  # no body at all
     nul = api.post("/streams", json=body("Bad\u0000name"))
-    assert nul.status_code == 400 and nul.mimetype == "application/problem+json"
+    assert nul.status_code == 422 and nul.mimetype == "application/problem+json"
     deep = api.post(
         "/streams", data="[" * 100 + "]" * 100, headers={"Content-Type": "application/json"}
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from flask import Blueprint, current_app, g, request, url_for
+from flask import Blueprint, request, url_for
 from flask_login import current_user
 from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
 
@@ -206,25 +206,6 @@ def _objects(data: Any) -> list[str]:
     return out
 
 
-def _image_endpoint() -> tuple[str, tuple[str, ...]] | None:
-    """The API's snapshot image endpoint (glimpser.api.snapshots), if this build has one."""
-    if "api_image_endpoint" not in g:
-        g.api_image_endpoint = _find_image_endpoint()
-    return g.api_image_endpoint
-
-
-def _find_image_endpoint() -> tuple[str, tuple[str, ...]] | None:
-    for rule in current_app.url_map.iter_rules():
-        if (
-            rule.endpoint.startswith("api.snapshots.")
-            and rule.rule.endswith("/image")
-            and "snapshot_id" in rule.arguments
-            and rule.arguments <= {"snapshot_id", "stream_id"}
-        ):
-            return rule.endpoint, tuple(rule.arguments)
-    return None
-
-
 def event_out(event: Event, model: type[EventOut] = EventOut, **extra: Any) -> EventOut:
     """An event loaded with event_store.with_related (stream, rule and snapshot joined)."""
     stream = event.stream if event.stream_id is not None else None
@@ -232,10 +213,10 @@ def event_out(event: Event, model: type[EventOut] = EventOut, **extra: Any) -> E
     snapshot = event.snapshot if event.snapshot_id is not None else None
     snapshot_id = getattr(snapshot, "id", None) if snapshot is not None else None
     image = None
-    endpoint = _image_endpoint()
-    if snapshot_id is not None and stream is not None and endpoint is not None:
-        values = {"snapshot_id": snapshot_id, "stream_id": stream.id}
-        image = url_for(endpoint[0], **{k: values[k] for k in endpoint[1]})
+    if snapshot_id is not None and stream is not None:
+        image = url_for(
+            "api.snapshots.snapshot_image", stream_id=stream.id, snapshot_id=snapshot_id
+        )
     return model(
         id=event.id,
         kind=event.kind,

@@ -161,11 +161,7 @@ def download(timelapse_id: int):
         problem(409, "Not ready", f"The timelapse is {timelapse.status} ({timelapse.progress} %).")
     if timelapse.status != "done" or not timelapse.storage_key:
         problem(404, "Not found", f"The timelapse has no video: {timelapse.error or 'failed'}.")
-    response = video_response(stream, timelapse, download=True)
-    # spectree reads the body of every answer (get_data), which a passthrough file refuses:
-    # the file is read through the response's iterator instead.
-    response.direct_passthrough = False
-    return response
+    return video_response(stream, timelapse, download=True)
 
 
 @bp.post("")
