@@ -115,6 +115,8 @@
       return;
     }
     hideCandidate(picker);
+    const candidate = region(picker, ".picker-candidate");
+    if (candidate) candidate.textContent = "";
     pick(picker, elements, index);
   });
 
@@ -122,6 +124,8 @@
     const picker = event.target.classList && event.target.classList.contains("picker")
       ? event.target : null;
     if (!picker) return;
+    // A click focuses the picture too: the candidate is for the keyboard only.
+    if (!picker.matches(":focus-visible")) return;
     const elements = data(picker);
     if (elements) show(picker, elements, startIndex(picker, elements));
   });

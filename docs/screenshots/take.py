@@ -185,7 +185,7 @@ def main(groups: set[str]) -> None:
             if "websites" in groups:
                 shoot_websites(browser, server.url)
             if "wall" in groups:
-                shoot_wall(browser, page, server.url, camera)
+                shoot_wall(browser, page, server.url, camera, state)
             browser.close()
     finally:
         for proc in [*others, server.proc]:
@@ -368,7 +368,7 @@ def shoot_events(browser, url: str, words: str = "motion") -> None:  # noqa: ANN
         context.close()
 
 
-def shoot_wall(browser, page, url: str, camera) -> None:  # noqa: ANN001
+def shoot_wall(browser, page, url: str, camera, state) -> None:  # noqa: ANN001
     """The camera wall with a dozen streams (a failing one, a website, a paused one) at three
     widths, light and dark, and in kiosk mode."""
     from playwright.sync_api import expect
@@ -378,7 +378,7 @@ def shoot_wall(browser, page, url: str, camera) -> None:  # noqa: ANN001
     colours = [(70, 120, 60), (90, 90, 100), (150, 110, 60), (120, 70, 90), (60, 90, 140),
                (50, 110, 120), (140, 80, 60), (100, 130, 160), (80, 60, 120)]  # fmt: skip
     for name, colour in zip(names, colours, strict=True):
-        camera.state.picture = jpeg(colour, size=(640, 360), label=name.lower())
+        state.picture = jpeg(colour, size=(640, 360), label=name.lower())
         page.goto(url + "/streams/new")
         page.get_by_label("Kind of source").select_option("http_image")
         page.get_by_label("Name", exact=True).fill(name)
