@@ -391,11 +391,12 @@ def shoot_wall(browser, page, url: str, camera, state) -> None:  # noqa: ANN001
     # A website (this very server's sign-in page), shown whole rather than cropped.
     page.goto(url + "/streams/new")
     page.get_by_label("Kind of source").select_option("website")
-    page.get_by_label("Name", exact=True).fill("Status page")
+    # (Not "Status page": shoot_websites made that one, and names are unique.)
+    page.get_by_label("Name", exact=True).fill("Sign-in page")
     page.get_by_label("Capture every (seconds)").fill("3600")
     page.get_by_label("Page URL", exact=True).fill(url + "/login")
     page.get_by_role("button", name="Create stream").click()
-    expect(page.get_by_alt_text("Latest snapshot of Status page")).to_be_visible(timeout=90_000)
+    expect(page.get_by_alt_text("Latest snapshot of Sign-in page")).to_be_visible(timeout=90_000)
     for scheme in ("light", "dark"):
         context = browser.new_context(color_scheme=scheme, viewport={"width": 1920, "height": 1080})
         wall = context.new_page()
