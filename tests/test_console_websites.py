@@ -17,7 +17,7 @@ import pytest
 from pydantic import ValidationError
 
 from glimpser import jobs
-from glimpser.analysis.textchange import diff_lines, normalise, text_changed
+from glimpser.analysis.textchange import diff_counts, diff_lines, normalise, text_changed
 from glimpser.db import database
 from glimpser.models import Event, Rule, Snapshot, Stream
 from glimpser.sources import website
@@ -53,6 +53,58 @@ def test_diff_lines_says_what_was_added_and_removed():
         ("added", "d"),
     ]
     assert diff_lines("same", "same") == ([], False)
+
+
+def test_lines_only_an_ignore_pattern_changed_are_shown_as_ignored():
+    before = "Status\n09:12:01.000001\nAll systems normal\nUpdated 09:12 by ops\nFooter"
+    after = "Status\n09:13:07.123456\nAll systems normal\nUpdated 09:13 by ops\nFooter"
+    lines, cut = diff_lines(before, after, [CLOCK, r"\d{2}:\d{2}"])
+    assert not cut
+    assert [(d.op, d.side, d.text) for d in lines] == [
+        ("same", "", "Status"),
+        ("ignored", "before", "09:12:01.000001"),
+        ("ignored", "after", "09:13:07.123456"),
+        ("same", "", "All systems normal"),
+        ("ignored", "before", "Updated 09:12 by ops"),
+        ("ignored", "after", "Updated 09:13 by ops"),
+        ("same", "", "Footer"),
+    ]
+    assert diff_counts(lines) == {"added": 0, "removed": 0, "ignored": 4}
+    # A real change next to the ticking clock: only the real change counts.
+    lines, _ = diff_lines(before, after.replace("normal", "DOWN"), [CLOCK, r"\d{2}:\d{2}"])
+    assert diff_counts(lines) == {"added": 1, "removed": 1, "ignored": 4}
+    assert ("removed", "All systems normal") in [(d.op, d.text) for d in lines]
+    assert ("added", "All systems DOWN") in [(d.op, d.text) for d in lines]
+    # Without the patterns, the clock lines are changes like any other.
+    assert diff_counts(diff_lines(before, after)[0]) == {"added": 2, "removed": 2, "ignored": 0}
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "patterns"),
+    [
+        ("a 10:01\nb", "a 10:02\nb", [r"\d+:\d+"]),
+        ("a 10:01\nb", "a 10:02\nc", [r"\d+:\d+"]),
+        ("x 1:2\ny\nz", "x 1:3\ny\nz", [r"\d:\d\n"]),  # a pattern that eats the newline
+        ("x 1:2\ny\nz", "x 1:3\nY\nz", [r"\d:\d\n"]),
+        ("^top\nTick 1", "^top\nTick 2", [r"^\^top", r"\d"]),  # anchors: the whole text's
+        ("Tick 1\nTick 2", "Tick 3\nTick 1", [r"^Tick \d"]),
+        ("  spaced   out \n\n\nend", "spaced out\nend", []),  # blank space only
+        ("a\r\nb\u2028c", "a\nb\nc", []),
+        ("", "new", [r"x"]),
+        ("old", "", []),
+        ("t 12:00\n\n12:01\n", "\n12:02\nt 12:03", [r"\d+:\d+"]),
+    ],
+)
+def test_the_diff_counts_a_change_exactly_when_the_text_changed(before, after, patterns):
+    lines, _ = diff_lines(before, after, patterns)
+    counts = diff_counts(lines)
+    assert bool(counts["added"] or counts["removed"]) == text_changed(before, after, patterns)
+    # Every line of both texts is accounted for, in order, by the full diff.
+    full, _ = diff_lines(before, after, patterns, context=10**6)
+    shown_before = [d.text for d in full if d.op in ("same", "removed") or d.side == "before"]
+    shown_after = [d.text for d in full if d.op in ("same", "added") or d.side == "after"]
+    if full:
+        assert shown_before == before.splitlines() and shown_after == after.splitlines()
 
 
 @pytest.mark.parametrize(
@@ -342,12 +394,32 @@ def test_the_change_view_shows_pictures_and_an_escaped_text_diff(changes):
         assert 'class="diff-added"' in html_text and "Rent: PAID" in html_text
         assert "<script>alert" not in html_text and "&lt;script&gt;alert(1)" in html_text
         assert "the text changed apart from these" in html_text
+        # The clock line differs only by the ignore pattern: shown, dimmed, never counted.
+        ignored = re.findall(r'<li class="diff-ignored">(.*?)</li>', html_text)
+        assert len(ignored) == 2 and all("ignored" in li for li in ignored)
+        assert "At 10:01" in ignored[0] and "At 10:02" in ignored[1]
+        assert "+ 1 added" in html_text and "− 1 removed" in html_text
+        assert "2 ignored" in html_text
     first_page = admin.get(f"/streams/{site.id}/changes/{first.id}").get_data(as_text=True)
     assert "nothing to compare it with" in first_page
     # The stream's history links here.
     assert f"/streams/{site.id}/changes/{second.id}" in admin.get(f"/streams/{site.id}").get_data(
         as_text=True
     )
+
+
+def test_a_page_where_only_the_clock_ticked_shows_the_clock_as_ignored(app, changes):
+    admin, viewer, site, _other, _first, second, _hidden = changes
+    third = _store(
+        app, site, _jpeg((255, 255, 255)), "Rent: PAID\nAt 10:03\n<script>alert(1)</script>", 5
+    )
+    page = viewer.get(f"/streams/{site.id}/changes/{third.id}").get_data(as_text=True)
+    assert "apart from these, the text did not change" in page
+    assert '<li class="diff-added">' not in page and '<li class="diff-removed">' not in page
+    assert "+ 0 added" in page and "− 0 removed" in page and "2 ignored" in page
+    ignored = re.findall(r'<li class="diff-ignored">(.*?)</li>', page)
+    assert ["At 10:02" in ignored[0], "At 10:03" in ignored[1]] == [True, True]
+    assert "ignored, before" in ignored[0] and "ignored, after" in ignored[1]
 
 
 def test_the_difference_picture_marks_the_changed_pixels_red(changes):

@@ -4,11 +4,17 @@ Starts a private Redis, gunicorn, a worker, the readers process and the schedule
 temporary data directory, adds streams from loopback peers (the test camera, the RTSP test
 server), lets them capture, and photographs the pages in Debian Chromium.
 
-Run: .venv/bin/python docs/screenshots/take.py
+Run: .venv/bin/python docs/screenshots/take.py [GROUP ...]
+With no group, every screenshot is taken. Groups: basic (dashboard, stream, events, rules,
+channel form, summaries, system, admin, audit, live, stream form), sessions, users, settings,
+local-time, streams (timeline, bulk actions, rules, deliveries), events (search, event page),
+websites (element picker, change view), wall; "console" is the operator's console of issue 12:
+local-time, streams, events, websites and wall. The streams every group needs are always set up.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
@@ -30,9 +36,27 @@ from tests.media_servers import RtspServer, jpeg, make_media, start_camera_serve
 OUT = Path(__file__).resolve().parent
 PASSWORD = "correct horse battery"
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
+GROUPS = ("basic", "sessions", "users", "settings", "local-time", "streams", "events", "websites",
+          "wall")  # fmt: skip
+CONSOLE = ("local-time", "streams", "events", "websites", "wall")
 
 
-def main() -> None:
+def chosen_groups(argv: list[str] | None = None) -> set[str]:
+    parser = argparse.ArgumentParser(description="Screenshots of the real UI for docs/.")
+    parser.add_argument("groups", nargs="*", metavar="GROUP",
+                        help=f"any of {', '.join(GROUPS)}, console (default: all)")  # fmt: skip
+    groups = parser.parse_args(argv).groups
+    unknown = set(groups) - {*GROUPS, "console"}
+    if unknown:
+        parser.error(f"unknown group {', '.join(sorted(unknown))}; choose from {', '.join(GROUPS)}"
+                     ", console")  # fmt: skip
+    chosen = set(GROUPS) if not groups else set(groups)
+    if "console" in chosen:
+        chosen = (chosen - {"console"}) | set(CONSOLE)
+    return chosen
+
+
+def main(groups: set[str]) -> None:
     work = Path(tempfile.mkdtemp(prefix="g-shots-", dir="/tmp"))
     media = work / "media"
     make_media(media)
@@ -92,67 +116,76 @@ def main() -> None:
                 page.get_by_label("Capture every (seconds)").fill("2" if kind == "rtsp" else "10")
                 for label, value in fields.items():
                     page.get_by_label(label, exact=True).fill(value)
-                if kind == "http_image":
+                if kind == "http_image" and "basic" in groups:
                     page.get_by_role("button", name="Test capture").click()
                     page.locator("#preview img").wait_for(timeout=30_000)
                     shoot(page, "stream-form")
                 page.get_by_role("button", name="Create stream").click()
             time.sleep(12)  # first captures, and a failure for the broken one
-            for label, size in SIZES.items():
-                page.set_viewport_size(size)
-                page.goto(server.url + "/")
-                page.wait_for_load_state("networkidle")
-                shoot(page, f"dashboard-{label}")
+            if "basic" in groups:
+                for label, size in SIZES.items():
+                    page.set_viewport_size(size)
+                    page.goto(server.url + "/")
+                    page.wait_for_load_state("networkidle")
+                    shoot(page, f"dashboard-{label}")
+                    page.goto(server.url + "/streams/")
+                    page.get_by_role("link", name="Front door").click()
+                    page.wait_for_load_state("networkidle")
+                    shoot(page, f"stream-{label}")
+                page.set_viewport_size(SIZES["desktop"])
+                for path, name in (
+                    ("/events", "events-desktop"),
+                    ("/admin/rules/", "rules-desktop"),
+                    ("/admin/channels/new?kind=webhook", "channel-form"),
+                    ("/summaries/", "summaries-desktop"),
+                    ("/admin/system/", "system-desktop"),
+                    ("/admin/", "admin-desktop"),
+                ):
+                    page.goto(server.url + path)
+                    page.wait_for_load_state("networkidle")
+                    shoot(page, name)
+                # Admin → Audit, with a failed sign-in and a stream edit among its entries.
+                stranger = browser.new_page()
+                stranger.goto(server.url + "/login")
+                stranger.get_by_label("Username").fill("alice")
+                stranger.get_by_label("Password").fill("not the password")
+                stranger.get_by_role("button", name="Sign in").click()
+                stranger.close()
                 page.goto(server.url + "/streams/")
                 page.get_by_role("link", name="Front door").click()
-                page.wait_for_load_state("networkidle")
-                shoot(page, f"stream-{label}")
-            page.set_viewport_size(SIZES["desktop"])
-            for path, name in (
-                ("/events", "events-desktop"),
-                ("/admin/rules/", "rules-desktop"),
-                ("/admin/channels/new?kind=webhook", "channel-form"),
-                ("/summaries/", "summaries-desktop"),
-                ("/admin/system/", "system-desktop"),
-                ("/admin/", "admin-desktop"),
-            ):
-                page.goto(server.url + path)
-                page.wait_for_load_state("networkidle")
-                shoot(page, name)
-            # Admin → Audit, with a failed sign-in and a stream edit among its entries.
-            stranger = browser.new_page()
-            stranger.goto(server.url + "/login")
-            stranger.get_by_label("Username").fill("alice")
-            stranger.get_by_label("Password").fill("not the password")
-            stranger.get_by_role("button", name="Sign in").click()
-            stranger.close()
-            page.goto(server.url + "/streams/")
-            page.get_by_role("link", name="Front door").click()
-            page.goto(page.url.rstrip("/") + "/edit")
-            page.get_by_label("Capture every (seconds)").fill("30")
-            page.get_by_label("Groups").fill("outdoor, entrance")
-            page.get_by_role("button", name="Save").click()
-            for label, size in SIZES.items():
-                page.set_viewport_size(size)
-                page.goto(server.url + "/admin/audit/")
-                page.wait_for_load_state("networkidle")
-                shoot(page, f"audit-{label}")
-            page.set_viewport_size(SIZES["desktop"])
-            page.goto(server.url + "/streams/")
-            page.get_by_role("link", name="Driveway").click()
-            live = page.get_by_role("button", name="Live view")
-            if live.count():
-                live.click()
-                time.sleep(4)
-                shoot(page, "live-desktop")
-            shoot_sessions(browser, page, server.url)
-            users_pages(browser, page, server.url)
-            shoot_settings(browser, server.url)
-            shoot_local_time(browser, server.url)
-            shoot_streams_console(browser, server)
-            shoot_events(browser, server.url)
-            shoot_websites(browser, server.url)
-            shoot_wall(browser, page, server.url, camera)
+                page.goto(page.url.rstrip("/") + "/edit")
+                page.get_by_label("Capture every (seconds)").fill("30")
+                page.get_by_label("Groups").fill("outdoor, entrance")
+                page.get_by_role("button", name="Save").click()
+                for label, size in SIZES.items():
+                    page.set_viewport_size(size)
+                    page.goto(server.url + "/admin/audit/")
+                    page.wait_for_load_state("networkidle")
+                    shoot(page, f"audit-{label}")
+                page.set_viewport_size(SIZES["desktop"])
+                page.goto(server.url + "/streams/")
+                page.get_by_role("link", name="Driveway").click()
+                live = page.get_by_role("button", name="Live view")
+                if live.count():
+                    live.click()
+                    time.sleep(4)
+                    shoot(page, "live-desktop")
+            if "sessions" in groups:
+                shoot_sessions(browser, page, server.url)
+            if "users" in groups:
+                users_pages(browser, page, server.url)
+            if "settings" in groups:
+                shoot_settings(browser, server.url)
+            if "local-time" in groups:
+                shoot_local_time(browser, server.url)
+            if "streams" in groups:
+                shoot_streams_console(browser, server)
+            if "events" in groups:
+                shoot_events(browser, server.url)
+            if "websites" in groups:
+                shoot_websites(browser, server.url)
+            if "wall" in groups:
+                shoot_wall(browser, page, server.url, camera, state)
             browser.close()
     finally:
         for proc in [*others, server.proc]:
@@ -335,7 +368,7 @@ def shoot_events(browser, url: str, words: str = "motion") -> None:  # noqa: ANN
         context.close()
 
 
-def shoot_wall(browser, page, url: str, camera) -> None:  # noqa: ANN001
+def shoot_wall(browser, page, url: str, camera, state) -> None:  # noqa: ANN001
     """The camera wall with a dozen streams (a failing one, a website, a paused one) at three
     widths, light and dark, and in kiosk mode."""
     from playwright.sync_api import expect
@@ -345,7 +378,7 @@ def shoot_wall(browser, page, url: str, camera) -> None:  # noqa: ANN001
     colours = [(70, 120, 60), (90, 90, 100), (150, 110, 60), (120, 70, 90), (60, 90, 140),
                (50, 110, 120), (140, 80, 60), (100, 130, 160), (80, 60, 120)]  # fmt: skip
     for name, colour in zip(names, colours, strict=True):
-        camera.state.picture = jpeg(colour, size=(640, 360), label=name.lower())
+        state.picture = jpeg(colour, size=(640, 360), label=name.lower())
         page.goto(url + "/streams/new")
         page.get_by_label("Kind of source").select_option("http_image")
         page.get_by_label("Name", exact=True).fill(name)
@@ -358,11 +391,12 @@ def shoot_wall(browser, page, url: str, camera) -> None:  # noqa: ANN001
     # A website (this very server's sign-in page), shown whole rather than cropped.
     page.goto(url + "/streams/new")
     page.get_by_label("Kind of source").select_option("website")
-    page.get_by_label("Name", exact=True).fill("Status page")
+    # (Not "Status page": shoot_websites made that one, and names are unique.)
+    page.get_by_label("Name", exact=True).fill("Sign-in page")
     page.get_by_label("Capture every (seconds)").fill("3600")
     page.get_by_label("Page URL", exact=True).fill(url + "/login")
     page.get_by_role("button", name="Create stream").click()
-    expect(page.get_by_alt_text("Latest snapshot of Status page")).to_be_visible(timeout=90_000)
+    expect(page.get_by_alt_text("Latest snapshot of Sign-in page")).to_be_visible(timeout=90_000)
     for scheme in ("light", "dark"):
         context = browser.new_context(color_scheme=scheme, viewport={"width": 1920, "height": 1080})
         wall = context.new_page()
@@ -458,4 +492,4 @@ def shoot(page, name: str) -> None:  # noqa: ANN001
 
 if __name__ == "__main__":
     os.chdir(ROOT)
-    main()
+    main(chosen_groups())

@@ -17,7 +17,7 @@ from flask import Blueprint, Response, abort, current_app, render_template, requ
 
 from glimpser.analysis.motion import pixel_threshold
 from glimpser.analysis.schemas import analysis_settings
-from glimpser.analysis.textchange import diff_lines, previous_snapshot, text_changed
+from glimpser.analysis.textchange import diff_counts, diff_lines, previous_snapshot, text_changed
 from glimpser.auth.access import get_visible_stream
 from glimpser.media.storage import ObjectNotFound, StorageError, get_storage
 from glimpser.models import Snapshot, Stream
@@ -77,7 +77,7 @@ def view(stream_id: int, snapshot_id: int):
     cut = False
     text_verdict = None
     if before is not None and before.text is not None and snapshot.text is not None:
-        lines, cut = diff_lines(before.text, snapshot.text)
+        lines, cut = diff_lines(before.text, snapshot.text, patterns)
         text_verdict = text_changed(before.text, snapshot.text, patterns)
     return render_template(
         "streams/changes.html",
@@ -87,6 +87,7 @@ def view(stream_id: int, snapshot_id: int):
         after=_next_snapshot(snapshot),
         lines=lines,
         cut=cut,
+        counts=diff_counts(lines),
         text_verdict=text_verdict,
         patterns=patterns,
         keeps_text=bool(config and config.extract_text),
