@@ -77,7 +77,8 @@
     img.alt = "Snapshot of " + data.day + " " + snap[2];
     img.dataset.snapshot = String(snap[0]);
     link.href = url;
-    timeEl.textContent = data.day + " " + snap[2];
+    timeEl.textContent = data.day_label + " " + snap[2];  // "today 14:03:07", "Tue 1 Dec …"
+    timeEl.title = data.day + " " + snap[2] + " " + data.zone;
     timeEl.setAttribute("datetime", data.day + "T" + snap[2]);
     motionEl.textContent = snap[3] === null ? "" :
       "· motion " + Math.round(snap[3] * 1000) / 10 + " %";

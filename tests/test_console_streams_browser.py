@@ -59,6 +59,8 @@ def test_timeline_bulk_actions_and_channel_kind_swap(live_server, page: Page):
         expect(picture).to_have_attribute("data-snapshot", str(snap.id))
     page.keyboard.press("End")
     expect(picture).to_have_attribute("data-snapshot", str(snaps[-1].id))
+    # The caption is a person's time ("today 14:03:07"), the exact day in its title.
+    expect(page.locator("#timeline-time")).to_have_text(re.compile(r"^today \d\d:\d\d:\d\d$"))
     assert picture.evaluate("img => img.complete && img.naturalWidth") > 0
     # A click at the far left of the strip shows the day's first picture.
     box = scrub.bounding_box()

@@ -14,7 +14,7 @@ the install's language.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -103,17 +103,21 @@ def human_time(
     local = localize(value, zone)
     today = localize(now or times.utcnow(), local.tzinfo).date()
     clock = f"{local:%H:%M:%S}" if seconds else f"{local:%H:%M}"
-    day = local.date()
+    return f"{human_day(local.date(), today)} {clock}"
+
+
+def human_day(day: date, today: date) -> str:
+    """"today", "yesterday", "tomorrow", "Tue 1 Dec" (this year) or "1 Dec 2025"."""
     if day == today:
-        return f"today {clock}"
+        return "today"
     if day == today - timedelta(days=1):
-        return f"yesterday {clock}"
+        return "yesterday"
     if day == today + timedelta(days=1):
-        return f"tomorrow {clock}"
+        return "tomorrow"
     month = _MONTHS[day.month - 1]
     if day.year == today.year:
-        return f"{_DAYS[day.weekday()]} {day.day} {month} {clock}"
-    return f"{day.day} {month} {day.year:04d} {clock}"
+        return f"{_DAYS[day.weekday()]} {day.day} {month}"
+    return f"{day.day} {month} {day.year:04d}"
 
 
 def relative_time(value: datetime | None, now: datetime | None = None) -> str:

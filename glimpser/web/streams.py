@@ -46,7 +46,7 @@ from glimpser.sources.schemas import (
 from glimpser.transfer import stream_actions
 from glimpser.transfer.stream_store import NAME_TAKEN, name_taken
 from glimpser.web import audit as audit_log
-from glimpser.web import keyset, stream_form
+from glimpser.web import humantime, keyset, stream_form
 from glimpser.web.app_settings import current_settings
 from glimpser.web.events import recent_events
 from glimpser.web.htmx import is_fragment_request as _is_fragment_request
@@ -300,6 +300,7 @@ def timeline(stream_id: int):
     image = url_for("streams.snapshot_image", stream_id=stream.id, snapshot_id=0)
     return jsonify(
         day=day.isoformat(),
+        day_label=humantime.human_day(day, times.utcnow().astimezone(zone).date()),
         zone=zone.key,
         start=times.isoformat(start),
         end=times.isoformat(end),
