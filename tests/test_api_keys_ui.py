@@ -51,7 +51,7 @@ def _token(response) -> str:
 def test_a_viewer_makes_lists_and_revokes_their_own_key(db_app):
     _admin(db_app)
     with db_app.app_context():
-        porch, garden = add_stream("Porch"), add_stream("Garden")
+        porch, _garden = add_stream("Porch"), add_stream("Garden")
     vera = make_user("vera")
     with database.connection_context():
         StreamAccess.create(user=vera, stream=porch)
@@ -80,7 +80,11 @@ def test_a_viewer_makes_lists_and_revokes_their_own_key(db_app):
     token = _token(created)
     assert "You will not see it again" in created.get_data(as_text=True)
     [key] = _keys()
-    assert (key.name, key.scopes, key.stream_ids) == ("Home Assistant", ["read", "write"], [porch.id])
+    assert (key.name, key.scopes, key.stream_ids) == (
+        "Home Assistant",
+        ["read", "write"],
+        [porch.id],
+    )
     assert key.expires_at is not None and token not in (key.secret_hash, key.prefix)
     assert key.secret_hash == api_keys.hash_token(token)
 
@@ -192,12 +196,12 @@ def test_admin_lists_everyones_keys_revokes_any_and_makes_one_for_a_user(db_app)
     html = page.get_data(as_text=True)
     labelled(html)
     assert "vera script" in html and "prometheus" in html and vera_token not in html
-    assert "<td data-label=\"Owner\">vera" in html and "<td data-label=\"Owner\">bob" in html
+    assert '<td data-label="Owner">vera' in html and '<td data-label="Owner">bob' in html
     filtered = admin.get(ADMIN_PAGE, query_string={"user": str(vera.id)}).get_data(as_text=True)
     assert "vera script" in filtered and "prometheus" not in filtered
-    assert "prometheus" not in admin.get(
-        ADMIN_PAGE, query_string={"state": "revoked"}
-    ).get_data(as_text=True)
+    assert "prometheus" not in admin.get(ADMIN_PAGE, query_string={"state": "revoked"}).get_data(
+        as_text=True
+    )
     assert "/admin/api-keys/" in admin.get("/admin/").get_data(as_text=True)
 
     # A viewer's key limited to a stream they cannot see, or with the admin scope: refused.
@@ -222,7 +226,9 @@ def test_admin_lists_everyones_keys_revokes_any_and_makes_one_for_a_user(db_app)
     assert [s["name"] for s in ApiClient(db_app, token).get("/streams").json["items"]] == ["Porch"]
     with database.connection_context():
         key = ApiKey.get(ApiKey.name == "ha")
-        entry = AuditLog.get(AuditLog.action == "api_key.create", AuditLog.target == f"api_key:{key.id}")
+        entry = AuditLog.get(
+            AuditLog.action == "api_key.create", AuditLog.target == f"api_key:{key.id}"
+        )
         assert entry.user.username == "alice" and entry.detail["owner"] == "vera"
         vera_key = ApiKey.get(ApiKey.name == "vera script")
 

@@ -75,7 +75,7 @@ def read_form(user: User) -> KeyForm:
     form.scopes = [s for s in api_keys.SCOPES if s in raw_scopes]
     if not raw_scopes:
         form.errors["scopes"] = "Choose at least one scope."
-    elif len(raw_scopes) > len(api_keys.SCOPES) or any(s not in api_keys.SCOPES for s in raw_scopes):
+    elif len(raw_scopes) > len(api_keys.SCOPES) or not set(raw_scopes) <= set(api_keys.SCOPES):
         form.errors["scopes"] = f"Choose scopes among: {', '.join(offered)}."
     elif any(s not in offered for s in raw_scopes):
         form.errors["scopes"] = "Only an admin's key may have the admin scope."
