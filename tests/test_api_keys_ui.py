@@ -14,7 +14,7 @@ from glimpser.models import ApiKey, AuditLog, StreamAccess, User
 from tests.api_support import ApiClient, bearer, make_key, make_user
 from tests.helpers import PASSWORD, add_stream, csrf_from, form_post, labelled, login, setup_admin
 
-TOKEN = re.compile(r'id="new-api-key" type="text" readonly value="(glp_[0-9a-f]{8}_[^"]+)"')
+TOKEN = re.compile(r'id="new-api-key"[^>]*>(glp_[0-9a-f]{8}_[^<]+)</textarea>')
 PAGE = "/profile/api-keys"
 ADMIN_PAGE = "/admin/api-keys/"
 
