@@ -1,4 +1,5 @@
-"""The `glimpser` command: serve, web, worker, scheduler, migrate, create-user."""
+"""The `glimpser` command: serve, web, worker, scheduler, migrate, create-user, grant, revoke,
+export, import, api-key."""
 
 from __future__ import annotations
 
@@ -318,6 +319,174 @@ def revoke(settings: Settings, username: str, streams: tuple[str, ...], groups: 
         f"{user.username} may no longer see: {', '.join(names)}"
         + ("" if changed else " (was not granted)")
     )
+
+
+# --- API keys ---------------------------------------------------------------------------------
+
+
+@main.group("api-key")
+def api_key() -> None:
+    """Keys for the JSON API (/api/v1): create (prints the key once), list, revoke."""
+
+
+def _find_user(username: str) -> User:
+    user = User.get_or_none(User.username == username)
+    if user is None:
+        _fail(f"no user named {username!r}")
+    return user
+
+
+def _key_streams(user: User, refs: tuple[str, ...]) -> list[int] | None:
+    """The ids of the streams (by id or exact name) a key is limited to; each must be one the
+    user sees. None when none are named (the key sees every stream the user sees)."""
+    from glimpser.auth.access import visible_streams
+    from glimpser.web.params import parse_id
+
+    if not refs:
+        return None
+    ids = []
+    for ref in refs:
+        stream_id = parse_id(ref)
+        stream = Stream.get_or_none(Stream.id == stream_id) if stream_id is not None else None
+        stream = stream or Stream.get_or_none(Stream.name == ref)
+        if stream is None:
+            _fail(f"no stream {ref!r} (give its id or exact name)")
+        if not visible_streams(user).where(Stream.id == stream.id).exists():
+            _fail(f"{user.username} cannot see the stream {stream.name!r}")
+        ids.append(stream.id)
+    return ids
+
+
+@api_key.command("create")
+@click.argument("username")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice(["read", "write", "admin", "metrics"]),
+    help="What the key may do (repeatable): read, write (includes read), admin (an admin's "
+    "key only; includes everything), metrics (/metrics only).",
+)
+@click.option("--name", default="", help="What the key is for, e.g. 'Home Assistant'.")
+@click.option(
+    "--expires-days", default="", metavar="DAYS", help="Expire after DAYS (1-3650); default never."
+)
+@click.option(
+    "--stream",
+    "streams",
+    multiple=True,
+    metavar="NAME_OR_ID",
+    help="Limit the key to this stream (repeatable); default every stream the user sees.",
+)
+@with_settings
+def api_key_create(
+    settings: Settings,
+    username: str,
+    scopes: tuple[str, ...],
+    name: str,
+    expires_days: str,
+    streams: tuple[str, ...],
+) -> None:
+    """Make a key for USERNAME. Prints only the key on stdout (shown this once; only its hash
+    is stored), so that `KEY=$(glimpser api-key create …)` works."""
+    from glimpser.auth import api_keys
+    from glimpser.web.params import parse_int
+
+    days = None
+    if expires_days:
+        days = parse_int(expires_days, minimum=1, maximum=api_keys.MAX_EXPIRY_DAYS)
+        if days is None:
+            _fail(f"--expires-days must be a whole number from 1 to {api_keys.MAX_EXPIRY_DAYS}")
+    if any(not ch.isprintable() for ch in name):
+        _fail("--name must be printable text")
+    _bind_database(settings)
+    db.migrate()
+    with db.database.connection_context():
+        user = _find_user(username)
+        stream_ids = _key_streams(user, streams)
+        try:
+            new = api_keys.create_key(
+                user, scopes, name=name, expires_days=days, stream_ids=stream_ids, via="cli"
+            )
+        except api_keys.ApiKeyError as exc:
+            _fail(str(exc))
+    click.echo(new.token)
+    limits = f"streams {', '.join(map(str, stream_ids))}" if stream_ids else "every stream"
+    expiry = f"expires in {days} days" if days else "does not expire"
+    click.echo(
+        f"created key {new.row.prefix} for {user.username} ({', '.join(new.row.scopes)}; "
+        f"{limits}; {expiry}); it is shown only now",
+        err=True,
+    )
+
+
+@api_key.command("list")
+@click.option("--user", "username", default=None, help="Only this user's keys.")
+@with_settings
+def api_key_list(settings: Settings, username: str | None) -> None:
+    """List keys, newest first: prefix, owner, name, scopes, state, last use (never a secret)."""
+    from glimpser import times
+    from glimpser.auth import api_keys
+
+    _bind_database(settings)
+    db.migrate()
+    with db.database.connection_context():
+        user = _find_user(username) if username is not None else None
+        keys = api_keys.keys_of(user)
+        rows = [
+            (
+                key.prefix,
+                key.user.username,
+                key.name or "-",
+                ",".join(key.scopes or []),
+                api_keys.state(key),
+                (
+                    f"{times.isoformat(key.last_used_at)} from {key.last_used_from or '?'}"
+                    if key.last_used_at
+                    else "never"
+                ),
+            )
+            for key in keys
+        ]
+    if not rows:
+        click.echo("no API keys", err=True)
+        return
+    header = ("PREFIX", "OWNER", "NAME", "SCOPES", "STATE", "LAST USED")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]))
+
+
+@api_key.command("revoke")
+@click.argument("prefix")
+@with_settings
+def api_key_revoke(settings: Settings, prefix: str) -> None:
+    """Revoke the key with this PREFIX (the 8 characters after glp_, as `list` shows them; the
+    whole key works too). Requests with it are refused from now on."""
+    from glimpser.auth import api_keys
+    from glimpser.models import ApiKey
+
+    wanted = api_keys.parse_prefix(prefix) or prefix.removeprefix(api_keys.TOKEN_PREFIX)
+    if len(wanted) != api_keys.PREFIX_CHARS or not wanted.isascii() or not wanted.isalnum():
+        _fail(f"{prefix!r} is not a key prefix (8 characters, as `glimpser api-key list` shows)")
+    _bind_database(settings)
+    db.migrate()
+    with db.database.connection_context():
+        key = (
+            ApiKey.select(ApiKey, User)
+            .join(User, on=(ApiKey.user == User.id))
+            .where(ApiKey.prefix == wanted.lower())
+            .first()
+        )
+        if key is None:
+            _fail(f"no key with the prefix {wanted!r}")
+        changed = api_keys.revoke(key, via="cli")
+    if changed:
+        click.echo(f"revoked {key.user.username}'s key {key.prefix} ({key.name or 'no name'})")
+    else:
+        click.echo(f"key {key.prefix} was already revoked")
 
 
 @main.command("export")

@@ -36,8 +36,8 @@ from tests.media_servers import RtspServer, jpeg, make_media, start_camera_serve
 OUT = Path(__file__).resolve().parent
 PASSWORD = "correct horse battery"
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
-GROUPS = ("basic", "sessions", "users", "settings", "local-time", "streams", "events", "websites",
-          "wall")  # fmt: skip
+GROUPS = ("basic", "sessions", "users", "api-keys", "settings", "local-time", "streams",
+          "events", "websites", "wall")  # fmt: skip
 CONSOLE = ("local-time", "streams", "events", "websites", "wall")
 
 
@@ -174,6 +174,8 @@ def main(groups: set[str]) -> None:
                 shoot_sessions(browser, page, server.url)
             if "users" in groups:
                 users_pages(browser, page, server.url)
+            if "api-keys" in groups:
+                shoot_api_keys(browser, server.url)
             if "settings" in groups:
                 shoot_settings(browser, server.url)
             if "local-time" in groups:
@@ -233,6 +235,58 @@ def users_pages(browser, page, url: str) -> None:  # noqa: ANN001
     visitor.goto(link)
     shoot(visitor, "set-password")
     context.close()
+
+
+def shoot_api_keys(browser, url: str) -> None:  # noqa: ANN001
+    """Profile → API keys (with a new key shown once) and Admin → API keys, at 1920, 1280 and
+    390 px, light and dark. Makes two keys of alice's (one used once with the API, one
+    revoked) and one of bob's (the viewer users_pages() made, if any) from the pages."""
+    import requests
+
+    context = browser.new_context(viewport=SIZES["desktop"])
+    page = context.new_page()
+    sign_in(page, url)
+    tokens = []
+    for name, scope, days in (("Home Assistant", "read", "90"), ("Old script", "write", "")):
+        page.goto(url + "/profile/api-keys")
+        page.get_by_label("Name").fill(name)
+        page.locator(f"#key-scope-{scope}").check()
+        page.get_by_label("Expires after (days)").fill(days)
+        page.get_by_role("button", name="Create key").click()
+        tokens.append(page.get_by_label("API key").input_value())
+    requests.get(url + "/api/v1/streams", headers={"Authorization": f"Bearer {tokens[0]}"})
+    page.goto(url + "/profile/api-keys")
+    page.get_by_role("button", name=f"Revoke key {tokens[1][4:12]}").click()
+    page.get_by_role("button", name=f"Revoke key {tokens[1][4:12]}").click()
+    page.goto(url + "/admin/api-keys/")
+    owner = page.locator("#key-user")
+    if owner.locator("option", has_text="bob").count():
+        owner.select_option(label="bob (viewer)")
+        page.get_by_label("Name").fill("Node-RED")
+        page.locator("#key-scope-read").check()
+        page.get_by_role("button", name="Create key").click()
+    context.close()
+    for scheme in ("light", "dark"):
+        context = browser.new_context(color_scheme=scheme, viewport=SIZES["desktop"])
+        page = context.new_page()
+        sign_in(page, url)
+        page.goto(url + "/profile/api-keys")
+        page.get_by_label("Name").fill("Node-RED")
+        page.locator("#key-scope-read").check()
+        page.get_by_role("button", name="Create key").click()
+        for width in (1920, 1280, 390):
+            page.set_viewport_size({"width": width, "height": 900})
+            shoot(page, f"api-key-new-{width}-{scheme}")
+        for path, name in (
+            ("/profile/api-keys", "api-keys-profile"),
+            ("/admin/api-keys/", "api-keys-admin"),
+        ):
+            page.goto(url + path)
+            page.wait_for_load_state("networkidle")
+            for width in (1920, 1280, 390):
+                page.set_viewport_size({"width": width, "height": 900})
+                shoot(page, f"{name}-{width}-{scheme}")
+        context.close()
 
 
 def shoot_settings(browser, url: str) -> None:  # noqa: ANN001

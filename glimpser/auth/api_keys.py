@@ -84,8 +84,10 @@ def create_key(
     stream_ids: Iterable[int] | None = None,
     actor: User | None = None,
     ip: str = "",
+    via: str = "",
 ) -> NewKey:
-    """Make a key for `user` (audited as `api_key.create`); the token is in the result only."""
+    """Make a key for `user` (audited as `api_key.create`; `via="cli"` for the command line);
+    the token is in the result only."""
     chosen = sorted(set(scopes), key=SCOPES.index) if set(scopes) <= set(SCOPES) else None
     if not chosen:
         raise ApiKeyError(f"Choose at least one scope of: {', '.join(SCOPES)}.")
@@ -133,6 +135,7 @@ def create_key(
                 "scopes": chosen,
                 "streams": restricted,
                 "expires_at": times.isoformat(expires_at) if expires_at else None,
+                **({"via": via} if via else {}),
             },
             ip=ip,
         )
@@ -191,8 +194,9 @@ def note_use(key: ApiKey, address: str) -> None:
     ).execute()
 
 
-def revoke(key: ApiKey, *, actor: User | None = None, ip: str = "") -> bool:
-    """Revoke the key (audited as `api_key.revoke`); False when it already was."""
+def revoke(key: ApiKey, *, actor: User | None = None, ip: str = "", via: str = "") -> bool:
+    """Revoke the key (audited as `api_key.revoke`; `via="cli"` for the command line); False
+    when it already was."""
     with write_transaction():
         changed = (
             ApiKey.update(revoked_at=times.utcnow())
@@ -204,7 +208,11 @@ def revoke(key: ApiKey, *, actor: User | None = None, ip: str = "") -> bool:
                 user=actor.id if actor is not None else None,
                 action="api_key.revoke",
                 target=f"api_key:{key.id}",
-                detail={"prefix": key.prefix, "owner": key.user.username},
+                detail={
+                    "prefix": key.prefix,
+                    "owner": key.user.username,
+                    **({"via": via} if via else {}),
+                },
                 ip=ip,
             )
     return bool(changed)

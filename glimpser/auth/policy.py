@@ -61,6 +61,9 @@ VIEWER_WRITE_ENDPOINTS: frozenset[str] = frozenset(
         "profile.end_other_sessions",
         # ... and their own console preferences (time zone, wall columns, theme).
         "profile.save_preferences",
+        # ... and their own API keys (the views look keys up among the user's own only).
+        "profile.create_api_key",
+        "profile.revoke_api_key",
         "dashboard.set_columns",  # ... and the columns of their own camera wall
     }
 )

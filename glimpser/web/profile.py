@@ -10,6 +10,10 @@ own subscriptions.
 
 Preferences (`save_preferences`): the time zone times are shown in (static/time.js stores the
 browser's once, when none is stored; the user may choose another here) and the theme.
+
+API keys (`/profile/api-keys`): everyone makes and revokes their own keys for the JSON API
+(glimpser.auth.api_keys; the form is glimpser.web.api_key_form, shared with Admin → API keys).
+A new key is shown once, on the page that answers the form (never stored, never cached).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from flask import (
     abort,
     flash,
     jsonify,
+    make_response,
     redirect,
     render_template,
     request,
@@ -30,6 +35,7 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField
 from wtforms.validators import EqualTo, InputRequired, Length
 
+from glimpser.auth import api_keys
 from glimpser.auth import sessions as session_registry
 from glimpser.auth.passwords import (
     MAX_PASSWORD_LENGTH,
@@ -39,9 +45,10 @@ from glimpser.auth.passwords import (
 )
 from glimpser.db import write_transaction
 from glimpser.extensions import limiter
-from glimpser.models import PushSubscription, User
+from glimpser.models import ApiKey, PushSubscription, User
 from glimpser.notify import webpush
 from glimpser.sources.base import CaptureContext
+from glimpser.web import api_key_form
 from glimpser.web.app_settings import current_settings
 from glimpser.web.audit import audit
 from glimpser.web.humantime import MAX_ZONE_NAME, known_zones, zone_named
@@ -299,3 +306,83 @@ def remove(subscription_id: int):
     if not removed:
         abort(404)
     return redirect(url_for("profile.index"))
+
+
+# --- API keys ---------------------------------------------------------------------------------
+
+
+def _render_api_keys(form: api_key_form.KeyForm | None = None, status: int = 200):  # noqa: ANN202
+    me = User.get_by_id(current_user.id)
+    return render_template(
+        "profile/api_keys.html",
+        rows=api_key_form.rows(api_keys.keys_of(me)),
+        form=form or api_key_form.KeyForm(),
+        scopes=api_key_form.offered_scopes(me),
+        streams=api_key_form.streams_for(me),
+        max_days=api_keys.MAX_EXPIRY_DAYS,
+        max_name=api_keys.MAX_NAME_CHARS,
+        api_docs_url=api_key_form.api_docs_url(),
+    ), status
+
+
+def shown_once(page: str):  # noqa: ANN201 - flask Response
+    """A page that shows a new key: never cached, never kept by the browser."""
+    response = make_response(page, 200)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _own_key(key_id: int) -> ApiKey:
+    key = (
+        ApiKey.select(ApiKey, User)
+        .join(User, on=(ApiKey.user == User.id))
+        .where(ApiKey.id == key_id, ApiKey.user == current_user.id)
+        .first()
+    )
+    if key is None:
+        abort(404)
+    return key
+
+
+@bp.get("/api-keys")
+def api_keys_page():
+    return _render_api_keys()
+
+
+@bp.post("/api-keys")
+def create_api_key():
+    """Make a key of mine; the answer shows it, once."""
+    me = User.get_by_id(current_user.id)
+    form = api_key_form.read_form(me)
+    new = None if form.errors else api_key_form.create_from(form, me, me)
+    if new is None:
+        return _render_api_keys(form, 422)
+    page = render_template(
+        "profile/api_key_created.html",
+        new=new,
+        row=api_key_form.rows([new.row])[0],
+        back_url=url_for("profile.api_keys_page"),
+        back_label="Your API keys",
+    )
+    return shown_once(page)
+
+
+@bp.get("/api-keys/<int:key_id>/revoke")
+def confirm_revoke_api_key(key_id: int):
+    key = _own_key(key_id)
+    return render_template(
+        "profile/api_key_revoke.html",
+        row=api_key_form.rows([key])[0],
+        action=url_for("profile.revoke_api_key", key_id=key.id),
+        cancel_url=url_for("profile.api_keys_page"),
+    )
+
+
+@bp.post("/api-keys/<int:key_id>/revoke")
+def revoke_api_key(key_id: int):
+    key = _own_key(key_id)
+    if api_keys.revoke(key, actor=current_user, ip=request.remote_addr or ""):
+        flash(f"Key {key.prefix} ({key.name or 'no name'}) is revoked.", "success")
+    else:
+        flash(f"Key {key.prefix} was already revoked.", "info")
+    return redirect(url_for("profile.api_keys_page"))
