@@ -124,7 +124,7 @@ def test_errors_exit_non_zero_with_a_message_and_make_nothing(tmp_path, redis_ur
     ids = _world(database_url)
     cases = [
         (["create", "nobody", "--scope", "read"], "no user named 'nobody'"),
-        (["create", "vera", "--scope", "admin"], "admin scope"),
+        (["create", "vera", "--scope", "admin"], "admin or metrics scope"),
         (["create", "vera", "--scope", "root"], "Invalid value for '--scope'"),
         (["create", "vera"], "Missing option '--scope'"),
         (["create", "vera", "--scope", "read", "--expires-days", "٣"], "whole number"),

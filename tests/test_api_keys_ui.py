@@ -62,7 +62,7 @@ def test_a_viewer_makes_lists_and_revokes_their_own_key(db_app):
     html = page.get_data(as_text=True)
     labelled(html)
     assert "You have no API keys yet." in html
-    assert 'value="admin"' not in html  # only admins are offered the admin scope
+    assert 'value="admin"' not in html and 'value="metrics"' not in html  # admins only
     assert ">Porch</option>" in html and "Garden" not in html  # only streams vera sees
 
     created = form_post(
@@ -138,7 +138,7 @@ def test_someone_elses_key_is_404_on_the_profile(db_app):
         ({"scopes": "read", "expires_days": str(2**63)}, "expires_days", "whole number"),
         ({"scopes": "root"}, "scopes", "Choose scopes among"),
         ({}, "scopes", "at least one scope"),
-        ({"scopes": "admin"}, "scopes", "admin scope"),
+        ({"scopes": "admin"}, "scopes", "admin or metrics scope"),
         ({"scopes": "read", "stream_ids": "2"}, "stream_ids", "cannot see it"),
         ({"scopes": "read", "stream_ids": str(2**63)}, "stream_ids", "does not exist"),
         ({"scopes": "read", "stream_ids": "٣"}, "stream_ids", "does not exist"),
@@ -207,7 +207,7 @@ def test_admin_lists_everyones_keys_revokes_any_and_makes_one_for_a_user(db_app)
     # A viewer's key limited to a stream they cannot see, or with the admin scope: refused.
     for data, message in (
         ({"user": str(vera.id), "scopes": "read", "stream_ids": str(garden.id)}, "cannot see"),
-        ({"user": str(vera.id), "scopes": "admin"}, "admin scope"),
+        ({"user": str(vera.id), "scopes": "admin"}, "admin or metrics scope"),
         ({"user": str(2**63), "scopes": "read"}, "Choose an active user"),
         ({"user": "٣", "scopes": "read"}, "Choose an active user"),
     ):

@@ -64,7 +64,7 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 
 @pytest.fixture
 def metrics_key(db_app) -> str:
-    return make_key(make_user("prometheus", "viewer"), "metrics")
+    return make_key(make_user("prometheus", "admin"), "metrics")
 
 
 # --- access -------------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ def test_revoked_and_expired_metrics_keys_are_401(db_app):
 
     from glimpser import times
 
-    user = make_user("prometheus", "viewer")
+    user = make_user("prometheus", "admin")
     revoked, expired = make_key(user, "metrics"), make_key(user, "metrics")
     with database.connection_context():
         api_keys.revoke(ApiKey.get(ApiKey.prefix == api_keys.parse_prefix(revoked)))
@@ -299,7 +299,7 @@ def test_a_capture_analysis_and_delivery_move_the_counters(
         GLIMPSER_MEDIA_DIR=str(media_root),
     )
     redis = app.extensions["glimpser.redis"]
-    token = make_key(make_user("prometheus", "viewer"), "metrics")
+    token = make_key(make_user("prometheus", "admin"), "metrics")
     with HttpReceiver() as receiver, jobs_configured(app):
         with database.connection_context():
             channel = NotificationChannel.create(
@@ -395,3 +395,19 @@ def test_ai_calls_tokens_and_errors_by_stream(db_app, metrics_key, openai_server
     with database.connection_context():
         spent = sum(c.total_tokens for c in AICall.select().where(AICall.stream == stream.id))
     assert spent > 340 and value(samples, "glimpser_ai_tokens_total", **labels) == spent
+
+
+def test_only_an_admins_key_reads_the_metrics(db_app):
+    """The metrics cover every stream: a viewer cannot hold the scope, and an admin demoted
+    since their key was made is refused."""
+    from glimpser.models import User
+
+    with pytest.raises(api_keys.ApiKeyError):
+        make_key(make_user("vera", "viewer"), "metrics")
+    admin = make_user("root", "admin")
+    token = make_key(admin, "metrics")
+    client = db_app.test_client()
+    assert client.get("/metrics", headers=bearer(token)).status_code == 200
+    with database.connection_context():
+        User.update(role="viewer").where(User.id == admin.id).execute()
+    assert client.get("/metrics", headers=bearer(token)).status_code == 403

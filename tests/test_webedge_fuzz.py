@@ -149,6 +149,8 @@ FORM_PAGES = [
     "/admin/channels/new?kind=email",
     "/admin/channels/1/edit",
     "/admin/transfer/",
+    "/profile/api-keys",
+    "/admin/api-keys/",
     "/admin/system/",
     "/admin/settings/",
     "/profile/",

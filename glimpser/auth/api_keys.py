@@ -33,7 +33,7 @@ SCOPE_LABELS = {
     "read": "Read: everything the user may see",
     "write": "Write: changes the user may make (includes read)",
     "admin": "Admin: users, grants and system status (admins only; includes write)",
-    "metrics": "Metrics: /metrics for Prometheus",
+    "metrics": "Metrics: /metrics for Prometheus (admins only: it covers every stream)",
 }
 # Which scopes satisfy a requirement: `write` includes `read`; `admin` includes everything.
 _SATISFIED_BY = {
@@ -42,6 +42,9 @@ _SATISFIED_BY = {
     "admin": {"admin"},
     "metrics": {"metrics", "admin"},
 }
+# Scopes only an admin's key may hold: `admin`, and `metrics` (the metrics cover every stream,
+# whoever may see it). Checked when a key is made and, against the role, on every request.
+ADMIN_SCOPES = frozenset({"admin", "metrics"})
 MAX_EXPIRY_DAYS = 3650
 MAX_NAME_CHARS = 100
 # "Last used" is written at most this often per key (not on every request).
@@ -91,8 +94,8 @@ def create_key(
     chosen = sorted(set(scopes), key=SCOPES.index) if set(scopes) <= set(SCOPES) else None
     if not chosen:
         raise ApiKeyError(f"Choose at least one scope of: {', '.join(SCOPES)}.")
-    if "admin" in chosen and not user.is_admin:
-        raise ApiKeyError("Only an admin's key may have the admin scope.")
+    if ADMIN_SCOPES & set(chosen) and not user.is_admin:
+        raise ApiKeyError("Only an admin's key may have the admin or metrics scope.")
     if not user.active:
         raise ApiKeyError("This user is deactivated.")
     name = name.strip()

@@ -39,11 +39,12 @@ class KeyForm:
 
 
 def offered_scopes(user: User) -> dict[str, str]:
-    """The scopes the form offers for `user`'s key, with their labels (`admin` to admins)."""
+    """The scopes the form offers for `user`'s key, with their labels (`admin` and `metrics`
+    to admins only)."""
     return {
         scope: label
         for scope, label in api_keys.SCOPE_LABELS.items()
-        if scope != "admin" or user.is_admin
+        if scope not in api_keys.ADMIN_SCOPES or user.is_admin
     }
 
 
@@ -78,7 +79,7 @@ def read_form(user: User) -> KeyForm:
     elif len(raw_scopes) > len(api_keys.SCOPES) or not set(raw_scopes) <= set(api_keys.SCOPES):
         form.errors["scopes"] = f"Choose scopes among: {', '.join(offered)}."
     elif any(s not in offered for s in raw_scopes):
-        form.errors["scopes"] = "Only an admin's key may have the admin scope."
+        form.errors["scopes"] = "Only an admin's key may have the admin or metrics scope."
 
     raw_ids = [raw for raw in request.form.getlist("stream_ids") if raw != ""]
     ids = parse_ids(raw_ids) if len(raw_ids) <= MAX_CHOICES else None

@@ -67,6 +67,8 @@ def metrics() -> Response:
             )
         if not api_keys.has_scope(key, "metrics"):
             return _refuse(403, "Forbidden", "This key does not have the metrics scope.")
+        if not key.user.is_admin:  # e.g. demoted since: the metrics cover every stream
+            return _refuse(403, "Forbidden", "Only an admin's key may read the metrics.")
         api_keys.note_use(key, address)
     connection: redis.Redis = current_app.extensions["glimpser.redis"]
     return Response(metric_store.render(connection), content_type=metric_store.CONTENT_TYPE)
