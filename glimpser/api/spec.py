@@ -32,6 +32,7 @@ ERROR_TITLES = {
     404: "Not found, or not visible to this key",
     409: "Conflict; nothing was changed",
     413: "Request too large",
+    415: "The body is not application/json",
     422: "Invalid request; `errors` says which fields",
     429: "Too many requests for this key; see Retry-After",
 }
@@ -89,12 +90,20 @@ def operation(
 ) -> Callable:
     """Declare an API view: spectree validates `query`/`json` and documents `ok` (the model of
     a `status` answer, None for an empty one) and the problem answers `errors` (plus 401/403/429
-    unless `public`). `binary`: the media types of an image answer instead of JSON."""
+    unless `public`; 422 with a `query` or `json`, and 400/413/415 with a `json` body; 400
+    with a paged `query`). `binary`: the media types of an image answer instead of JSON."""
     codes = {
         f"HTTP_{code}": problems.Problem for code in {*errors, *(() if public else COMMON_ERRORS)}
     }
-    if json is not None:
+    if json is not None or query is not None:
+        # Validation errors are problems (_before), not spectree's own ValidationError list.
         codes["HTTP_422"] = problems.Problem
+    if json is not None:
+        # glimpser.api._json_body and the request size limit answer these before the view.
+        for code in (400, 413, 415):
+            codes[f"HTTP_{code}"] = problems.Problem
+    if query is not None and "cursor" in query.model_fields:
+        codes["HTTP_400"] = problems.Problem  # a cursor that no page gave
     if binary:
         codes[f"HTTP_{status}"] = None  # type: ignore[assignment]
     else:
