@@ -19,10 +19,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
+from glimpser.api.spec import _fix_discriminators, document
 from glimpser.config import load_settings
 from glimpser.db import init_database
 from tests.api_support import bearer, make_key, make_user
@@ -61,6 +63,68 @@ def seed(server: LiveServer) -> str:
     add_stream("Garden", groups=["yard", "outdoor"], state="ok")
     add_stream("Gate", enabled=False, state="paused")
     return make_key(admin, "admin", name="schemathesis")
+
+
+def references(node: Any) -> Iterator[str]:
+    """Every `$ref` and discriminator mapping target in a piece of the document."""
+    if isinstance(node, list):
+        for item in node:
+            yield from references(item)
+    elif isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            yield node["$ref"]
+        mapping = node.get("discriminator", {}).get("mapping", {})
+        yield from (v for v in mapping.values() if isinstance(v, str))
+        for value in node.values():
+            yield from references(value)
+
+
+def test_every_reference_in_the_document_resolves(app):
+    """A dangling `$ref` or discriminator target makes schemathesis give up on that operation
+    and Swagger UI show a resolver error."""
+    with app.app_context():
+        doc = document(app)
+    names = set(doc.get("components", {}).get("schemas", {}))
+    dangling = sorted(
+        {r for r in references(doc) if r.removeprefix("#/components/schemas/") not in names}
+    )
+    assert not dangling, dangling
+
+
+def test_discriminated_unions_point_at_their_members_and_require_the_tag():
+    """The shape spectree writes for a pydantic discriminated union nested in a request model:
+    members renamed with the model's prefix, the mapping left with the bare names, and the tag
+    (which has a default) not required."""
+    prefix = "ChannelIn.71f5864."
+
+    def member(kind: str) -> dict[str, Any]:
+        return {"type": "object", "properties": {"kind": {"const": kind, "default": kind}}}
+
+    config = {
+        "oneOf": [
+            {"$ref": f"#/components/schemas/{prefix}WebhookConfig"},
+            {"$ref": f"#/components/schemas/{prefix}CapConfig"},
+        ],
+        "discriminator": {
+            "propertyName": "kind",
+            "mapping": {
+                "webhook": "#/components/schemas/WebhookConfig",
+                "cap": "#/components/schemas/CapConfig",
+            },
+        },
+    }
+    schemas = {
+        "ChannelIn.71f5864": {"properties": {"config": config}},
+        f"{prefix}WebhookConfig": member("webhook"),
+        f"{prefix}CapConfig": member("cap"),
+    }
+    _fix_discriminators({"components": {"schemas": schemas}})
+    assert config["discriminator"]["mapping"] == {
+        "webhook": f"#/components/schemas/{prefix}WebhookConfig",
+        "cap": f"#/components/schemas/{prefix}CapConfig",
+    }
+    assert schemas[f"{prefix}WebhookConfig"]["required"] == ["kind"]
+    assert schemas[f"{prefix}CapConfig"]["required"] == ["kind"]
 
 
 def schemathesis_command(url: str, token: str, report_dir: Path) -> list[str]:
