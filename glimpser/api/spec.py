@@ -34,6 +34,7 @@ ERROR_TITLES = {
     404: "Not found, or not visible to this key",
     409: "Conflict; nothing was changed",
     413: "Request too large",
+    415: "The body is not application/json",
     422: "Invalid request; `errors` says which fields",
     429: "Too many requests for this key; see Retry-After",
 }
@@ -103,6 +104,15 @@ def operation(
     codes = {
         f"HTTP_{code}": problems.Problem for code in {*errors, *(() if public else COMMON_ERRORS)}
     }
+    # Answered before or beside the view: a query's validation errors (a problem, from
+    # _before, not spectree's own error list), a cursor no page gave, and a body refused by
+    # glimpser.api._json_body (400, 415) or the request size limit (413).
+    if query is not None:
+        codes["HTTP_422"] = problems.Problem
+        if "cursor" in query.model_fields:
+            codes["HTTP_400"] = problems.Problem
+    if json is not None:
+        codes.update({f"HTTP_{code}": problems.Problem for code in (400, 413, 415)})
     if json is not None:
         codes["HTTP_422"] = problems.Problem
     if not binary:
@@ -162,6 +172,7 @@ def document(app: Flask) -> dict[str, Any]:
                         m: {"schema": {"type": "string", "format": "binary"}}
                         for m in binaries[path]
                     }
+    _fix_discriminators(doc)
     return doc
 
 
@@ -173,3 +184,44 @@ def _openapi_path(rule: str) -> str:
             part = "{" + part[1:-1].split(":")[-1] + "}"
         out.append(part)
     return "/".join(out)
+
+
+def _fix_discriminators(doc: dict[str, Any]) -> None:
+    """Make discriminated unions (a stream's or a channel's `config`) say what the API does.
+
+    spectree files a model's nested schemas under prefixed names
+    ("ChannelIn.71f5864.CapConfig") and rewrites the `$ref`s, but not a discriminator's
+    `mapping` ("#/components/schemas/CapConfig"), which then points at nothing: each mapping is
+    pointed at the `oneOf`/`anyOf` member it names. And pydantic lists the tag (`kind`, which
+    has a default) as optional, although a union needs it to choose a member (and OpenAPI
+    requires it of the members): without it several members match `{}`, which `oneOf`
+    forbids, and schemathesis cannot generate a body at all. It is marked required."""
+    schemas = doc.get("components", {}).get("schemas", {})
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+            return
+        if not isinstance(node, dict):
+            return
+        discriminator = node.get("discriminator")
+        if isinstance(discriminator, dict):
+            members = [m.get("$ref", "") for m in (*node.get("oneOf", ()), *node.get("anyOf", ()))]
+            mapping = discriminator.get("mapping", {})
+            for tag, target in mapping.items():
+                name = target.rsplit("/", 1)[-1]
+                found = [r for r in members if r.rsplit("/", 1)[-1].split(".")[-1] == name]
+                if target not in members and len(found) == 1:
+                    mapping[tag] = found[0]
+            prop = discriminator.get("propertyName")
+            for ref in members:
+                member = schemas.get(ref.removeprefix("#/components/schemas/"))
+                if prop and isinstance(member, dict) and prop in member.get("properties", {}):
+                    required = member.setdefault("required", [])
+                    if prop not in required:
+                        required.append(prop)
+        for value in node.values():
+            walk(value)
+
+    walk(doc)
