@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -118,3 +119,18 @@ def test_the_openapi_document_is_served(api_app):
     assert "/api/v1/streams/{stream_id}" in doc.json["paths"]
     bad = doc.json["paths"]["/api/v1/streams"]["get"]["responses"]["401"]
     assert "application/problem+json" in bad["content"]
+
+
+def test_text_no_database_can_store_is_a_422_naming_the_field(api_app):
+    """A NUL or a lone surrogate (JSON's "\\ud800") anywhere in a body: 422, nothing written."""
+    admin = api_as(api_app, "alice")
+    for bad in ("Bad\u0000name", "Bad\ud800name"):
+        body = (
+            '{"name": '
+            + json.dumps(bad)
+            + ', "config": {"kind": "http_image", "url": "http://192.0.2.1/x.jpg"}}'
+        )
+        answer = admin.post("/streams", data=body, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 422, answer.get_data(as_text=True)
+        assert answer.json["errors"][0]["field"] == "name"
+    assert admin.get("/streams").json["items"] == []

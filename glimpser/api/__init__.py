@@ -7,6 +7,7 @@ glimpser.api.problems. The OpenAPI document: glimpser.api.spec. docs/api.md is t
 from __future__ import annotations
 
 import json
+import re
 
 from flask import Blueprint, Flask, current_app, request
 
@@ -39,26 +40,35 @@ def _json_body() -> None:
         body = json.loads(raw)
     except (ValueError, RecursionError):
         problems.problem(400, "Bad request", "The body is not valid JSON.")
-    where = _nul_at(body)
-    if where is not None:  # PostgreSQL refuses NUL in text (a 500 there): a clear 422 here
-        problems.invalid({where: "must not contain a NUL character"})
+    where = _unstorable_at(body)
+    if where is not None:  # the databases refuse them in text (a 409 or a 500): a clear 422
+        problems.invalid({where: "must not contain a NUL character or a lone surrogate"})
 
 
-def _nul_at(value: object, path: str = "") -> str | None:
-    """The dotted path of the first string (or key) holding a NUL character, else None."""
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable(text: str) -> bool:
+    """NUL (PostgreSQL refuses it in text) or a lone UTF-16 surrogate, which JSON's \\ud800
+    escapes can carry but no database can store as UTF-8."""
+    return _UNSTORABLE.search(text) is not None
+
+
+def _unstorable_at(value: object, path: str = "") -> str | None:
+    """The dotted path of the first string (or key) no database can store, else None."""
     if isinstance(value, str):
-        return path if "\x00" in value else None
+        return path if _unstorable(value) else None
     if isinstance(value, dict):
         for key, item in value.items():
             here = f"{path}.{key}" if path else str(key)
-            if "\x00" in key:
+            if _unstorable(key):
                 return path
-            found = _nul_at(item, here)
+            found = _unstorable_at(item, here)
             if found is not None:
                 return found
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            found = _nul_at(item, f"{path}.{index}" if path else str(index))
+            found = _unstorable_at(item, f"{path}.{index}" if path else str(index))
             if found is not None:
                 return found
     return None
