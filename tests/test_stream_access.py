@@ -192,3 +192,45 @@ def test_viewers_find_the_live_view_on_the_stream_page(two_streams):
     page = viewer.get(f"/streams/{granted.id}").get_data(as_text=True)
     assert f'href="/streams/{granted.id}/live"' in page
     assert "Capture now" not in page  # admin controls stay hidden
+
+
+def test_api_objects_of_an_ungranted_stream_stay_hidden(two_streams, capture_app):
+    """Every API rule that names an object (event, snapshot, timelapse, summary) of the hidden
+    stream answers the viewer's key 403 or 404, whatever the method, without a trace of it."""
+    from datetime import timedelta
+
+    from glimpser import times
+    from glimpser.models import Event, Summary, Timelapse
+
+    granted, hidden, snaps, viewer = two_streams
+    now = times.utcnow()
+    with database.connection_context():
+        ids = {
+            "stream_id": hidden.id,
+            "snapshot_id": snaps[hidden.id],
+            "event_id": Event.create(stream=hidden, kind="motion", title="Hidden event").id,
+            "timelapse_id": Timelapse.create(
+                stream=hidden, range_start=now - timedelta(hours=1), range_end=now
+            ).id,
+            "summary_id": Summary.create(
+                stream=hidden,
+                stream_ids=[hidden.id],
+                period="hour",
+                window_start=now - timedelta(hours=1),
+                window_end=now,
+                text="Hidden summary",
+            ).id,
+        }
+    rules = [
+        r
+        for r in capture_app.url_map.iter_rules()
+        if r.rule.startswith("/api/") and r.arguments and set(r.arguments) <= set(ids)
+    ]
+    named = {arg for r in rules for arg in r.arguments}
+    assert named == set(ids), named  # every kind of object is reached by some rule
+    for rule in rules:
+        url = rule.build({a: ids[a] for a in rule.arguments}, append_unknown=False)[1]
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            response = viewer.open(url, method=method, headers=viewer.api_headers, json={})
+            assert response.status_code in (403, 404), (method, url, response.status_code)
+            assert b"Hidden" not in response.get_data(), (method, url)
