@@ -45,6 +45,9 @@ PUBLIC_IF_SETTING: dict[str, str] = {
     "cap.feed": "cap_feed_public",
     "cap.alert": "cap_feed_public",
 }
+# Pages outside /api/ that feed readers fetch: they also take an API key (read scope) in
+# `Authorization: Bearer`, and then show what the key's user may see (docs/cap.md).
+KEY_READABLE_ENDPOINTS: frozenset[str] = frozenset({"cap.feed", "cap.alert"})
 VIEWER_WRITE_ENDPOINTS: frozenset[str] = frozenset(
     {
         "auth.logout",
@@ -115,7 +118,11 @@ def install(app: Flask) -> None:
             return None  # no route matched: Flask answers 404/405 itself
         if endpoint in PUBLIC_ENDPOINTS or _public_by_setting(app, endpoint):
             return None
-        if endpoint.startswith("api."):
+        if endpoint.startswith("api.") or (
+            endpoint in KEY_READABLE_ENDPOINTS
+            and request.method in SAFE_METHODS
+            and request.headers.get("Authorization", "").lower().startswith("bearer ")
+        ):
             # The JSON API: an API key, never the cookie session (glimpser.api.auth).
             from glimpser.api.auth import enforce
 

@@ -22,7 +22,15 @@ from lxml import etree
 from glimpser.auth.users import create_user
 from glimpser.db import database
 from glimpser.media.storage import get_storage
-from glimpser.models import EVENT_KINDS, SEVERITIES, CapMessage, Event, Stream, StreamAccess
+from glimpser.models import (
+    EVENT_KINDS,
+    SEVERITIES,
+    CapMessage,
+    Event,
+    Stream,
+    StreamAccess,
+    User,
+)
 from glimpser.notify import cap
 from tests.helpers import login, setup_admin
 from tests.media_servers import jpeg
@@ -513,6 +521,34 @@ def test_viewers_see_only_alerts_of_their_streams(app, admin, alerts, schemas):
         response = viewer.get(f"/cap/alerts/{message.id}.xml")
         assert response.status_code == 404
         assert b"Hidden" not in response.get_data()
+
+
+def test_a_feed_reader_with_a_viewers_key_sees_what_the_viewer_sees(app, admin, alerts, schemas):
+    """A key in `Authorization: Bearer` instead of a session: the same messages, no cookie."""
+    from glimpser.auth import api_keys
+
+    granted, out = alerts
+    with database.connection_context():
+        bob = create_user("bob", PASSWORD, "viewer")
+        StreamAccess.create(user=bob, stream=granted)
+        token = api_keys.create_key(bob, ["read"]).token
+        metrics_only = api_keys.create_key(User.get(User.username == "alice"), ["metrics"]).token
+    reader = app.test_client()
+    feed = reader.get("/cap/alerts.atom", headers={"Authorization": f"Bearer {token}"})
+    assert feed.status_code == 200 and b"Hidden" not in feed.get_data()
+    assert len(entries(read_feed(feed))) == len(out["granted"])
+    assert "glimpser_session" not in feed.headers.get("Set-Cookie", "")
+    for message in out["hidden"]:
+        hidden = reader.get(
+            f"/cap/alerts/{message.id}.xml", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert hidden.status_code == 404
+    bad = reader.get("/cap/alerts.atom", headers={"Authorization": f"Bearer {token}x"})
+    assert bad.status_code == 401
+    wrong_scope = reader.get(
+        "/cap/alerts.atom", headers={"Authorization": f"Bearer {metrics_only}"}
+    )
+    assert wrong_scope.status_code == 403
 
 
 def test_a_viewer_without_grants_gets_an_empty_feed(app, admin, alerts):
