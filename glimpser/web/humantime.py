@@ -107,7 +107,7 @@ def human_time(
 
 
 def human_day(day: date, today: date) -> str:
-    """"today", "yesterday", "tomorrow", "Tue 1 Dec" (this year) or "1 Dec 2025"."""
+    """ "today", "yesterday", "tomorrow", "Tue 1 Dec" (this year) or "1 Dec 2025"."""
     if day == today:
         return "today"
     if day == today - timedelta(days=1):
