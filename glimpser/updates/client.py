@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 PACKAGED_ROOT = Path(__file__).with_name("root.json")
 NOT_CONFIGURED = "Updates are not configured (set GLIMPSER_UPDATE_URL)"
+_CONNECT_ERRORS = {"NewConnectionError", "NameResolutionError"}
 
 
 class UpdateError(Exception):
@@ -92,6 +93,11 @@ def _explain(exc: BaseException, url: str) -> str:
     if isinstance(exc, tuf_errors.DownloadHTTPError):
         return f"The update server at {url} answered HTTP {exc.status_code}"
     if isinstance(exc, tuf_errors.SlowRetrievalError):
+        # python-tuf reports any urllib3 connect failure this way (urllib3's NewConnectionError
+        # is a ConnectTimeoutError): tell a refused or unresolvable address from a slow server.
+        reason = getattr(exc.__cause__, "reason", None)
+        if reason is not None and type(reason).__name__ in _CONNECT_ERRORS:
+            return f"Cannot reach the update server at {url} ({reason})"
         return f"The update server at {url} is too slow to answer"
     if isinstance(exc, tuf_errors.RepositoryError):
         return f"The update repository's metadata is invalid, so it is refused ({exc})"
