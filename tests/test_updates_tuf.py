@@ -326,3 +326,26 @@ def test_changelog_section_reads_keep_a_changelog():
     assert changelog_section(CHANGELOG, LATER) == f"### Fixed\n- Something after {NEXT}."
     assert changelog_section(CHANGELOG, NEXT) == "### Added\n- Verified software updates."
     assert changelog_section(CHANGELOG, "9.9.9") == ""
+
+
+def test_update_settings_are_checked_at_start(tmp_path):
+    from glimpser.config import ConfigError
+
+    base = {"GLIMPSER_DATA_DIR": str(tmp_path)}
+    with pytest.raises(ConfigError, match="GLIMPSER_UPDATE_URL='ftp://x' is not an http"):
+        load_settings({**base, "GLIMPSER_UPDATE_URL": "ftp://x"})
+    with pytest.raises(ConfigError, match="GLIMPSER_UPDATE_ROOT=.* is not a file"):
+        load_settings({**base, "GLIMPSER_UPDATE_ROOT": str(tmp_path / "missing.json")})
+    settings = load_settings({**base, "GLIMPSER_UPDATE_URL": "https://updates.example.org/"})
+    assert settings.update_url == "https://updates.example.org" and settings.update_root is None
+
+
+def test_without_a_trusted_root_the_check_says_so(tmp_path):
+    from glimpser.updates.client import PACKAGED_ROOT
+
+    if PACKAGED_ROOT.exists():
+        pytest.skip("this checkout ships a trusted root")
+    settings = settings_for(tmp_path, "https://updates.example.org", None)
+    result = check(settings)
+    assert result.error.startswith(f"No trusted root metadata at {PACKAGED_ROOT}")
+    assert "GLIMPSER_UPDATE_ROOT" in result.error
