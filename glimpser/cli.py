@@ -700,6 +700,23 @@ def release_refresh(repo_dir: Path, keys_dir: Path, expires_days: int) -> None:
     click.echo(f"timestamp v{version}, expires in {expires_days} days")
 
 
+@release.command("rotate-key")
+@click.argument("role", type=click.Choice(["root", "targets", "snapshot", "timestamp"]))
+@click.option("--repo", "repo_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--keys", "keys_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--expires-days", type=click.IntRange(1, 3650), default=30, show_default=True)
+def release_rotate_key(role: str, repo_dir: Path, keys_dir: Path, expires_days: int) -> None:
+    """Replace ROLE's key with a new one, in a new root version that installations follow."""
+    from glimpser.updates.release import ReleaseError, rotate_key
+
+    try:
+        done = rotate_key(repo_dir, keys_dir, role, expires_days=expires_days)
+    except (ReleaseError, OSError) as exc:
+        _fail(str(exc))
+    click.echo(f"new {role} key: {keys_dir / (role + '.pem')} (the old one: {done.retired_key})")
+    click.echo(f"root metadata v{done.root_version}: {done.root_path}")
+
+
 @main.group()
 def update() -> None:
     """Check for and download verified releases (GLIMPSER_UPDATE_URL; docs/updates.md)."""

@@ -349,3 +349,23 @@ def test_without_a_trusted_root_the_check_says_so(tmp_path):
     result = check(settings)
     assert result.error.startswith(f"No trusted root metadata at {PACKAGED_ROOT}")
     assert "GLIMPSER_UPDATE_ROOT" in result.error
+
+
+def test_rotated_keys_are_followed_and_the_old_ones_refused(tmp_path, repo, artifacts):
+    ok(publish(repo, artifacts[NEXT]))
+    settings = settings_for(tmp_path, repo["url"], repo["root"])
+    assert check(settings).newest.version == NEXT
+    old_timestamp = real_key(repo, "timestamp")
+    rotate = ("release", "rotate-key", "--repo", str(repo["dir"]), "--keys", str(repo["keys"]))
+    for role in ("timestamp", "root"):
+        out = ok(glimpser_cli(*rotate[:2], role, *rotate[2:]))
+        assert f"new {role} key" in out
+    assert (repo["dir"] / "metadata" / "3.root.json").is_file()
+    assert len(list(repo["keys"].glob("*.retired-*.pem"))) == 2
+    # The installation still trusts only 1.root.json as shipped, and follows the chain.
+    assert check(settings).newest.version == NEXT
+    ok(publish(repo, artifacts[LATER]))
+    fresh = check(settings_for(tmp_path / "fresh", repo["url"], repo["root"]))
+    assert fresh.error == "" and fresh.newest.version == LATER
+    resign_timestamp(repo, old_timestamp, datetime.now(UTC) + timedelta(days=7))
+    assert "not signed by the trusted keys" in check(settings).error

@@ -335,6 +335,54 @@ def refresh(repo_dir: Path, keys_dir: Path, *, expires_days: int = DEFAULT_EXPIR
     return repo.timestamp.signed.version
 
 
+@dataclass(frozen=True)
+class Rotated:
+    role: str
+    root_version: int
+    root_path: Path
+    retired_key: Path
+
+
+def rotate_key(
+    repo_dir: Path, keys_dir: Path, role: str, *, expires_days: int = DEFAULT_EXPIRES_DAYS
+) -> Rotated:
+    """Replace a role's key with a new one: a new root version (N.root.json) that names the new
+    key, signed by the current root key (and, for the root role, by the new one too), so that
+    installations trusting an older root follow the chain; then targets, snapshot and timestamp
+    signed anew. The old private key is kept as <role>.retired-<keyid>.pem."""
+    if role not in ROLES:
+        raise ReleaseError(f"{role!r} is not a role (one of {', '.join(ROLES)})")
+    repo = _Repository(repo_dir, keys_dir)
+    old_root_signer = repo.signer(Root.type)
+    old_signer = repo.signer(role)
+    new_signer = CryptoSigner.generate_ed25519()
+    key_path = keys_dir / f"{role}.pem"
+    retired = keys_dir / f"{role}.retired-{old_signer.public_key.keyid[:16]}.pem"
+    pending = keys_dir / f".{role}.pem.new"
+    fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(new_signer.private_bytes)
+
+    root = repo.root.signed
+    for keyid in list(root.roles[role].keyids):
+        root.revoke_key(keyid, role)
+    root.add_key(new_signer.public_key, role)
+    root.version += 1
+    root.expires = _expiry(ROOT_EXPIRES_DAYS)
+    repo.root.signatures.clear()
+    repo.root.sign(old_root_signer, append=True)
+    if role == Root.type:
+        repo.root.sign(new_signer, append=True)
+    # The key file first (the old one kept), then the metadata naming the new key.
+    os.replace(key_path, retired)
+    os.replace(pending, key_path)
+    root_path = repo.metadata_dir / f"{root.version}.root.json"
+    _write_metadata(repo.root, root_path)
+    _write_metadata(repo.root, repo.metadata_dir / "root.json")
+    repo.write_targets_snapshot_timestamp(expires_days)
+    return Rotated(role=role, root_version=root.version, root_path=root_path, retired_key=retired)
+
+
 # --- build ------------------------------------------------------------------------------------
 
 
