@@ -228,8 +228,7 @@ def test_update_check_says_when_updates_are_not_configured(tmp_path):
 
 
 def test_a_tampered_target_is_refused(tmp_path, repo, artifacts):
-    published = ok(publish(repo, artifacts[NEXT]))
-    assert published
+    ok(publish(repo, artifacts[NEXT]))
     settings = settings_for(tmp_path, repo["url"], repo["root"])
     release = check(settings).newest
     (stored,) = (repo["dir"] / "targets").iterdir()
@@ -285,9 +284,11 @@ def test_an_older_version_from_a_compromised_mirror_is_refused(tmp_path, repo, a
 
 
 def test_an_unreachable_server_gives_a_clear_error(tmp_path, repo):
-    settings = settings_for(tmp_path, f"http://127.0.0.1:{free_port()}", repo["root"])
+    port = free_port()
+    settings = settings_for(tmp_path, f"http://mirror:hunter22@127.0.0.1:{port}", repo["root"])
     result = check(settings)
-    assert result.error.startswith("Cannot reach the update server at http://127.0.0.1:")
+    assert result.error.startswith(f"Cannot reach the update server at http://127.0.0.1:{port} (")
+    assert "hunter22" not in result.error
     assert result.newest is None
 
 

@@ -10,10 +10,13 @@ Trust starts from one root metadata file: glimpser/updates/root.json shipped wit
 from __future__ import annotations
 
 import logging
+import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, Targets
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 PACKAGED_ROOT = Path(__file__).with_name("root.json")
 NOT_CONFIGURED = "Updates are not configured (set GLIMPSER_UPDATE_URL)"
 _CONNECT_ERRORS = {"NewConnectionError", "NameResolutionError"}
+# A release target is a plain file name (it becomes a file name in the download folder).
+_TARGET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
 
 
 class UpdateError(Exception):
@@ -70,8 +75,19 @@ def _trusted_root(settings: Settings) -> bytes:
         raise UpdateError(f"Cannot read the trusted root metadata {path}: {exc.strerror}") from None
 
 
+def _shown_url(url: str) -> str:
+    """The URL without any user:password@ part, for messages and logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 def _explain(exc: BaseException, url: str) -> str:
     """One sentence for a TUF or network failure."""
+    url = _shown_url(url)
     if isinstance(exc, tuf_errors.ExpiredMetadataError):
         return f"The update repository's metadata has expired, so it is refused ({exc})"
     if isinstance(exc, tuf_errors.BadVersionNumberError):
@@ -131,16 +147,22 @@ def _refresh(settings: Settings, updater: Updater) -> None:
     try:
         updater.refresh()
     except Exception as exc:  # every TUF and network failure becomes one sentence
-        log.warning("update check failed: %s: %s", type(exc).__name__, exc)
-        raise UpdateError(_explain(exc, settings.update_url)) from None
+        message = _explain(exc, settings.update_url)
+        log.warning("update check failed: %s", message)
+        raise UpdateError(message) from None
 
 
 def _releases(settings: Settings) -> list[Release]:
     """The releases in the targets metadata the Updater has just verified and stored."""
     path = _metadata_dir(settings) / "targets.json"
-    targets: Metadata[Targets] = Metadata.from_file(str(path))
+    try:
+        targets: Metadata[Targets] = Metadata.from_file(str(path))
+    except (OSError, ValueError) as exc:
+        raise UpdateError(f"Cannot read the verified targets metadata {path}: {exc}") from None
     found = []
     for name, target in targets.signed.targets.items():
+        if not _TARGET_NAME_RE.match(name):
+            continue
         custom = target.custom if isinstance(target.custom, dict) else {}
         version = custom.get("version")
         try:
@@ -180,10 +202,13 @@ def check(settings: Settings) -> CheckResult:
 def download(settings: Settings, release: Release, dest_dir: Path) -> Path:
     """Download a release through TUF (signed length and hashes checked) into dest_dir; raise
     UpdateError when anything does not verify. Returns the file's path."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    partial = dest_dir / ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
+    if not _TARGET_NAME_RE.match(release.target_name):
+        raise UpdateError(f"{release.target_name!r} is not a release file name")
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=dest_dir))
+    except OSError as exc:
+        raise UpdateError(f"Cannot write to {dest_dir}: {exc.strerror}") from None
     try:
         updater = _updater(settings, partial)
         _refresh(settings, updater)
@@ -197,8 +222,9 @@ def download(settings: Settings, release: Release, dest_dir: Path) -> Path:
         except UpdateError:
             raise
         except Exception as exc:
-            log.warning("update download failed: %s: %s", type(exc).__name__, exc)
-            raise UpdateError(_explain(exc, settings.update_url)) from None
+            message = _explain(exc, settings.update_url)
+            log.warning("update download failed: %s", message)
+            raise UpdateError(message) from None
         final = dest_dir / release.target_name
         fetched.replace(final)
         return final
