@@ -370,3 +370,26 @@ def test_rotated_keys_are_followed_and_the_old_ones_refused(tmp_path, repo, arti
     assert fresh.error == "" and fresh.newest.version == LATER
     resign_timestamp(repo, old_timestamp, datetime.now(UTC) + timedelta(days=7))
     assert "not signed by the trusted keys" in check(settings).error
+
+
+def test_the_current_version_publishes_with_its_changelog_from_the_archive(tmp_path, repo):
+    """Without --changelog-from the archive's own CHANGELOG.md is read: this checkout's version
+    has its section there."""
+    out = ok(glimpser_cli("release", "build", "--out", str(tmp_path / "dist")))
+    assert f"version {glimpser.__version__}" in out
+    artifact = tmp_path / "dist" / f"glimpser-{glimpser.__version__}.tar.gz"
+    ok(
+        glimpser_cli(
+            "release",
+            "publish",
+            str(artifact),
+            "--repo",
+            str(repo["dir"]),
+            "--keys",
+            str(repo["keys"]),
+        )
+    )
+    result = check(settings_for(tmp_path, repo["url"], repo["root"]))
+    assert result.newest.version == glimpser.__version__ and not result.update_available
+    expected = changelog_section((ROOT / "CHANGELOG.md").read_text(), glimpser.__version__)
+    assert expected and result.newest.changelog == expected
