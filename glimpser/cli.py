@@ -1,5 +1,5 @@
 """The `glimpser` command: serve, web, worker, scheduler, migrate, create-user, grant, revoke,
-export, import, api-key."""
+export, import, api-key, release, update."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import socket
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 import click
@@ -579,6 +580,187 @@ def import_command(settings: Settings, file: str, mode: str, dry_run: bool) -> N
         sys.exit(2)
     if report.has_errors:  # invalid stream, rule or channel entries
         sys.exit(1)
+
+
+# --- releases and updates ---------------------------------------------------------------------
+
+
+@main.group()
+def release() -> None:
+    """Publish releases: a TUF repository (init), release archives (build), signed (publish)."""
+
+
+@release.command("init")
+@click.argument("repo_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--keys",
+    "keys_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the private keys go (default: REPO_DIR-keys next to it); never inside REPO_DIR.",
+)
+def release_init(repo_dir: Path, keys_dir: Path | None) -> None:
+    """Make a new release repository in REPO_DIR with one new key per role."""
+    from glimpser.updates.release import ReleaseError, init_repository
+
+    keys_dir = keys_dir or repo_dir.resolve().with_name(repo_dir.resolve().name + "-keys")
+    try:
+        result = init_repository(repo_dir, keys_dir)
+    except (ReleaseError, OSError) as exc:
+        _fail(str(exc))
+    click.echo(f"repository: {repo_dir.resolve()} (serve it with any static web server)")
+    click.echo(f"private keys (mode 0600; keep them offline, back them up): {keys_dir.resolve()}")
+    click.echo(f"trusted root metadata: {result.root_path}")
+    click.echo(
+        "installations trust this file: ship it as glimpser/updates/root.json "
+        "(or point GLIMPSER_UPDATE_ROOT at it)"
+    )
+
+
+@release.command("build")
+@click.option("--version", "version", default=None, help="Default: pyproject.toml's version.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("dist"),
+    show_default=True,
+)
+def release_build(version: str | None, out_dir: Path) -> None:
+    """Make glimpser-<version>.tar.gz from the checkout's HEAD (git archive, with
+    requirements.lock); the version is written into the archive's pyproject.toml and
+    glimpser/__init__.py."""
+    from glimpser.updates.release import ReleaseError, build_release
+
+    try:
+        build = build_release(Path.cwd(), out_dir, version)
+    except (ReleaseError, OSError) as exc:
+        _fail(str(exc))
+    if build.dirty:
+        click.echo(
+            "note: the working tree has uncommitted changes; the archive holds HEAD only", err=True
+        )
+    click.echo(f"built {build.path} (version {build.version}, commit {build.commit[:12]})")
+    click.echo(f"sha256 {build.sha256}")
+
+
+@release.command("publish")
+@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--repo", "repo_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--keys", "keys_dir", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--changelog-from",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Default: the CHANGELOG.md inside the archive.",
+)
+@click.option(
+    "--expires-days",
+    type=click.IntRange(1, 3650),
+    default=30,
+    show_default=True,
+    help="Snapshot and timestamp metadata expire after this many days.",
+)
+def release_publish(
+    artifact: Path,
+    repo_dir: Path,
+    keys_dir: Path,
+    changelog_from: Path | None,
+    expires_days: int,
+) -> None:
+    """Add ARTIFACT (glimpser-<version>.tar.gz) to the repository, signed, with its changelog."""
+    from glimpser.updates.release import ReleaseError, publish
+
+    try:
+        done = publish(
+            artifact, repo_dir, keys_dir, changelog_from=changelog_from, expires_days=expires_days
+        )
+    except (ReleaseError, OSError) as exc:
+        _fail(str(exc))
+    click.echo(
+        f"published {done.version}: {done.target_name} ({done.length} bytes, "
+        f"sha256 {done.sha256}); targets v{done.targets_version}, "
+        f"timestamp v{done.timestamp_version}"
+    )
+
+
+@release.command("refresh")
+@click.option("--repo", "repo_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--keys", "keys_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--expires-days", type=click.IntRange(1, 3650), default=30, show_default=True)
+def release_refresh(repo_dir: Path, keys_dir: Path, expires_days: int) -> None:
+    """Re-sign snapshot and timestamp metadata with a later expiry (run it regularly:
+    installations refuse expired metadata)."""
+    from glimpser.updates.release import ReleaseError, refresh
+
+    try:
+        version = refresh(repo_dir, keys_dir, expires_days=expires_days)
+    except (ReleaseError, OSError) as exc:
+        _fail(str(exc))
+    click.echo(f"timestamp v{version}, expires in {expires_days} days")
+
+
+@release.command("rotate-key")
+@click.argument("role", type=click.Choice(["root", "targets", "snapshot", "timestamp"]))
+@click.option("--repo", "repo_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--keys", "keys_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--expires-days", type=click.IntRange(1, 3650), default=30, show_default=True)
+def release_rotate_key(role: str, repo_dir: Path, keys_dir: Path, expires_days: int) -> None:
+    """Replace ROLE's key with a new one, in a new root version that installations follow."""
+    from glimpser.updates.release import ReleaseError, rotate_key
+
+    try:
+        done = rotate_key(repo_dir, keys_dir, role, expires_days=expires_days)
+    except (ReleaseError, OSError) as exc:
+        _fail(str(exc))
+    click.echo(f"new {role} key: {keys_dir / (role + '.pem')} (the old one: {done.retired_key})")
+    click.echo(f"root metadata v{done.root_version}: {done.root_path}")
+
+
+@main.group()
+def update() -> None:
+    """Check for and download verified releases (GLIMPSER_UPDATE_URL; docs/updates.md)."""
+
+
+@update.command("check")
+@with_settings
+def update_check(settings: Settings) -> None:
+    """Refresh the release metadata and show the current and newest version and its changelog."""
+    from glimpser.updates.client import check
+
+    result = check(settings)
+    if result.error:
+        _fail(result.error)
+    click.echo(f"current version: {result.current}")
+    if result.newest is None:
+        click.echo("newest version: none published")
+        return
+    newest = result.newest
+    click.echo(f"newest version: {newest.version} ({newest.size} bytes)")
+    click.echo("update available" if result.update_available else "up to date")
+    if newest.changelog:
+        click.echo("")
+        click.echo(f"changes in {newest.version}:")
+        click.echo(newest.changelog)
+
+
+@update.command("download")
+@click.option("--to", "dest_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@with_settings
+def update_download(settings: Settings, dest_dir: Path) -> None:
+    """Download the newest release, verified through TUF, into a folder."""
+    from glimpser.updates.client import UpdateError, check, download
+
+    result = check(settings)
+    if result.error:
+        _fail(result.error)
+    if result.newest is None:
+        _fail("the release repository has no release")
+    try:
+        path = download(settings, result.newest, dest_dir)
+    except UpdateError as exc:
+        _fail(str(exc))
+    click.echo(f"downloaded and verified {path} (version {result.newest.version})")
 
 
 if __name__ == "__main__":

@@ -191,6 +191,10 @@ class Settings:
     default_interval: int = 60
     # Client networks that may read /metrics without an API key (GLIMPSER_METRICS_ALLOW)
     metrics_allow: tuple[str, ...] = ()
+    # Software updates (docs/updates.md): the release repository's base URL ("" = updates not
+    # configured) and the trusted root metadata (None = glimpser/updates/root.json as shipped).
+    update_url: str = ""
+    update_root: Path | None = None
     # The GLIMPSER_* variables that were set (environment or .env): they win over Admin →
     # Settings (glimpser.runtime_settings), which shows them read-only.
     from_env: frozenset[str] = frozenset()
@@ -347,6 +351,17 @@ def metrics_allow(raw: str) -> tuple[str, ...]:
                 f"GLIMPSER_METRICS_ALLOW has an invalid address or network: {item!r}"
             ) from None
     return tuple(found)
+
+
+def _update_root(raw: str) -> Path | None:
+    """GLIMPSER_UPDATE_ROOT: the root metadata file updates trust instead of the shipped one."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    path = Path(raw).resolve()
+    if not path.is_file():
+        raise ConfigError(f"GLIMPSER_UPDATE_ROOT={raw!r} is not a file (a TUF root.json)")
+    return path
 
 
 SUMMARY_PERIODS = ("hour", "day")
@@ -553,6 +568,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ai_default_prompt=ai_prompt(env.get("GLIMPSER_AI_DEFAULT_PROMPT", "")),
         default_interval=_limited(env, "GLIMPSER_DEFAULT_INTERVAL"),
         metrics_allow=metrics_allow(env.get("GLIMPSER_METRICS_ALLOW", "")),
+        update_url=_http_url(env, "GLIMPSER_UPDATE_URL", ""),
+        update_root=_update_root(env.get("GLIMPSER_UPDATE_ROOT", "")),
         from_env=frozenset(
             k for k, v in env.items() if k.startswith("GLIMPSER_") and v and v.strip()
         ),
