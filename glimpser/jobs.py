@@ -346,10 +346,12 @@ def resume_stream_deletions() -> int:
 
 
 @job
-def take_backup(with_snapshots: bool = False) -> dict:
-    """Write one backup archive into the backups folder (Admin → Backups' "Back up now")."""
+def take_backup(with_snapshots: bool = False, keep: int = 0) -> dict:
+    """Write one backup archive into the backups folder ("Back up now", or a scheduled one);
+    with `keep`, then delete Glimpser-named archives beyond the newest `keep`."""
     path = backup_archive.create_backup(settings(), with_snapshots=with_snapshots)
-    return {"archive": path.name, "bytes": path.stat().st_size}
+    deleted = backup_archive.prune(settings(), keep) if keep else []
+    return {"archive": path.name, "bytes": path.stat().st_size, "deleted": deleted}
 
 
 # How often the scheduler asks whether a scheduled backup is due.
@@ -358,20 +360,21 @@ BACKUP_CHECK_SECONDS = 15 * 60
 
 @job
 def scheduled_backup() -> dict:
-    """Take a backup when the newest Glimpser-named archive is GLIMPSER_BACKUP_EVERY_HOURS old
-    (or there is none), then keep only the newest GLIMPSER_BACKUP_KEEP."""
+    """Queue a backup when the newest Glimpser-named archive is GLIMPSER_BACKUP_EVERY_HOURS
+    old (or there is none); it keeps only the newest GLIMPSER_BACKUP_KEEP. The backup is a job
+    of its own (glimpser.queues.enqueue_scheduled_backup), with a timeout fit for a backup."""
     current = settings()
     if current.backup_every_hours == 0:
         return {"skipped": "scheduled backups are off (GLIMPSER_BACKUP_EVERY_HOURS=0)"}
     newest = backup_archive.newest_auto_backup(current)
     # Half a check early rather than a whole check late.
     due = timedelta(hours=current.backup_every_hours, seconds=-BACKUP_CHECK_SECONDS / 2)
-    report: dict[str, Any] = {}
-    if newest is None or times.utcnow() - newest >= due:
-        path = backup_archive.create_backup(current, with_snapshots=current.backup_snapshots)
-        report["archive"] = path.name
-    report["deleted"] = backup_archive.prune(current, current.backup_keep)
-    return report
+    if newest is not None and times.utcnow() - newest < due:
+        return {"skipped": "not due"}
+    job_id = queues.enqueue_scheduled_backup(
+        _connection(), current.backup_snapshots, current.backup_keep
+    )
+    return {"queued": job_id} if job_id else {"skipped": "a scheduled backup is still queued"}
 
 
 # (function, queue, interval in seconds) registered with RQ's cron scheduler.

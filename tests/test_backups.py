@@ -313,13 +313,18 @@ def test_scheduled_backup_takes_one_when_due_and_keeps_the_newest(app_factory, r
     mine.write_bytes(b"named by hand")
     assert any(func is jobs.scheduled_backup for func, _q, _every in jobs.CRON_JOBS)
     with jobs_configured(app):
-        report = jobs.scheduled_backup()
-        assert report["archive"] and sorted(report["deleted"]) == [p.name for p in old[:2]]
+        assert jobs.scheduled_backup() == {"queued": "backup-scheduled"}
+        assert "still queued" in jobs.scheduled_backup()["skipped"]
+        run_queued_jobs(app, ("maintenance",))
+        (made,) = [p for p in folder.iterdir() if p not in old and p != mine]
+        archive.read_manifest(made)
         names = sorted(p.name for p in folder.iterdir())
-        assert names == sorted([report["archive"], old[2].name, mine.name])
-        archive.read_manifest(folder / report["archive"])
-        again = jobs.scheduled_backup()  # not due: the newest is minutes old
-        assert "archive" not in again and again["deleted"] == []
+        assert names == sorted([made.name, old[2].name, mine.name])  # the newest 2, and mine
+        assert jobs.scheduled_backup() == {"skipped": "not due"}  # the newest is minutes old
+    admin = app.test_client()
+    setup_admin(admin, "alice", PASSWORD)
+    shown = admin.get(PAGE).get_data(as_text=True)
+    assert "The last scheduled backup:" in shown and made.name in shown
 
 
 def test_scheduled_backups_can_be_off(app_factory, redis_client):

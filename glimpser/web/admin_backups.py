@@ -44,10 +44,10 @@ def _redis() -> redis.Redis:
     return current_app.extensions["glimpser.redis"]
 
 
-def _job_status() -> dict:
-    """The last "Back up now" job as Redis has it: {} when there is none."""
+def _job_status(job_id: str = queues.BACKUP_JOB_ID) -> dict:
+    """The last "Back up now" (or scheduled) backup job as Redis has it: {} when none."""
     try:
-        job = Job.fetch(queues.BACKUP_JOB_ID, connection=_redis())
+        job = Job.fetch(job_id, connection=_redis())
     except NoSuchJobError:
         return {}
     except redis.RedisError as exc:
@@ -89,6 +89,7 @@ def _context() -> dict:
         "folder_error": folder_error,
         "settings": settings,
         "job": _job_status(),
+        "scheduled": _job_status(queues.SCHEDULED_BACKUP_JOB_ID),
         "poll_every": POLL_EVERY,
         "s3_note": archive.S3_NOTE,
     }
