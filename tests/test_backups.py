@@ -335,3 +335,35 @@ def test_scheduled_backups_can_be_off(app_factory, redis_client):
     off = app.test_client()
     setup_admin(off, "alice", PASSWORD)
     assert "Scheduled backups are off" in off.get(PAGE).get_data(as_text=True)
+
+
+# --- PostgreSQL credentials ---------------------------------------------------------------------
+
+
+def test_pg_password_goes_through_the_environment_only(tmp_path, redis_url, postgres_dsn):
+    """pg_dump sees the password in PGPASSWORD, never in its arguments; it is in no output."""
+    password = "s3cr@t pw"
+    url = _new_postgres_database(postgres_dsn).replace("postgres@", "postgres:s3cr%40t%20pw@", 1)
+    real = archive._pg_tool("pg_dump")
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    record = tmp_path / "pg_dump.args"
+    (shims / "pg_dump").write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\necho "PGPASSWORD=$PGPASSWORD" >> {record}\n'
+        f'exec {real} "$@"\n'
+    )
+    (shims / "pg_dump").chmod(0o755)
+    env = _env(tmp_path / "data", redis_url, url, PATH=f"{shims}:{os.environ['PATH']}")
+    assert run_cli(["migrate"], env).returncode == 0
+    made = run_cli(["backup", str(tmp_path / "pg.tar.gz")], env)
+    assert made.returncode == 0, made.stderr
+    args = record.read_text().splitlines()
+    assert f"PGPASSWORD={password}" == args[-1]
+    assert not any("s3cr" in a for a in args[:-1]), args
+    assert "s3cr" not in made.stdout + made.stderr
+
+    missing = env | {"GLIMPSER_DATABASE_URL": url.rsplit("/", 1)[0] + "/no_such_database"}
+    failed = run_cli(["backup", str(tmp_path / "none.tar.gz")], missing)
+    assert failed.returncode == 2 and "pg_dump failed" in failed.stderr
+    assert "no_such_database" in failed.stderr and "s3cr" not in failed.stderr
+    assert "Traceback" not in failed.stderr and not (tmp_path / "none.tar.gz").exists()
