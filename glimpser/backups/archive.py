@@ -63,6 +63,7 @@ class BackupInfo:
     name: str
     path: Path
     size: int
+    mtime: float = 0.0
     created_at: datetime | None = None
     with_snapshots: bool = False
     snapshot_files: int = 0
@@ -339,7 +340,8 @@ def read_manifest(archive: Path) -> dict:
 
 
 def describe(path: Path) -> BackupInfo:
-    info = BackupInfo(name=path.name, path=path, size=path.stat().st_size)
+    stat = path.stat()
+    info = BackupInfo(name=path.name, path=path, size=stat.st_size, mtime=stat.st_mtime)
     try:
         manifest = read_manifest(path)
     except BackupError as exc:
@@ -364,7 +366,7 @@ def list_backups(settings: Settings) -> list[BackupInfo]:
                 found.append(describe(path))
             except FileNotFoundError:  # deleted while listing
                 continue
-    return sorted(found, key=lambda b: (b.path.stat().st_mtime, b.name), reverse=True)
+    return sorted(found, key=lambda b: (b.mtime, b.name), reverse=True)
 
 
 def find_backup(settings: Settings, name: str) -> Path | None:
