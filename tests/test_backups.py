@@ -367,3 +367,45 @@ def test_pg_password_goes_through_the_environment_only(tmp_path, redis_url, post
     assert failed.returncode == 2 and "pg_dump failed" in failed.stderr
     assert "no_such_database" in failed.stderr and "s3cr" not in failed.stderr
     assert "Traceback" not in failed.stderr and not (tmp_path / "none.tar.gz").exists()
+
+
+def test_an_older_backup_is_brought_up_to_the_current_schema(
+    tmp_path, redis_url, database_url, request
+):
+    """A database at an older schema (the first migrations only) is backed up, restored and
+    migrated to this code's schema; a backup of the other database kind is refused."""
+    from glimpser import db, times
+
+    migrations = db.discover_migrations()
+    older = migrations[: len(migrations) - 2]
+    database_ = db.init_database(database_url)
+    with database_.connection_context():
+        db.SchemaMigration.create_table(safe=True)
+        for migration in older:
+            with database_.atomic():
+                migration.module.up(database_)
+                db.SchemaMigration.create(
+                    version=migration.version, name=migration.name, applied_at=times.utcnow()
+                )
+    env = _env(tmp_path / "data", redis_url, database_url)
+    made = run_cli(["backup", str(tmp_path / "old.tar.gz")], env)
+    assert made.returncode == 0, made.stderr
+    assert archive.read_manifest(tmp_path / "old.tar.gz")["schema_version"] == older[-1].version
+
+    other_kind = (
+        _new_postgres_database(request.getfixturevalue("postgres_dsn"))
+        if database_url.startswith("sqlite:")
+        else f"sqlite:///{tmp_path / 'other' / 'g.db'}"
+    )
+    refused = run_cli(
+        ["restore", str(tmp_path / "old.tar.gz")], _env(tmp_path / "other", redis_url, other_kind)
+    )
+    assert refused.returncode == 2 and "configured database is" in refused.stderr
+
+    target = _env(tmp_path / "new", redis_url, _fresh_database(request, database_url, tmp_path))
+    restored = run_cli(["restore", str(tmp_path / "old.tar.gz")], target)
+    assert restored.returncode == 0, restored.stderr
+    newest = [f"{m.version:04d}_{m.name}" for m in migrations[len(older) :]]
+    assert f"applied: {', '.join(newest)}" in restored.stdout
+    again = db.init_database(target["GLIMPSER_DATABASE_URL"])
+    assert archive.applied_migrations(again) == [m.version for m in migrations]
