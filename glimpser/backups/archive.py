@@ -265,7 +265,6 @@ def create_backup(
             },
         }
         part = work / "archive.tar.gz"
-        skipped = 0
         with tarfile.open(part, "w:gz") as tar:
             _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=2).encode())
             tar.add(dump, arcname=member, recursive=False, filter=_private)
@@ -275,12 +274,16 @@ def create_backup(
                 try:
                     tar.add(path, arcname=name, recursive=False, filter=_private)
                 except FileNotFoundError:  # removed by retention meanwhile
-                    skipped += 1
+                    continue
         os.chmod(part, 0o600)
         try:
             os.link(part, dest)  # fails rather than overwrite a file that appeared meanwhile
         except FileExistsError:
             raise BackupError(f"{dest} exists already; choose another name") from None
+        except OSError:  # a file system without hard links
+            if dest.exists():
+                raise BackupError(f"{dest} exists already; choose another name") from None
+            os.replace(part, dest)
     return dest
 
 

@@ -158,6 +158,9 @@ def delete(name: str) -> Response:
     path = _archive_or_404(name)
     with write_transaction():
         audit("backup.delete", f"backup:{path.name}", {"bytes": path.stat().st_size})
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # the audit row goes with the transaction
+            abort(409, f"The backup cannot be deleted: {exc.strerror or exc}")
     flash(f"Backup {path.name} deleted.", "success")
     return _back()
