@@ -409,3 +409,28 @@ def test_an_older_backup_is_brought_up_to_the_current_schema(
     assert f"applied: {', '.join(newest)}" in restored.stdout
     again = db.init_database(target["GLIMPSER_DATABASE_URL"])
     assert archive.applied_migrations(again) == [m.version for m in migrations]
+
+
+def test_replace_puts_the_backup_over_a_used_database(tmp_path, redis_url, database_url):
+    """restore_backup(replace=True), for an update's rollback: what was written after the
+    backup (rows, a table of a newer migration) is gone, what the backup held is back."""
+    env = _env(tmp_path / "data", redis_url, database_url)
+    app = _app(env)
+    setup_admin(app.test_client(), "alice", PASSWORD)
+    _fill(app)
+    path = archive.create_backup(app.extensions["glimpser.settings"])
+    with database.connection_context():
+        add_stream("Written after the backup")
+        database.execute_sql("CREATE TABLE from_a_newer_release (id INTEGER)")
+
+    settings = load_settings(env)
+    with pytest.raises(archive.BackupError, match="not empty"):
+        archive.restore_backup(settings, path)
+    report = archive.restore_backup(settings, path, replace=True)
+    assert report.migrations_applied == []
+    with database.connection_context():
+        assert "from_a_newer_release" not in database.get_tables()
+        assert [s.name for s in Stream.select()] == ["Front door"]
+        assert Event.select().count() == 3
+    fresh = _app(env).test_client()
+    assert login(fresh, "alice", PASSWORD).status_code == 302

@@ -438,7 +438,7 @@ def _database_is_empty(settings: Settings) -> str:
     return f"it has {len(tables)} table{'s' if len(tables) != 1 else ''}"
 
 
-def _check_restorable(settings: Settings, manifest: dict) -> None:
+def _check_restorable(settings: Settings, manifest: dict, replace: bool = False) -> None:
     kind = database_kind(settings.database_url)
     if manifest["database"] != kind:
         raise BackupError(
@@ -453,7 +453,7 @@ def _check_restorable(settings: Settings, manifest: dict) -> None:
             f" schema {manifest['schema_version']}) than this one ({__version__}, schema "
             f"{code_schema_version()}): install that version to restore it"
         )
-    why = _database_is_empty(settings)
+    why = "" if replace else _database_is_empty(settings)
     if why:
         raise BackupError(
             f"the configured database is not empty ({why}); restore needs an empty database: "
@@ -461,11 +461,16 @@ def _check_restorable(settings: Settings, manifest: dict) -> None:
         )
 
 
-def restore_backup(settings: Settings, archive: Path) -> RestoreReport:
+def restore_backup(settings: Settings, archive: Path, *, replace: bool = False) -> RestoreReport:
     """Restore an archive into the configured (empty) database and data directory, then run
-    the migrations this code has that the backup's schema had not."""
+    the migrations this code has that the backup's schema had not.
+
+    With `replace` (for an update's rollback, not offered by the CLI), the configured
+    database need not be empty: its contents are dropped first (SQLite: the file; PostgreSQL:
+    the `public` schema). Every Glimpser process must be stopped. Snapshot files already in
+    place are kept."""
     manifest = read_manifest(archive)
-    _check_restorable(settings, manifest)
+    _check_restorable(settings, manifest, replace)
     contents = manifest["contents"]
     report = RestoreReport(database=manifest["database"], schema_version=manifest["schema_version"])
     with tempfile.TemporaryDirectory(prefix=".glimpser-restore-", dir=settings.data_dir) as tmp:
@@ -502,6 +507,8 @@ def restore_backup(settings: Settings, archive: Path) -> RestoreReport:
         if report.database == "sqlite":
             _restore_sqlite(settings, dump)
         else:
+            if replace:
+                _empty_postgres(settings)
             target, env = _pg_target(settings.database_url)
             _run_pg(
                 [_pg_tool("pg_restore"), "--no-owner", "--no-acl", "--exit-on-error",
@@ -518,12 +525,21 @@ def restore_backup(settings: Settings, archive: Path) -> RestoreReport:
     return report
 
 
+def _empty_postgres(settings: Settings) -> None:
+    """Drop everything in the `public` schema (where Glimpser's tables live), in one
+    transaction."""
+    database = db.open_database(settings.database_url)
+    try:
+        with database.connection_context(), database.atomic():
+            database.execute_sql("DROP SCHEMA public CASCADE")
+            database.execute_sql("CREATE SCHEMA public")
+    except peewee.PeeweeException as exc:
+        raise BackupError(f"cannot empty the configured database: {exc}") from None
+
+
 def _restore_sqlite(settings: Settings, dump: Path) -> None:
     path = Path(settings.database_url.split(":///", 1)[1])
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The target is empty (checked): drop it and its WAL files, then move the copy in.
-    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        leftover.unlink(missing_ok=True)
     staged = path.with_name(f".{path.name}.restoring")
     shutil.copyfile(dump, staged)
     os.chmod(staged, 0o600)
@@ -531,13 +547,18 @@ def _restore_sqlite(settings: Settings, dump: Path) -> None:
     try:
         healthy = conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     except sqlite3.DatabaseError as exc:
-        staged.unlink(missing_ok=True)
-        raise BackupError(f"the backup's SQLite database cannot be read: {exc}") from None
+        healthy, why = False, f"cannot be read: {exc}"
+    else:
+        why = "fails its integrity check"
     finally:
         conn.close()
     if not healthy:
         staged.unlink(missing_ok=True)
-        raise BackupError("the backup's SQLite database fails its integrity check")
+        raise BackupError(f"the backup's SQLite database {why}")
+    # The copy is sound: drop the target's WAL files (an empty database's, or with `replace`
+    # the one being replaced), then move the copy in.
+    for leftover in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+        leftover.unlink(missing_ok=True)
     os.replace(staged, path)
 
 
