@@ -27,6 +27,7 @@ from tests.helpers import (
     add_stream,
     csrf_from,
     jobs_configured,
+    labelled,
     login,
     run_cli,
     setup_admin,
@@ -207,6 +208,7 @@ def test_admin_page_makes_lists_downloads_and_deletes(db_app, admin, redis_clien
     assert "No backups in the folder yet" in page.get_data(as_text=True)
     assert "No backup was started" in page.get_data(as_text=True)
     assert "/admin/backups/" in admin.get("/admin/").get_data(as_text=True)
+    labelled(page.get_data(as_text=True))
 
     assert _post(admin, PAGE + "run", with_snapshots="1").status_code == 302
     waiting = admin.get(PAGE).get_data(as_text=True)
