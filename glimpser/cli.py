@@ -1,5 +1,5 @@
 """The `glimpser` command: serve, web, worker, scheduler, migrate, create-user, grant, revoke,
-export, import, api-key, release, update."""
+export, import, api-key, backup, restore, release, update."""
 
 from __future__ import annotations
 
@@ -761,6 +761,69 @@ def update_download(settings: Settings, dest_dir: Path) -> None:
     except UpdateError as exc:
         _fail(str(exc))
     click.echo(f"downloaded and verified {path} (version {result.newest.version})")
+@main.command("backup")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--with-snapshots",
+    is_flag=True,
+    help="Include the snapshot files (local storage only: S3 snapshots are not included).",
+)
+@with_settings
+def backup_command(settings: Settings, file: str | None, with_snapshots: bool) -> None:
+    """Write a backup archive (tar.gz): the database, the generated secret key and, with
+    --with-snapshots, the snapshot files. Default FILE: <data dir>/backups/glimpser-<UTC>.tar.gz."""
+    from pathlib import Path
+
+    from glimpser.backups.archive import S3_NOTE, BackupError, create_backup, read_manifest
+
+    try:
+        path = create_backup(settings, Path(file) if file else None, with_snapshots=with_snapshots)
+        manifest = read_manifest(path)
+    except BackupError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write the backup: {exc.strerror or exc}")
+    contents = manifest["contents"]
+    what = [f"{manifest['database']} database (schema {manifest['schema_version']})"]
+    if contents["secret_key"]:
+        what.append("secret key")
+    if contents["snapshots"]:
+        what.append(f"{contents['snapshot_files']} snapshot files")
+    click.echo(f"backed up {', '.join(what)} to {path} ({path.stat().st_size} bytes)")
+    if contents["secret_key_from_environment"]:
+        click.echo(
+            "note: the secret key comes from GLIMPSER_SECRET_KEY and is not in the backup; "
+            "keep it with the backup",
+            err=True,
+        )
+    if with_snapshots and settings.storage != "local":
+        click.echo(f"note: {S3_NOTE}", err=True)
+
+
+@main.command("restore")
+@click.argument("file", type=click.Path(dir_okay=False))
+@with_settings
+def restore_command(settings: Settings, file: str) -> None:
+    """Restore a backup archive into an empty database and data directory, then bring its
+    schema up to this version's. Refuses a database that is not empty."""
+    from pathlib import Path
+
+    from glimpser.backups.archive import BackupError, restore_backup
+
+    try:
+        report = restore_backup(settings, Path(file))
+    except BackupError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot restore {file}: {exc.strerror or exc}")
+    click.echo(f"restored the {report.database} database (schema {report.schema_version})")
+    if report.migrations_applied:
+        click.echo(f"applied: {', '.join(report.migrations_applied)}")
+    click.echo(f"secret key: {report.secret_key}")
+    if report.snapshot_files:
+        click.echo(f"restored {report.snapshot_files} snapshot files")
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
 
 
 if __name__ == "__main__":

@@ -198,6 +198,11 @@ class Settings:
     # The GLIMPSER_* variables that were set (environment or .env): they win over Admin →
     # Settings (glimpser.runtime_settings), which shows them read-only.
     from_env: frozenset[str] = frozenset()
+    # Scheduled backups (glimpser.backups): every N hours (0 = off), keeping the newest N
+    # archives, with the snapshot files or without.
+    backup_every_hours: int = 24
+    backup_keep: int = 7
+    backup_snapshots: bool = False
 
     @property
     def ai_configured(self) -> bool:
@@ -570,6 +575,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         metrics_allow=metrics_allow(env.get("GLIMPSER_METRICS_ALLOW", "")),
         update_url=_http_url(env, "GLIMPSER_UPDATE_URL", ""),
         update_root=_update_root(env.get("GLIMPSER_UPDATE_ROOT", "")),
+        backup_every_hours=_int(env, "GLIMPSER_BACKUP_EVERY_HOURS", 24, 0, 24 * 366),
+        backup_keep=_int(env, "GLIMPSER_BACKUP_KEEP", 7, 1, 10_000),
+        backup_snapshots=_bool(env, "GLIMPSER_BACKUP_SNAPSHOTS", False),
         from_env=frozenset(
             k for k, v in env.items() if k.startswith("GLIMPSER_") and v and v.strip()
         ),

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import redis
@@ -23,6 +24,7 @@ from glimpser import metrics, queues, system_status, times
 from glimpser.analysis import summaries
 from glimpser.analysis.ai import AIClient
 from glimpser.analysis.pipeline import analyse_snapshot as run_analysis
+from glimpser.backups import archive as backup_archive
 from glimpser.capture import scheduling
 from glimpser.capture.run import grab, run_capture
 from glimpser.config import Settings, load_settings
@@ -343,6 +345,38 @@ def resume_stream_deletions() -> int:
     return deletion.resume_deletions(_connection())
 
 
+@job
+def take_backup(with_snapshots: bool = False, keep: int = 0) -> dict:
+    """Write one backup archive into the backups folder ("Back up now", or a scheduled one);
+    with `keep`, then delete Glimpser-named archives beyond the newest `keep`."""
+    path = backup_archive.create_backup(settings(), with_snapshots=with_snapshots)
+    deleted = backup_archive.prune(settings(), keep) if keep else []
+    return {"archive": path.name, "bytes": path.stat().st_size, "deleted": deleted}
+
+
+# How often the scheduler asks whether a scheduled backup is due.
+BACKUP_CHECK_SECONDS = 15 * 60
+
+
+@job
+def scheduled_backup() -> dict:
+    """Queue a backup when the newest Glimpser-named archive is GLIMPSER_BACKUP_EVERY_HOURS
+    old (or there is none); it keeps only the newest GLIMPSER_BACKUP_KEEP. The backup is a job
+    of its own (glimpser.queues.enqueue_scheduled_backup), with a timeout fit for a backup."""
+    current = settings()
+    if current.backup_every_hours == 0:
+        return {"skipped": "scheduled backups are off (GLIMPSER_BACKUP_EVERY_HOURS=0)"}
+    newest = backup_archive.newest_auto_backup(current)
+    # Half a check early rather than a whole check late.
+    due = timedelta(hours=current.backup_every_hours, seconds=-BACKUP_CHECK_SECONDS / 2)
+    if newest is not None and times.utcnow() - newest < due:
+        return {"skipped": "not due"}
+    job_id = queues.enqueue_scheduled_backup(
+        _connection(), current.backup_snapshots, current.backup_keep
+    )
+    return {"queued": job_id} if job_id else {"skipped": "a scheduled backup is still queued"}
+
+
 # (function, queue, interval in seconds) registered with RQ's cron scheduler.
 CRON_JOBS: list[tuple[Callable[..., Any], str, int]] = [
     (sweep_due_streams, "schedule", 5),
@@ -353,6 +387,7 @@ CRON_JOBS: list[tuple[Callable[..., Any], str, int]] = [
     (sweep_stuck_deliveries, "maintenance", 5 * 60),
     (resume_stream_deletions, "maintenance", 5 * 60),
     (sweep_orphans, "maintenance", 3600),
+    (scheduled_backup, "maintenance", BACKUP_CHECK_SECONDS),
 ]
 
 _CRON_NAMES = frozenset(func.__name__ for func, _queue, _interval in CRON_JOBS)

@@ -260,6 +260,50 @@ def enqueue_stream_deletion(connection: redis.Redis, stream_id: int, job_id: str
     )
 
 
+# One "Back up now" job at a time: its id is fixed, so a second click while it waits or runs
+# finds it instead of queueing another.
+BACKUP_JOB_ID = "backup-now"
+
+
+def enqueue_backup(connection: redis.Redis, with_snapshots: bool) -> Job:
+    """Queue a backup (Admin → Backups' "Back up now") on the maintenance queue."""
+    return get_queue("maintenance", connection).enqueue(
+        _job("take_backup"),
+        kwargs={"with_snapshots": with_snapshots},
+        job_id=BACKUP_JOB_ID,
+        job_timeout=6 * 3600,
+        result_ttl=7 * 24 * 3600,
+        failure_ttl=7 * 24 * 3600,
+        description="back up now" + (" (with snapshots)" if with_snapshots else ""),
+    )
+
+
+SCHEDULED_BACKUP_JOB_ID = "backup-scheduled"
+
+
+def enqueue_scheduled_backup(connection: redis.Redis, with_snapshots: bool, keep: int) -> str:
+    """Queue a scheduled backup (then pruning to the newest `keep`) on the maintenance queue;
+    "" when the previous one still waits or runs."""
+    try:
+        previous = Job.fetch(SCHEDULED_BACKUP_JOB_ID, connection=connection)
+    except NoSuchJobError:
+        previous = None
+    if previous is not None:
+        if previous.get_status() in ("queued", "started", "scheduled", "deferred"):
+            return ""
+        previous.delete()  # done or failed (Admin → Backups showed it): a new run replaces it
+    get_queue("maintenance", connection).enqueue(
+        _job("take_backup"),
+        kwargs={"with_snapshots": with_snapshots, "keep": keep},
+        job_id=SCHEDULED_BACKUP_JOB_ID,
+        job_timeout=6 * 3600,
+        result_ttl=7 * 24 * 3600,
+        failure_ttl=7 * 24 * 3600,
+        description="scheduled backup",
+    )
+    return SCHEDULED_BACKUP_JOB_ID
+
+
 def requeue_failed(connection: redis.Redis, queue_name: str, job: Job) -> Job:
     """Put a failed job back on its queue (Admin → System's "Retry"), at the end of the line.
 

@@ -81,6 +81,7 @@ ADMIN_BLUEPRINTS: frozenset[str] = frozenset(
         "admin_sessions",
         "admin_settings",
         "admin_system",
+        "admin_backups",
         "admin_audit",
         "admin_api_keys",
     }
