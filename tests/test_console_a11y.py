@@ -97,6 +97,9 @@ def pages(ids: dict[str, int]) -> list[str]:
         "/admin/channels/new",
         f"/admin/channels/{ids['channel']}/edit",
         "/admin/deliveries/",
+        "/admin/api-keys/",
+        "/admin/backups/",
+        "/profile/api-keys",
     ]
 
 
