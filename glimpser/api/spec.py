@@ -6,8 +6,9 @@ document at `/api/v1/openapi.json`. Why spectree: it works on the app's plain Fl
 (no app class to swap), takes pydantic v2 models as they are, validates requests with them and
 writes OpenAPI 3.1 (docs/api.md).
 
-Two things spectree cannot say are added to the document here: errors are
-`application/problem+json`, and image endpoints answer bytes, not JSON.
+What spectree cannot say is added to the document here (`document()`): errors are
+`application/problem+json`, image and video endpoints answer bytes, path ids range over the
+ids a route matches, and discriminated unions name their members as the document files them.
 """
 
 from __future__ import annotations
@@ -38,8 +39,6 @@ ERROR_TITLES = {
     422: "Invalid request; `errors` says which fields",
     429: "Too many requests for this key; see Retry-After",
 }
-# (rule, method) → media types of a successful answer that is not JSON (images).
-_BINARY: dict[tuple[str, str], tuple[str, ...]] = {}
 
 
 def _before(
@@ -112,9 +111,7 @@ def operation(
         if "cursor" in query.model_fields:
             codes["HTTP_400"] = problems.Problem
     if json is not None:
-        codes.update({f"HTTP_{code}": problems.Problem for code in (400, 413, 415)})
-    if json is not None:
-        codes["HTTP_422"] = problems.Problem
+        codes.update({f"HTTP_{code}": problems.Problem for code in (400, 413, 415, 422)})
     if not binary:
         codes[f"HTTP_{status}"] = ok
     resp = Response(*((f"HTTP_{status}", "HTTP_304") if binary else ()), **codes)
