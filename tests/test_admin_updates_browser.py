@@ -1,10 +1,13 @@
 """Admin → Updates in a real browser against gunicorn and a real `glimpser worker`, on a real TUF
 repository served from loopback: "Check now" shows the check waiting, then the newer release and
 its changelog (as text) without a reload (htmx); the admin home then notes the release; axe-core
-finds no serious violation on the page."""
+finds no serious violation on the page. Screenshots go to docs/screenshots/ when
+GLIMPSER_SCREENSHOTS=1."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +27,7 @@ artifacts = updates_support.artifacts
 repo = updates_support.repo
 
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
+SHOTS = Path(__file__).parent.parent / "docs" / "screenshots"
 EVIL = "<script>window.changelogRan = true</script>"
 
 
@@ -71,6 +75,15 @@ def test_check_now_shows_the_new_release(
                  .filter(v => ["serious", "critical"].includes(v.impact)).map(v => v.id)"""
         )
         assert violations == []
+        page.reload()  # the manual steps name the new version once the page is rendered anew
+        expect(page.locator("#manual-steps")).to_contain_text(f"/opt/glimpser/{NEXT}")
+        for width, scheme in ((1280, "light"), (390, "dark")):
+            page.emulate_media(color_scheme=scheme)
+            page.set_viewport_size({"width": width, "height": 1000 if width > 400 else 844})
+            shot = tmp_path / f"updates-{width}-{scheme}.png"
+            page.screenshot(path=str(shot), full_page=True)
+            if os.environ.get("GLIMPSER_SCREENSHOTS") == "1":
+                shutil.copy(shot, SHOTS / shot.name)
 
         page.goto(server.url + "/admin/")
         note = page.locator("#update-available")
