@@ -37,6 +37,7 @@ from glimpser.runtime_settings import SettingsSource
 from glimpser.sources import sealed
 from glimpser.sources.base import CaptureError
 from glimpser.sources.schemas import CONFIG_BY_KIND
+from glimpser.updates import last_check
 
 log = logging.getLogger("glimpser.job")
 
@@ -377,6 +378,36 @@ def scheduled_backup() -> dict:
     return {"queued": job_id} if job_id else {"skipped": "a scheduled backup is still queued"}
 
 
+def _check_summary(result: last_check.LastCheck) -> dict:
+    return {
+        "error": result.error,
+        "newest": result.newest.version if result.newest else None,
+        "update_available": result.update_available,
+    }
+
+
+@job
+def check_for_updates() -> dict:
+    """Refresh the release repository's metadata through TUF and keep the result (Admin →
+    Updates' "Check now"); a failed check is kept with its error, not raised."""
+    return _check_summary(last_check.check_and_store(settings()))
+
+
+# How often the scheduler asks whether an update check is due (every CHECK_EVERY).
+UPDATE_CHECK_POLL_SECONDS = 15 * 60
+
+
+@job
+def scheduled_update_check() -> dict:
+    """Check for updates when updates are configured and the last check is CHECK_EVERY old."""
+    current = settings()
+    if last_check.missing_settings(current):
+        return {"skipped": "updates are not configured"}
+    if not last_check.due(current):
+        return {"skipped": "not due"}
+    return _check_summary(last_check.check_and_store(current))
+
+
 # (function, queue, interval in seconds) registered with RQ's cron scheduler.
 CRON_JOBS: list[tuple[Callable[..., Any], str, int]] = [
     (sweep_due_streams, "schedule", 5),
@@ -388,6 +419,7 @@ CRON_JOBS: list[tuple[Callable[..., Any], str, int]] = [
     (resume_stream_deletions, "maintenance", 5 * 60),
     (sweep_orphans, "maintenance", 3600),
     (scheduled_backup, "maintenance", BACKUP_CHECK_SECONDS),
+    (scheduled_update_check, "maintenance", UPDATE_CHECK_POLL_SECONDS),
 ]
 
 _CRON_NAMES = frozenset(func.__name__ for func, _queue, _interval in CRON_JOBS)

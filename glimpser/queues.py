@@ -304,6 +304,22 @@ def enqueue_scheduled_backup(connection: redis.Redis, with_snapshots: bool, keep
     return SCHEDULED_BACKUP_JOB_ID
 
 
+# One "Check now" (Admin → Updates) at a time, like "Back up now".
+UPDATE_CHECK_JOB_ID = "update-check-now"
+
+
+def enqueue_update_check(connection: redis.Redis) -> Job:
+    """Queue an update check (Admin → Updates' "Check now") on the maintenance queue."""
+    return get_queue("maintenance", connection).enqueue(
+        _job("check_for_updates"),
+        job_id=UPDATE_CHECK_JOB_ID,
+        job_timeout=10 * 60,
+        result_ttl=7 * 24 * 3600,
+        failure_ttl=7 * 24 * 3600,
+        description="check for updates",
+    )
+
+
 def requeue_failed(connection: redis.Redis, queue_name: str, job: Job) -> Job:
     """Put a failed job back on its queue (Admin → System's "Retry"), at the end of the line.
 

@@ -82,6 +82,7 @@ ADMIN_BLUEPRINTS: frozenset[str] = frozenset(
         "admin_settings",
         "admin_system",
         "admin_backups",
+        "admin_updates",
         "admin_audit",
         "admin_api_keys",
     }

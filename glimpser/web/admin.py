@@ -9,7 +9,9 @@ from flask import Blueprint, current_app, render_template
 
 from glimpser import system_status
 from glimpser.analysis.usage import usage_last_day
+from glimpser.config import Settings
 from glimpser.media.deletion import deletions_in_progress
+from glimpser.updates import last_check
 from glimpser.web.app_settings import current_settings
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -37,4 +39,13 @@ def index():
         ai_host=_host_port(settings.ai_base_url) if settings.ai_configured else "",
         ai_usage=usage_last_day(),
         deletions=deletions_in_progress(current_app.extensions["glimpser.redis"]),
+        update=_available_update(settings),
     )
+
+
+def _available_update(settings: Settings) -> last_check.LastCheck | None:
+    """The last check, when updates are configured and it found a newer release."""
+    if last_check.missing_settings(settings):
+        return None
+    last = last_check.load()
+    return last if last is not None and last.update_available else None
