@@ -77,7 +77,7 @@ def test_check_now_shows_the_new_release(
         assert violations == []
         page.reload()  # the manual steps name the new version once the page is rendered anew
         expect(page.locator("#manual-steps")).to_contain_text(f"/opt/glimpser/{NEXT}")
-        for width, scheme in ((1280, "light"), (390, "dark")):
+        for width, scheme in ((w, s) for w in (1920, 1280, 390) for s in ("light", "dark")):
             page.emulate_media(color_scheme=scheme)
             page.set_viewport_size({"width": width, "height": 1000 if width > 400 else 844})
             shot = tmp_path / f"updates-{width}-{scheme}.png"

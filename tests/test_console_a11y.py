@@ -99,6 +99,7 @@ def pages(ids: dict[str, int]) -> list[str]:
         "/admin/deliveries/",
         "/admin/api-keys/",
         "/admin/backups/",
+        "/admin/updates/",
         "/profile/api-keys",
     ]
 
