@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import peewee
 
 from glimpser import db
 from glimpser.auth.users import UserError, create_user
@@ -725,10 +726,19 @@ def update() -> None:
 @update.command("check")
 @with_settings
 def update_check(settings: Settings) -> None:
-    """Refresh the release metadata and show the current and newest version and its changelog."""
+    """Refresh the release metadata and show the current and newest version and its changelog
+    (kept as the last check that Admin → Updates shows)."""
+    from glimpser.updates import last_check
     from glimpser.updates.client import check
 
     result = check(settings)
+    try:
+        _bind_database(settings)
+        db.migrate()
+        with db.database.connection_context():
+            last_check.store(result)
+    except peewee.PeeweeException as exc:  # the check itself stands; the page just lacks it
+        click.echo(f"note: the result was not stored for Admin → Updates: {exc}", err=True)
     if result.error:
         _fail(result.error)
     click.echo(f"current version: {result.current}")

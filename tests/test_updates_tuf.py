@@ -116,6 +116,14 @@ def test_update_commands_print_the_newest_release_and_download_it(tmp_path, repo
     assert f"current version: {glimpser.__version__}" in out
     assert f"newest version: {NEXT}" in out and "update available" in out
     assert "Verified software updates." in out
+    # Kept as the last check Admin → Updates shows (in the install's own database).
+    from glimpser.db import database, init_database
+    from glimpser.updates import last_check
+
+    init_database(load_settings(env).database_url)
+    with database.connection_context():
+        stored = last_check.load()
+    assert stored is not None and stored.newest is not None and stored.newest.version == NEXT
     out = ok(glimpser_cli("update", "download", "--to", str(tmp_path / "dl"), env=env))
     assert "downloaded and verified" in out
     assert sha256(tmp_path / "dl" / f"glimpser-{NEXT}.tar.gz") == sha256(artifacts[NEXT])
