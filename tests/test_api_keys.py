@@ -134,3 +134,24 @@ def test_text_no_database_can_store_is_a_422_naming_the_field(api_app):
         assert answer.status_code == 422, answer.get_data(as_text=True)
         assert answer.json["errors"][0]["field"] == "name"
     assert admin.get("/streams").json["items"] == []
+
+
+def test_a_chunked_body_gets_the_same_checks(api_app):
+    """A body sent without Content-Length (chunked, as gunicorn passes it on) is checked like
+    any other: nested too deep is a 400 problem, never a 500."""
+    import io
+
+    admin = api_as(api_app, "alice")
+    answer = admin.client.open(
+        "/api/v1/streams",
+        method="POST",
+        input_stream=io.BytesIO(b"[" * 5000 + b"]" * 5000),
+        headers={
+            **bearer(admin.token),
+            "Content-Type": "application/json",
+            "Transfer-Encoding": "chunked",
+        },
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert answer.status_code == 400, answer.get_data(as_text=True)
+    assert answer.mimetype == "application/problem+json"

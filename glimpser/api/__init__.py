@@ -29,7 +29,13 @@ def openapi():
 @bp.before_request
 def _json_body() -> None:
     """Refuse a body that is not JSON, or is nested absurdly deep, with a clear 400."""
-    if request.method in ("GET", "HEAD", "OPTIONS", "DELETE") or not request.content_length:
+    if request.method in ("GET", "HEAD", "OPTIONS", "DELETE"):
+        return
+    # A body: a Content-Length, or chunked (no length, but a body all the same).
+    if (
+        not request.content_length
+        and "chunked" not in request.headers.get("Transfer-Encoding", "").lower()
+    ):
         return
     if not request.is_json:
         problems.problem(415, "Unsupported media type", "Send the body as application/json.")
