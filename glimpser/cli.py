@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -720,7 +721,7 @@ def release_rotate_key(role: str, repo_dir: Path, keys_dir: Path, expires_days: 
 
 @main.group()
 def update() -> None:
-    """Check for and download verified releases (GLIMPSER_UPDATE_URL; docs/updates.md)."""
+    """Check for, download, apply and roll back verified releases (docs/updates.md)."""
 
 
 @update.command("check")
@@ -771,6 +772,123 @@ def update_download(settings: Settings, dest_dir: Path) -> None:
     except UpdateError as exc:
         _fail(str(exc))
     click.echo(f"downloaded and verified {path} (version {result.newest.version})")
+
+
+def _follow(settings: Settings, attempt_id: str) -> None:
+    """Print an attempt's steps as they happen until it ends; exit 1 unless it succeeded."""
+    from glimpser.updates import attempts
+
+    shown: dict[str, str] = {}
+    while True:
+        attempt = attempts.load(settings, attempt_id)
+        if attempt is None:
+            _fail(f"the update attempt {attempt_id} is gone")
+        for index, step in enumerate(attempt.steps):
+            key = f"{index}:{step.name}"
+            if shown.get(key) != step.state:
+                shown[key] = step.state
+                detail = f" ({step.detail})" if step.detail and step.state != "running" else ""
+                click.echo(f"{step.name}: {step.state}{detail}")
+        if not attempt.active:
+            click.echo(attempt.message)
+            if attempt.state != attempts.SUCCEEDED:
+                sys.exit(1)
+            return
+        time.sleep(0.5)
+
+
+@update.command("apply")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@with_settings
+def update_apply(settings: Settings, yes: bool) -> None:
+    """Install the newest release side by side, migrate, switch over and verify; roll back if
+    it does not come up. With `glimpser serve` running, it switches the running processes."""
+    from glimpser.updates import attempts, install, installed, parse_version, switch
+    from glimpser.updates.client import check
+
+    _bind_database(settings)
+    result = check(settings)
+    if result.error:
+        _fail(result.error)
+    # This command may be the base installation's while a newer release runs.
+    current = installed.running_version(settings)
+    newest = result.newest
+    if newest is None or parse_version(newest.version) <= parse_version(current):
+        click.echo(f"up to date ({current})")
+        return
+    if attempts.active(settings) is not None:
+        _fail("another update attempt is running (see `glimpser update history`)")
+    supervisor = installed.supervisor_pid(settings)
+    how = (
+        f"glimpser serve (pid {supervisor}) will restart its processes on it"
+        if supervisor
+        else "no glimpser serve runs here: it is installed for the next start"
+    )
+    click.echo(f"update {current} → {newest.version}: {how}")
+    if not yes:
+        click.confirm("Apply it?", abort=True)
+    attempt = attempts.new(settings, "update", newest.version, current, "command line")
+    click.echo(f"attempt {attempt.id} (log: glimpser update history --log {attempt.id})")
+    if install.prepare(settings, attempt, supervisor=supervisor) and supervisor is None:
+        switch.run(settings, attempt, None)
+    _follow(settings, attempt.id)
+
+
+@update.command("rollback")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@with_settings
+def update_rollback(settings: Settings, yes: bool) -> None:
+    """Go back to the release the last update replaced (restoring its pre-update backup when
+    that update changed the database schema: what was recorded since is then lost)."""
+    from glimpser.updates import attempts, install, installed, switch
+    from glimpser.updates.attempts import StepFailed
+
+    _bind_database(settings)
+    if attempts.active(settings) is not None:
+        _fail("another update attempt is running (see `glimpser update history`)")
+    try:
+        attempt = switch.plan_rollback(settings, "command line")
+    except StepFailed as exc:
+        _fail(str(exc))
+    click.echo(f"roll back {attempt.from_version} → {attempt.version}")
+    if attempt.backup:
+        click.echo(
+            f"the database will be restored from {attempt.backup}: "
+            "everything recorded since the update is lost"
+        )
+    if not yes and not click.confirm("Roll back?"):
+        attempts.Recorder(settings, attempt).finish(attempts.CANCELLED, "Not confirmed.")
+        raise click.Abort()
+    supervisor = installed.supervisor_pid(settings)
+    if supervisor is not None:
+        install.request_switch(settings, attempt.id, supervisor)
+    else:
+        switch.run(settings, attempt, None)
+    _follow(settings, attempt.id)
+
+
+@update.command("history")
+@click.option("--log", "log_of", default=None, help="Print one attempt's log.")
+@with_settings
+def update_history(settings: Settings, log_of: str | None) -> None:
+    """Every update and rollback attempt, newest first, with its outcome."""
+    from glimpser.updates import attempts
+
+    if log_of is not None:
+        if attempts.load(settings, log_of) is None:
+            _fail(f"no update attempt {log_of!r}")
+        click.echo(attempts.read_log(settings, log_of), nl=False)
+        return
+    found = attempts.history(settings)
+    if not found:
+        click.echo("no update attempts")
+    for attempt in found:
+        click.echo(
+            f"{attempt.id}  {attempt.kind} {attempt.from_version} → {attempt.version}  "
+            f"{attempt.state}  by {attempt.by}: {attempt.message}"
+        )
+
+
 @main.command("backup")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option(
@@ -812,8 +930,10 @@ def backup_command(settings: Settings, file: str | None, with_snapshots: bool) -
 
 @main.command("restore")
 @click.argument("file", type=click.Path(dir_okay=False))
+# An update's rollback replaces a database in use; people restore into an empty one.
+@click.option("--replace", is_flag=True, hidden=True)
 @with_settings
-def restore_command(settings: Settings, file: str) -> None:
+def restore_command(settings: Settings, file: str, replace: bool) -> None:
     """Restore a backup archive into an empty database and data directory, then bring its
     schema up to this version's. Refuses a database that is not empty."""
     from pathlib import Path
@@ -821,7 +941,7 @@ def restore_command(settings: Settings, file: str) -> None:
     from glimpser.backups.archive import BackupError, restore_backup
 
     try:
-        report = restore_backup(settings, Path(file))
+        report = restore_backup(settings, Path(file), replace=replace)
     except BackupError as exc:
         _fail(str(exc))
     except OSError as exc:

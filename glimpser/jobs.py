@@ -37,7 +37,7 @@ from glimpser.runtime_settings import SettingsSource
 from glimpser.sources import sealed
 from glimpser.sources.base import CaptureError
 from glimpser.sources.schemas import CONFIG_BY_KIND
-from glimpser.updates import last_check
+from glimpser.updates import attempts, install, installed, last_check
 
 log = logging.getLogger("glimpser.job")
 
@@ -391,6 +391,26 @@ def check_for_updates() -> dict:
     """Refresh the release repository's metadata through TUF and keep the result (Admin →
     Updates' "Check now"); a failed check is kept with its error, not raised."""
     return _check_summary(last_check.check_and_store(settings()))
+
+
+@job
+def apply_update(attempt_id: str) -> dict:
+    """Admin → Updates' "Apply": download, back up, install and check the release, then hand
+    it to `glimpser serve`, which switches over (glimpser.updates.install and .switch)."""
+    current = settings()
+    attempt = attempts.load(current, attempt_id)
+    if attempt is None or attempt.state != attempts.RUNNING:
+        return {"skipped": f"attempt {attempt_id} is not waiting to run"}
+    supervisor = installed.supervisor_pid(current)
+    if supervisor is None:
+        attempts.Recorder(current, attempt).finish(
+            attempts.FAILED,
+            "This worker was not started by glimpser serve, so it cannot switch the processes "
+            "over; nothing was changed.",
+        )
+        return {"state": attempts.FAILED}
+    handed_over = install.prepare(current, attempt, supervisor=supervisor)
+    return {"state": attempts.SWITCHING if handed_over else attempt.state}
 
 
 # How often the scheduler asks whether an update check is due (every CHECK_EVERY).

@@ -320,6 +320,19 @@ def enqueue_update_check(connection: redis.Redis) -> Job:
     )
 
 
+def enqueue_update_apply(connection: redis.Redis, attempt_id: str) -> Job:
+    """Queue an update (Admin → Updates' "Apply") on the maintenance queue."""
+    return get_queue("maintenance", connection).enqueue(
+        _job("apply_update"),
+        args=(attempt_id,),
+        job_id=f"update-apply-{attempt_id}",
+        job_timeout=2 * 3600,
+        result_ttl=7 * 24 * 3600,
+        failure_ttl=7 * 24 * 3600,
+        description=f"apply update ({attempt_id})",
+    )
+
+
 def requeue_failed(connection: redis.Redis, queue_name: str, job: Job) -> Job:
     """Put a failed job back on its queue (Admin → System's "Retry"), at the end of the line.
 

@@ -1,4 +1,11 @@
-"""`glimpser serve`: every process of a single-machine install, started and stopped together."""
+"""`glimpser serve`: every process of a single-machine install, started and stopped together.
+
+It also switches them to an update: a worker that has installed a release side by side
+(glimpser.updates.install) leaves a request and sends SIGUSR1; the supervisor then stops the
+processes, migrates, switches and starts them on the new release, and rolls back if they do
+not come up (glimpser.updates.switch). Its processes run with the interpreter of the release
+<data dir>/releases/current names, or the installation it was started from.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +14,14 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
+from pathlib import Path
 from types import FrameType
 
 from glimpser import db
 from glimpser.config import Settings
 from glimpser.redis_server import PrivateRedis
+from glimpser.updates import installed, switch
 
 log = logging.getLogger(__name__)
 
@@ -29,35 +37,90 @@ class Supervisor:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.redis = PrivateRedis(settings.data_dir) if settings.private_redis else None
         self._stopping = False
+        self._switch_requested = False
+        self.release: Path | None = None  # the release running (None: this installation)
 
     def _spawn(self, name: str, *args: str) -> None:
-        env = dict(os.environ)
-        env["GLIMPSER_DATA_DIR"] = str(self.settings.data_dir)
+        env = installed.child_environment(self.settings, self.release)
         self.children[name] = subprocess.Popen(
-            [sys.executable, "-m", "glimpser.cli", *args], env=env, stdin=subprocess.DEVNULL
+            installed.glimpser_command(self.release, *args),
+            env=env,
+            stdin=subprocess.DEVNULL,
         )
         log.info("process started", extra={"child": name, "pid": self.children[name].pid})
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._stopping = True
 
+    def _on_switch(self, signum: int, _frame: FrameType | None) -> None:
+        self._switch_requested = True
+
+    # --- what glimpser.updates.switch needs ----------------------------------------------
+
+    def start_all(self, release_dir: Path | None) -> None:
+        self.release = release_dir
+        self._spawn("web", "web")
+        for i in range(self.settings.workers):
+            self._spawn(f"worker-{i + 1}", "worker")
+        self._spawn("scheduler", "scheduler")
+        self._spawn("readers", "readers")
+
+    def stop_all(self) -> None:
+        self._stop_children()
+
+    def exited(self) -> str:
+        for name, child in self.children.items():
+            if child.poll() is not None:
+                return f"the {name} process exited with code {child.returncode}"
+        return ""
+
+    def web_ready(self) -> bool:
+        return self._web_answers("/readyz")
+
+    def _migrate(self) -> None:
+        """Bring the schema up to the running release's (its own code, in its interpreter)."""
+        if self.release is None:
+            db.migrate()
+            return
+        env = installed.child_environment(self.settings, self.release)
+        subprocess.run(
+            installed.glimpser_command(self.release, "migrate"),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            check=True,
+        )
+
+    def _switch(self) -> None:
+        self._switch_requested = False
+        try:
+            attempt = switch.take_request(self.settings)
+        except OSError as exc:
+            log.error("cannot read the update's switch request: %s", exc)
+            return
+        if attempt is not None:
+            switch.run(self.settings, attempt, self)
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGUSR1, self._on_switch)
+        pid_file = installed.pid_file(self.settings)
         try:
+            pid_file.write_text(f"{os.getpid()}\n")
             if self.redis:
                 self.redis.start()
             db.init_database(self.settings.database_url)
-            db.migrate()
-            self._spawn("web", "web")
-            for i in range(self.settings.workers):
-                self._spawn(f"worker-{i + 1}", "worker")
-            self._spawn("scheduler", "scheduler")
-            self._spawn("readers", "readers")
+            self.release = installed.active_release(self.settings)
+            switch.interrupted(self.settings)
+            self._migrate()
+            self.start_all(self.release)
             url = f"http://{self.settings.host}:{self.settings.port}/"
             announced = False
             exit_code = 0
             while not self._stopping:
+                if self._switch_requested:
+                    self._switch()
+                    continue
                 if not announced and self._web_answers():
                     log.info(f"glimpser is running on {url}", extra={"url": url})
                     announced = True
@@ -76,9 +139,10 @@ class Supervisor:
             self._stop_children()
             if self.redis:
                 self.redis.stop()
+            pid_file.unlink(missing_ok=True)
 
-    def _web_answers(self) -> bool:
-        """Whether the web process answers /healthz yet (gunicorn takes seconds to start)."""
+    def _web_answers(self, path: str = "/healthz") -> bool:
+        """Whether the web process answers `path` with 200 yet (gunicorn takes seconds)."""
         host = self.settings.host
         if host in ("0.0.0.0", ""):
             host = "127.0.0.1"
@@ -86,7 +150,7 @@ class Supervisor:
             host = "::1"
         connection = http.client.HTTPConnection(host, self.settings.port, timeout=2)
         try:
-            connection.request("GET", "/healthz")
+            connection.request("GET", path)
             return connection.getresponse().status == 200
         except (OSError, http.client.HTTPException):
             return False
