@@ -63,8 +63,9 @@ def test_the_page_says_what_to_set_when_updates_are_not_configured(app, redis_cl
         assert "<code>GLIMPSER_UPDATE_ROOT</code>" in html
     assert "Check now" not in html  # no button that cannot work
     assert "No check has run yet" in html
-    # Applying is not built: the page says so and gives the commands.
-    assert "Applying updates from this page is not built yet" in html
+    # The test app's processes are not run by `glimpser serve`: no Apply button, the commands.
+    assert "not run by <code>glimpser serve</code> here" in html
+    assert 'id="apply-update"' not in html
     for command in (
         "glimpser update download --to",
         "glimpser backup",
