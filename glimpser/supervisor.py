@@ -112,7 +112,14 @@ class Supervisor:
             db.init_database(self.settings.database_url)
             self.release = installed.active_release(self.settings)
             switch.interrupted(self.settings)
-            self._migrate()
+            try:
+                self._migrate()
+            except subprocess.CalledProcessError as exc:
+                log.error(
+                    "the release's migrations failed; nothing started",
+                    extra={"release": str(self.release), "code": exc.returncode},
+                )
+                return 1
             self.start_all(self.release)
             url = f"http://{self.settings.host}:{self.settings.port}/"
             announced = False

@@ -174,3 +174,18 @@ def test_apply_cancel_and_rollback_are_refused_where_they_cannot_work(
         assert viewer.get(url).status_code == 403
     with database.connection_context():
         assert not AuditLog.select().where(AuditLog.action.startswith("update.a")).exists()
+
+
+def test_pruning_keeps_the_running_release_and_the_one_a_rollback_returns_to(tmp_path: Path):
+    settings = settings_for(tmp_path, "http://127.0.0.1:9", None)
+    folder = installed.releases_dir(settings)
+    for name in ("0.2.0-a", "0.3.0-b", "0.4.0-c"):
+        (folder / name / "venv" / "bin").mkdir(parents=True)
+        (folder / name / "venv" / "bin" / "python").touch()
+    installed.switch_to(settings, folder / "0.4.0-c")
+    assert installed.active_release(settings) == (folder / "0.4.0-c").resolve()
+    deleted = installed.prune(settings, {folder / "0.3.0-b", folder / "0.4.0-c"})
+    assert deleted == ["0.2.0-a"]
+    assert sorted(p.name for p in folder.iterdir()) == ["0.3.0-b", "0.4.0-c", "current"]
+    installed.switch_to(settings, None)  # back to the base installation
+    assert installed.active_release(settings) is None and not (folder / "current").exists()

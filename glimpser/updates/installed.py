@@ -123,3 +123,19 @@ def child_environment(settings: Settings, release_dir: Path | None) -> dict[str,
         env.pop("PYTHONPATH", None)
         env["VIRTUAL_ENV"] = str(release_dir / "venv")
     return env
+
+
+def prune(settings: Settings, keep: set[Path]) -> list[str]:
+    """Delete installed releases other than `keep` (the running one and the one a rollback
+    would return to); returns the folder names deleted."""
+    import shutil
+
+    deleted = []
+    for folder in releases_dir(settings).iterdir():
+        if folder.name.startswith(".") or folder.is_symlink() or not folder.is_dir():
+            continue
+        if any(folder.resolve() == k.resolve() for k in keep):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        deleted.append(folder.name)
+    return deleted

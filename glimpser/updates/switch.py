@@ -177,6 +177,7 @@ def run(settings: Settings, attempt: Attempt, procs: Processes | None) -> bool:
             exited = procs.exited()
             if exited:
                 raise StepFailed(exited)
+        _tidy(rec, old, new)
         rec.finish(attempts.SUCCEEDED, f"Glimpser {attempt.version} runs.")
         return True
     except Exception as exc:
@@ -185,6 +186,20 @@ def run(settings: Settings, attempt: Attempt, procs: Processes | None) -> bool:
         log.error("update to %s failed: %s; rolling back", attempt.version, why)
         _roll_back(rec, old, procs, stopped, restored, why)
         return False
+
+
+def _tidy(rec: Recorder, old: Path | None, new: Path | None) -> None:
+    """Keep the release running and the one a rollback returns to; delete older ones and
+    downloaded archives (a release folder holds a whole virtualenv)."""
+    try:
+        keep = {p for p in (old, new) if p is not None}
+        deleted = installed.prune(rec.settings, keep)
+        for archive_file in install.downloads_dir(rec.settings).glob("*.tar.gz"):
+            archive_file.unlink(missing_ok=True)
+        if deleted:
+            rec.log(f"deleted older releases: {', '.join(deleted)}")
+    except OSError as exc:  # tidying is no reason to fail an update that runs
+        rec.log(f"could not delete older releases: {exc}")
 
 
 def _roll_back(
