@@ -56,6 +56,12 @@ def migrate(env: dict[str, str]) -> None:
 def test_all_ok_on_a_migrated_database(tmp_path: Path, redis_url: str, database_url: str):
     env = make_env(tmp_path / "a", redis_url, database_url)
     migrate(env)
+    # `glimpser migrate` recorded the deployment's fingerprint (not the key).
+    handle = db.init_database(database_url)
+    with handle.connection_context():
+        stored = Setting.get(Setting.key == FINGERPRINT_KEY).value
+    assert stored["fingerprint"] == secret_key_fingerprint(KEY_A)
+    assert KEY_A not in repr(stored)
     result = run(["doctor"], env)
     assert_clean(result)
     assert result.returncode == 0, result.stdout
@@ -75,11 +81,6 @@ def test_all_ok_on_a_migrated_database(tmp_path: Path, redis_url: str, database_
     fingerprint = secret_key_fingerprint(KEY_A)
     assert fingerprint in checks["secret key"][1]
     assert KEY_A not in result.stdout + result.stderr
-    handle = db.init_database(database_url)
-    with handle.connection_context():
-        stored = Setting.get(Setting.key == FINGERPRINT_KEY).value
-    assert stored["fingerprint"] == fingerprint
-    assert KEY_A not in repr(stored)
     # The storage probe leaves nothing behind.
     snapshots = tmp_path / "a" / "snapshots"
     assert not [p for p in snapshots.rglob("*") if p.is_file()]
