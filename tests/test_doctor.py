@@ -251,3 +251,15 @@ def test_missing_chromium_is_a_warning_naming_website_streams(tmp_path: Path, re
     assert result.returncode == 0
     status, message = report(result)["chromium"]
     assert status == "warn" and "website streams" in message
+
+
+def test_clock_skew_thresholds():
+    """The product thresholds (warn above 2 s, FAIL above 30 s), on given skews: no clock read."""
+    from glimpser.doctor import _skew_check
+
+    assert _skew_check("redis clock", "Redis", 0.4).status == "ok"
+    warned = _skew_check("redis clock", "Redis", 5.0)
+    assert warned.status == "warn" and "5.0 s ahead of" in warned.message
+    failed = _skew_check("database clock", "PostgreSQL", -45.0)
+    assert failed.status == "FAIL" and "45.0 s behind" in failed.message
+    assert failed.line().startswith("FAIL  database clock: PostgreSQL's clock")
