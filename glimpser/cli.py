@@ -1,5 +1,5 @@
-"""The `glimpser` command: serve, web, worker, scheduler, migrate, create-user, grant, revoke,
-export, import, api-key, backup, restore, release, update."""
+"""The `glimpser` command: serve, web, worker, scheduler, migrate, doctor, create-user, grant,
+revoke, export, import, api-key, backup, restore, release, update."""
 
 from __future__ import annotations
 
@@ -225,9 +225,45 @@ def readers(settings: Settings) -> None:
 @with_settings
 def migrate(settings: Settings) -> None:
     """Apply pending database migrations (safe to run again, and concurrently)."""
+    from glimpser.doctor import record_fingerprint
+
     _bind_database(settings)
     applied = db.migrate()
     click.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+    # The first host to migrate records the deployment's secret-key fingerprint, which
+    # `glimpser doctor` compares on every other host (never the key itself).
+    try:
+        record_fingerprint(settings)
+    except peewee.PeeweeException as exc:
+        click.echo(f"note: the secret-key fingerprint was not recorded: {exc}", err=True)
+
+
+@main.command()
+@click.option(
+    "--accept-secret-key",
+    is_flag=True,
+    help="Record this host's secret key as the deployment's (after changing it on every host).",
+)
+def doctor(accept_secret_key: bool) -> None:
+    """Check this host's view of the deployment: settings, database and schema, the secret
+    key, Redis, storage, ffmpeg, Chromium and clock skew. One line per check (ok, warn or
+    FAIL); exits 1 when any check fails (docs/deploy.md)."""
+    from glimpser import doctor as checks
+
+    configure_logging("ERROR")  # the report is the output; library warnings would interleave
+    failed = False
+    if accept_secret_key:
+        try:
+            settings = load_settings()
+            _bind_database(settings)
+            fingerprint = checks.replace_fingerprint(settings)
+        except (ConfigError, DatabaseUnavailable, peewee.PeeweeException) as exc:
+            _fail(f"cannot record the secret-key fingerprint: {exc}")
+        click.echo(f"recorded this host's secret-key fingerprint {fingerprint} as the deployment's")
+    for check in checks.run_checks(load_settings):
+        click.echo(check.line())
+        failed = failed or check.status == checks.FAIL
+    sys.exit(1 if failed else 0)
 
 
 def _read_password() -> str:
