@@ -19,6 +19,7 @@ from glimpser.models import Stream
 from tests.conftest import make_env
 from tests.faults_support import kill9, start_glimpser, stop, wait_until
 from tests.helpers import PASSWORD, setup_admin
+from tests.media_servers import RtspServer
 
 # --- the lease functions ------------------------------------------------------------------------
 
@@ -145,10 +146,20 @@ def frames_after(redis_client, ids: list[int], mark: float) -> bool:
     return all(frame_at(redis_client, i) > mark for i in ids)
 
 
+@pytest.fixture
+def own_rtsp(media_root):
+    """The GStreamer RTSP camera (the `rtsp` fixture's server), started for this test alone:
+    its readers are killed with -9 mid-stream, and no other test should share that server."""
+    server = RtspServer(media_root / "test.mp4")
+    yield server
+    server.stop()
+
+
 @pytest.mark.slow
 def test_two_readers_processes_share_the_streams_and_take_over_after_kill_9(
-    tmp_path, redis_url, redis_client, database_url, rtsp, app_factory
+    tmp_path, redis_url, redis_client, database_url, own_rtsp, app_factory
 ):
+    rtsp = own_rtsp
     app = app_factory(database_url)  # the same database and Redis as the readers processes
     admin = app.test_client()
     setup_admin(admin, "alice", PASSWORD)
