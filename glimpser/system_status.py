@@ -143,6 +143,7 @@ class ReadersStatus:
     pid: int
     age: float
     streams: list[dict[str, Any]]
+    owner: str = ""  # the lease owner id (glimpser.capture.leases): hostname:pid:random
 
 
 @dataclass
@@ -271,19 +272,47 @@ def readers_key(host: str, pid: int) -> str:
     return f"{READERS_KEY_PREFIX}{host}:{pid}"
 
 
-def publish_readers(connection: redis.Redis, streams: list[dict[str, Any]]) -> None:
-    """The readers process's heartbeat: which streams it reads and how they are doing.
+def publish_readers(
+    connection: redis.Redis, streams: list[dict[str, Any]], owner: str = ""
+) -> None:
+    """The readers process's heartbeat: which streams it holds and how they are doing.
 
     Lives READERS_TTL_SECONDS: a readers process that stops (or dies) disappears from the page.
+    Other readers processes count the fresh heartbeats to share the streams
+    (live_readers_processes).
     """
     host, pid = socket.gethostname(), os.getpid()
-    value = json.dumps({"host": host, "pid": pid, "at": time.time(), "streams": streams})
+    value = json.dumps(
+        {"host": host, "pid": pid, "owner": owner, "at": time.time(), "streams": streams}
+    )
     connection.set(readers_key(host, pid), value, ex=READERS_TTL_SECONDS)
 
 
 def withdraw_readers(connection: redis.Redis) -> None:
     """A readers process that stops removes its heartbeat."""
     connection.delete(readers_key(socket.gethostname(), os.getpid()))
+
+
+def live_readers_processes(connection: redis.Redis, within: float) -> set[str]:
+    """The heartbeat keys of readers processes heard from in the last `within` seconds.
+
+    Shorter than READERS_TTL_SECONDS on purpose: a killed process stays on Admin → System for
+    that long, but must stop counting (for sharing streams) about when its leases expire.
+    """
+    found = set()
+    now = time.time()
+    for key in connection.scan_iter(match=f"{READERS_KEY_PREFIX}*", count=100):
+        raw = connection.get(key)
+        if raw is None:
+            continue
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            if now - float(json.loads(raw)["at"]) <= within:
+                found.add(key.decode() if isinstance(key, bytes) else str(key))
+    return found
+
+
+def own_readers_key() -> str:
+    return readers_key(socket.gethostname(), os.getpid())
 
 
 def readers(connection: redis.Redis) -> list[ReadersStatus]:
@@ -302,6 +331,7 @@ def readers(connection: redis.Redis) -> list[ReadersStatus]:
                     pid=int(data["pid"]),
                     age=max(0.0, now - float(data["at"])),
                     streams=list(data["streams"]),
+                    owner=str(data.get("owner", "")),
                 )
             )
     names = _stream_names({int(s["id"]) for r in found for s in r.streams if "id" in s})

@@ -10,6 +10,23 @@ The same process runs the live view's readers (glimpser/live.py): a stream with 
 gets a reader at GLIMPSER_LIVE_FPS (a snapshot reader is restarted at that rate, never
 doubled), stopped GLIMPSER_LIVE_IDLE_SECONDS after the last viewer left. Every stored frame
 is announced on a Redis channel so the web processes can fan it out.
+
+Several readers processes (on one host or several) share the streams: each stream is read by
+the one process holding its lease in Redis (glimpser/capture/leases.py). Every pass, a
+process computes the same wanted set from the database and the live viewers, stops the
+readers whose lease it lost, releases leases of streams no longer wanted, and tries to take
+the leases nobody holds, up to its share:
+
+    share = ceil(wanted streams / live readers processes) + LEASE_SLACK
+
+where the live processes are those whose heartbeat is at most LIVE_PROCESS_SECONDS old
+(itself included). The slack lets the shares cover every stream while a process is
+starting or has just died; a process above its share keeps what it holds (taking a stream
+from a process that reads it fine would cost a reconnection and frames), so the balance is
+rough after a restart: new streams go to whoever has room. A killed process's leases expire
+after LEASE_TTL_SECONDS and its heartbeat stops counting about then too, so the others take
+its streams within a few seconds. The live view and the capture jobs read frames from
+Redis, so they work whichever process reads.
 """
 
 from __future__ import annotations
@@ -17,6 +34,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import subprocess
 import threading
 import time
@@ -26,7 +44,7 @@ import peewee
 import redis
 
 from glimpser import system_status
-from glimpser.capture import live
+from glimpser.capture import leases, live
 from glimpser.config import Settings
 from glimpser.db import database
 from glimpser.media.imaging import split_jpegs
@@ -55,6 +73,9 @@ from glimpser.sources.video import NETWORK_WHITELIST, media_path
 log = logging.getLogger(__name__)
 
 RECONCILE_SECONDS = 2.0
+LEASE_SLACK = 1  # streams a process may hold above its even share (see the docstring)
+# A readers process counts for sharing while its heartbeat (sent every pass) is this fresh.
+LIVE_PROCESS_SECONDS = leases.LEASE_TTL_SECONDS
 RESTART_BACKOFF_MAX = 60.0
 # Up to this interval a reader decodes every frame; above it only keyframes (-skip_frame
 # nokey), which costs a fraction on a real camera but makes a frame up to one keyframe
@@ -353,6 +374,7 @@ class ReaderHub:
         self._signature: dict[int, tuple] = {}
         self._mode: dict[int, str] = {}
         self._watched: set[int] = set()
+        self.leases = leases.Leases(connection)
         self.stopping = False
 
     def _wanted(self) -> dict[int, tuple[Stream, str]]:
@@ -386,18 +408,39 @@ class ReaderHub:
         log.info("settings changed")
 
     def reconcile(self) -> None:
-        """One pass: compare the wanted streams with the running readers."""
+        """One pass: take or give up leases, then compare the wanted streams with the running
+        readers of the streams this process holds."""
         self.follow_settings()
+        self.leases.start_keeper()
         wanted = self._wanted()
+        for stream_id in sorted(self.leases.take_lost()):
+            reader = self.readers.pop(stream_id, None)
+            if reader is not None:  # another process reads it now: stop ours
+                log.warning("reader stopped: lease lost", extra={"stream_id": stream_id})
+                reader.stop()
+            self._forget(stream_id)
+        for stream_id in sorted(self.leases.held() - set(wanted)):
+            reader = self.readers.pop(stream_id, None)
+            if reader is not None:
+                reader.stop()  # stopped before the lease goes: never two readers at once
+            self._forget(stream_id)
+            with contextlib.suppress(redis.RedisError):  # else it expires by itself
+                self.leases.release(stream_id)
+        self._acquire(wanted)
+        held = self.leases.held()
         for stream_id in list(self.readers):
             entry = wanted.get(stream_id)
-            if entry is None or self._signature.get(stream_id) != _signature(*entry):
+            if stream_id not in held:  # not ours (any more): never read without the lease
+                self.readers.pop(stream_id).stop()
+            elif entry is None or self._signature.get(stream_id) != _signature(*entry):
                 self.readers.pop(stream_id).stop()  # stopped before any replacement starts
                 if entry is not None and self._mode.get(stream_id) != entry[1]:
                     self._failures.pop(stream_id, None)  # a new mode starts without backoff
                     self._retry_at.pop(stream_id, None)
         now = time.monotonic()
         for stream_id, (stream, mode) in wanted.items():
+            if stream_id not in held:
+                continue
             reader = self.readers.get(stream_id)
             if reader is None and self._mode.get(stream_id, mode) != mode:
                 self._failures.pop(stream_id, None)  # e.g. a failing snapshot reader is
@@ -429,6 +472,40 @@ class ReaderHub:
             if now < self._retry_at.get(stream_id, 0):
                 continue
             self._start(stream, mode)
+
+    def share(self, wanted: int) -> int:
+        """How many streams this process may hold: its even share among the live readers
+        processes (fresh heartbeats, itself included) plus LEASE_SLACK."""
+        others = system_status.live_readers_processes(self.connection, LIVE_PROCESS_SECONDS)
+        processes = len(others | {system_status.own_readers_key()})
+        return math.ceil(wanted / processes) + LEASE_SLACK
+
+    def _acquire(self, wanted: dict[int, tuple[Stream, str]]) -> None:
+        """Take the leases of wanted streams that nobody holds, up to this process's share.
+        A lease another process holds is never taken: it expires if that process dies."""
+        held = self.leases.held()
+        free = sorted(set(wanted) - held)
+        if not free:
+            return
+        try:
+            room = self.share(len(wanted)) - len(held)
+            if room <= 0:
+                return
+            for stream_id, owner in leases.holders(self.connection, free).items():
+                if room <= 0:
+                    break
+                if owner is None and self.leases.try_acquire(stream_id):
+                    room -= 1
+                    log.info("stream lease taken", extra={"stream_id": stream_id})
+        except redis.RedisError as exc:  # no new leases until Redis answers
+            log.warning("cannot take stream leases", extra={"error": str(exc)})
+
+    def _forget(self, stream_id: int) -> None:
+        """Drop a stream's restart bookkeeping when it is no longer this process's."""
+        self._failures.pop(stream_id, None)
+        self._retry_at.pop(stream_id, None)
+        self._signature.pop(stream_id, None)
+        self._mode.pop(stream_id, None)
 
     def _report(self, stream_id: int, mode: str, error: str) -> None:
         if mode != "live":
@@ -494,40 +571,40 @@ class ReaderHub:
         return StreamReader(stream.id, interval, command, self.connection)
 
     def streams_report(self) -> list[dict]:
-        """The streams this process reads and how each is doing (for Admin → System)."""
+        """The streams this process holds and how each is doing (for Admin → System)."""
         report = []
-        for stream_id, reader in sorted(self.readers.items()):
-            alive = reader.alive()
-            state = "reading" if alive and reader.frames else "starting" if alive else "stopped"
+        for stream_id in sorted(self.leases.held() | set(self.readers)):
+            reader = self.readers.get(stream_id)
+            if reader is not None:
+                alive = reader.alive()
+                state = "reading" if alive and reader.frames else "starting" if alive else "stopped"
+            elif stream_id in self._retry_at:
+                state = "waiting to restart"
+            else:
+                state = "starting"
             report.append(
                 {
                     "id": stream_id,
                     "mode": self._mode.get(stream_id, ""),
                     "state": state,
-                    "frames": reader.frames,
-                    "failures": self._failures.get(stream_id, 0),
-                }
-            )
-        for stream_id in sorted(set(self._retry_at) - set(self.readers)):
-            report.append(
-                {
-                    "id": stream_id,
-                    "mode": self._mode.get(stream_id, ""),
-                    "state": "waiting to restart",
-                    "frames": 0,
+                    "frames": reader.frames if reader is not None else 0,
                     "failures": self._failures.get(stream_id, 0),
                 }
             )
         return report
 
     def heartbeat(self) -> None:
-        """Tell Admin → System that this process runs, and what it reads (a key with a TTL)."""
+        """Tell Admin → System (and the other readers processes, which count it to share the
+        streams) that this process runs and which streams it holds (a key with a TTL)."""
         try:
-            system_status.publish_readers(self.connection, self.streams_report())
+            system_status.publish_readers(
+                self.connection, self.streams_report(), owner=self.leases.owner
+            )
         except redis.RedisError as exc:
             log.warning("readers heartbeat not sent", extra={"error": str(exc)})
 
     def run(self) -> None:
+        self.heartbeat()  # counted by the others before this process takes any stream
         while not self.stopping:
             try:
                 with database.connection_context():
@@ -542,9 +619,14 @@ class ReaderHub:
         self.close()
 
     def close(self) -> None:
+        """Stop every reader, then give up its lease (so another process takes the stream at
+        once, not after the TTL) and the heartbeat."""
         for reader in self.readers.values():
             reader.stop()
         self.readers.clear()
+        self.leases.stop_keeper()
+        with contextlib.suppress(redis.RedisError):
+            self.leases.release_all()
         with contextlib.suppress(redis.RedisError):  # gone from Admin → System at once
             system_status.withdraw_readers(self.connection)
 
