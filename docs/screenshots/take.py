@@ -37,7 +37,7 @@ OUT = Path(__file__).resolve().parent
 PASSWORD = "correct horse battery"
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 GROUPS = ("basic", "sessions", "users", "api-keys", "settings", "local-time", "streams",
-          "events", "websites", "wall")  # fmt: skip
+          "events", "websites", "wall", "system")  # fmt: skip
 CONSOLE = ("local-time", "streams", "events", "websites", "wall")
 
 
@@ -188,6 +188,8 @@ def main(groups: set[str]) -> None:
                 shoot_websites(browser, server.url)
             if "wall" in groups:
                 shoot_wall(browser, page, server.url, camera, state)
+            if "system" in groups:
+                shoot_system(browser, server)
             browser.close()
     finally:
         for proc in [*others, server.proc]:
@@ -528,6 +530,31 @@ def shoot_websites(browser, url: str) -> None:  # noqa: ANN001
             context.close()
     finally:
         site.close()
+
+
+def shoot_system(browser, server) -> None:  # noqa: ANN001
+    """Admin → System with two readers processes sharing the streams (a second `glimpser
+    readers` beside the one main() runs), at 1920, 1280 and 390 px, light and dark."""
+    second = subprocess.Popen(
+        [sys.executable, "-m", "glimpser.cli", "readers"],
+        env=server.env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(8)  # both heartbeats, and the live leases settled
+        for scheme in ("light", "dark"):
+            context = browser.new_context(color_scheme=scheme, viewport=SIZES["desktop"])
+            page = context.new_page()
+            sign_in(page, server.url)
+            page.goto(server.url + "/admin/system/")
+            page.wait_for_load_state("networkidle")
+            for width in (1920, 1280, 390):
+                page.set_viewport_size({"width": width, "height": 900})
+                shoot(page, f"system-{width}-{scheme}")
+            context.close()
+    finally:
+        stop_process(second)
 
 
 def sign_in(page, url: str) -> None:  # noqa: ANN001
