@@ -25,6 +25,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -299,16 +300,27 @@ def live_readers_processes(connection: redis.Redis, within: float) -> set[str]:
     Shorter than READERS_TTL_SECONDS on purpose: a killed process stays on Admin → System for
     that long, but must stop counting (for sharing streams) about when its leases expire.
     """
-    found = set()
     now = time.time()
+    found = set()
+    for key, data in _heartbeats(connection):
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            if now - float(data["at"]) <= within:
+                found.add(key)
+    return found
+
+
+def _heartbeats(connection: redis.Redis) -> Iterator[tuple[str, dict]]:
+    """(key, heartbeat) of every readers process whose heartbeat key still exists."""
     for key in connection.scan_iter(match=f"{READERS_KEY_PREFIX}*", count=100):
         raw = connection.get(key)
         if raw is None:
             continue
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            if now - float(json.loads(raw)["at"]) <= within:
-                found.add(key.decode() if isinstance(key, bytes) else str(key))
-    return found
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            yield (key.decode() if isinstance(key, bytes) else str(key)), data
 
 
 def own_readers_key() -> str:
@@ -319,12 +331,8 @@ def readers(connection: redis.Redis) -> list[ReadersStatus]:
     """Every readers process that sent a heartbeat within READERS_TTL_SECONDS."""
     found = []
     now = time.time()
-    for key in connection.scan_iter(match=f"{READERS_KEY_PREFIX}*", count=100):
-        raw = connection.get(key)
-        if raw is None:
-            continue
+    for _key, data in _heartbeats(connection):
         with contextlib.suppress(ValueError, KeyError, TypeError):
-            data = json.loads(raw)
             found.append(
                 ReadersStatus(
                     host=str(data["host"]),

@@ -84,8 +84,9 @@ def start_redis(workdir: Path, timeout: float = 10) -> tuple[subprocess.Popen, s
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None):
-    """`python -m glimpser.cli ARGS` from the repo root with env on top of os.environ."""
+def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None, timeout: float = 60):
+    """`python -m glimpser.cli ARGS` from the repo root with env on top of os.environ (the
+    timeout only ends a hung run)."""
     return subprocess.run(
         [sys.executable, "-m", "glimpser.cli", *args],
         env={**os.environ, **env},
@@ -93,8 +94,22 @@ def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None):
         input=stdin,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
     )
+
+
+def shoot_widths(page, out_dir: Path, name: str, keep_in: Path | None = None) -> None:  # noqa: ANN001
+    """Full-page screenshots at 1920, 1280 and 390 px, light and dark, into out_dir; also
+    copied into `keep_in` (docs/screenshots/) when GLIMPSER_SCREENSHOTS=1."""
+    import shutil
+
+    for width, scheme in ((w, s) for w in (1920, 1280, 390) for s in ("light", "dark")):
+        page.emulate_media(color_scheme=scheme)
+        page.set_viewport_size({"width": width, "height": 1000 if width > 400 else 844})
+        shot = out_dir / f"{name}-{width}-{scheme}.png"
+        page.screenshot(path=str(shot), full_page=True)
+        if keep_in is not None and os.environ.get("GLIMPSER_SCREENSHOTS") == "1":
+            shutil.copy(shot, keep_in / shot.name)
 
 
 def csrf_from(html: str) -> str:

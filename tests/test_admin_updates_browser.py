@@ -6,8 +6,6 @@ GLIMPSER_SCREENSHOTS=1."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +15,7 @@ from playwright.sync_api import Browser, expect
 
 from tests import updates_support
 from tests.conftest import start_live_server, stop_process
-from tests.helpers import ROOT, first_run_in_browser
+from tests.helpers import ROOT, first_run_in_browser, shoot_widths
 from tests.updates_support import NEXT, ok, publish
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -77,13 +75,7 @@ def test_check_now_shows_the_new_release(
         assert violations == []
         page.reload()  # the manual steps name the new version once the page is rendered anew
         expect(page.locator("#manual-steps")).to_contain_text(f"/opt/glimpser/{NEXT}")
-        for width, scheme in ((w, s) for w in (1920, 1280, 390) for s in ("light", "dark")):
-            page.emulate_media(color_scheme=scheme)
-            page.set_viewport_size({"width": width, "height": 1000 if width > 400 else 844})
-            shot = tmp_path / f"updates-{width}-{scheme}.png"
-            page.screenshot(path=str(shot), full_page=True)
-            if os.environ.get("GLIMPSER_SCREENSHOTS") == "1":
-                shutil.copy(shot, SHOTS / shot.name)
+        shoot_widths(page, tmp_path, "updates", keep_in=SHOTS)
 
         page.goto(server.url + "/admin/")
         note = page.locator("#update-available")

@@ -4,17 +4,15 @@ unreachable Redis, an unmigrated or newer database, a wrong bucket, a bad settin
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 from glimpser import db
 from glimpser.doctor import FINGERPRINT_KEY, secret_key_fingerprint
 from glimpser.models import Setting
-from tests.conftest import ROOT, make_env
-from tests.helpers import free_port
+from tests.conftest import make_env
+from tests.helpers import free_port, run_cli
 from tests.test_storage import aws_env, moto_endpoint, s3_bucket  # noqa: F401 - fixtures
 
 KEY_A = "test-secret-key-0123456789abcdef"  # make_env's
@@ -22,15 +20,8 @@ KEY_B = "another-host-secret-key-fedcba9876543210"
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """The real command in a fresh process (timeout only ends a hung run)."""
-    return subprocess.run(
-        [sys.executable, "-m", "glimpser.cli", *args],
-        env={**os.environ, **env},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    """The real command in a fresh process."""
+    return run_cli(args, env, timeout=180)
 
 
 def report(result: subprocess.CompletedProcess[str]) -> dict[str, tuple[str, str]]:

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -29,7 +28,7 @@ from playwright.sync_api import Browser, Page, expect
 import glimpser
 from glimpser.config import load_settings
 from glimpser.updates import attempts
-from tests.helpers import ROOT, csrf_from, free_port
+from tests.helpers import ROOT, csrf_from, free_port, shoot_widths
 from tests.media_servers import start_camera_server
 from tests.updates_support import NEXT, artifacts, ok, publish, repo  # noqa: F401
 
@@ -190,15 +189,7 @@ def install(tmp_path: Path, repo: dict):  # noqa: F811
 
 
 def _shoot(page: Page, tmp_path: Path, name: str) -> None:
-    """Screenshots at 1920, 1280 and 390 px, light and dark (kept in docs/screenshots/ when
-    GLIMPSER_SCREENSHOTS=1)."""
-    for width, scheme in ((w, s) for w in (1920, 1280, 390) for s in ("light", "dark")):
-        page.emulate_media(color_scheme=scheme)
-        page.set_viewport_size({"width": width, "height": 1000 if width > 400 else 844})
-        shot = tmp_path / f"{name}-{width}-{scheme}.png"
-        page.screenshot(path=str(shot), full_page=True)
-        if os.environ.get("GLIMPSER_SCREENSHOTS") == "1":
-            shutil.copy(shot, SHOTS / shot.name)
+    shoot_widths(page, tmp_path, name, keep_in=SHOTS)
     page.set_viewport_size({"width": 1280, "height": 1000})
 
 

@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -127,8 +128,6 @@ def _install(rec: Recorder, settings: Settings, artifact: Path) -> Path:
 
 def _base_python() -> str:
     """The interpreter the virtualenvs are made from (this venv's base, not the venv's)."""
-    import sys
-
     return getattr(sys, "_base_executable", "") or sys.executable
 
 
