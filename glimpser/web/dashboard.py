@@ -144,7 +144,13 @@ def _render_grid(
 ) -> str:
     ids = [s.latest_id for s in streams if s.latest_id]
     found = (
-        Snapshot.select(Snapshot.id, Snapshot.captured_at, Snapshot.width, Snapshot.height)
+        Snapshot.select(
+            Snapshot.id,
+            Snapshot.captured_at,
+            Snapshot.width,
+            Snapshot.height,
+            Snapshot.storage_key,  # for signed picture URLs (glimpser.web.pictures)
+        )
         .where(Snapshot.id.in_(ids))
         .namedtuples()
         if ids
