@@ -80,6 +80,24 @@ def test_check_answers_like_nginx_403_for_bad_410_for_expired():
         assert pictures.check("/pictures/1/a.jpg", bad_md5, bad_expires, secret, now) == 403
 
 
+def test_open_pages_renew_their_urls_before_they_expire(app_factory):
+    # The wall and a stream's status answer 204 while unchanged; url_epoch is in their version,
+    # so they re-render (with fresh URLs) while the URLs they hold still have a half lifetime.
+    app = app_factory(GLIMPSER_SIGNED_PICTURES="1")
+    lifetime = app.extensions["glimpser.settings"].signed_picture_lifetime
+    with app.app_context():
+        step = lifetime // 2
+        for t in range(1_000_000_000, 1_000_000_000 + 2 * lifetime, 7):
+            next_render = (pictures.url_epoch(t) + 1) * step  # the version changes then
+            assert pictures.expiry(t, lifetime) - next_render >= step
+        assert pictures.url_epoch(1_000_000_000) != pictures.url_epoch(1_000_000_000 + step)
+
+
+def test_with_signed_pictures_off_the_versions_do_not_tick(app_factory):
+    with app_factory().app_context():
+        assert pictures.url_epoch(0) is None and pictures.url_epoch(10**9) is None
+
+
 # --- the app ---------------------------------------------------------------------------------
 
 

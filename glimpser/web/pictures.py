@@ -140,6 +140,20 @@ def picture_url(
     )
 
 
+def url_epoch(now: float | None = None) -> int | None:
+    """A number that changes every half lifetime while signed pictures are on (None when off).
+
+    Self-refreshing blocks (the wall, a stream's status) answer 204 while their data is
+    unchanged, so the URLs in an open page would otherwise outlive their expiry; with this in
+    their version they re-render every half lifetime and always hold URLs valid for at least
+    that long more."""
+    settings = current_settings()
+    if not settings.signed_pictures:
+        return None
+    step = max(EXPIRY_BUCKET_SECONDS, settings.signed_picture_lifetime // 2)
+    return int(time.time() if now is None else now) // step
+
+
 def install(app: object) -> None:
     """Make `picture_url` available to every template."""
     app.add_template_global(picture_url, "picture_url")  # type: ignore[attr-defined]
