@@ -76,7 +76,9 @@ def test_check_answers_like_nginx_403_for_bad_410_for_expired():
     assert pictures.check("/pictures/1/a.jpg", md5, str(int(expires) + 60), secret, now) == 403
     other = pictures.picture_secret("another key")
     assert pictures.check("/pictures/1/a.jpg", md5, expires, other, now) == 403
-    for bad_md5, bad_expires in [(None, expires), (md5, None), ("", ""), (md5, "-5"), (md5, "1e9")]:
+    malformed = [(None, expires), (md5, None), ("", ""), (md5, "-5"), (md5, "1e9")]
+    malformed.append((md5, "\u0661\u0662"))  # digits, but not ASCII ones
+    for bad_md5, bad_expires in malformed:
         assert pictures.check("/pictures/1/a.jpg", bad_md5, bad_expires, secret, now) == 403
 
 

@@ -81,7 +81,7 @@ def check(uri: str, md5: str | None, expires: str | None, secret: str, now: floa
     """None when the URL is valid at `now`; else the status nginx would answer: 403 for a
     missing or wrong signature, 410 for a correct one that has expired (nginx: `expires < now`).
     """
-    if not md5 or not expires or not expires.isdigit() or len(expires) > 12:
+    if not md5 or not expires or not (expires.isascii() and expires.isdigit()) or len(expires) > 12:
         return 403
     if not hmac.compare_digest(md5.encode(), signature(uri, int(expires), secret).encode()):
         return 403
