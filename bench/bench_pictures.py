@@ -131,9 +131,9 @@ def report(serving: dict, picture_bytes: int, seconds: int, load: tuple) -> str:
         f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores "
         f"({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
         "by `bench/bench_pictures.py`: wrk, 16 connections, "
-        f"{seconds} s each, all in one run on the same {picture_bytes / 1024:.0f} KiB 1280×720 "
-        "JPEG; wrk, nginx (2 workers) and gunicorn (2 workers × 8 threads, SQLite, request log "
-        "on) share the same cores.",
+        f"{seconds} s each (the nginx rows: the better of two), all in one run on the same "
+        f"{picture_bytes / 1024:.0f} KiB 1280×720 JPEG; wrk, nginx (2 workers) and gunicorn "
+        "(2 workers × 8 threads, SQLite, request log on) share the same cores.",
         "",
         "| served by | requests/s | latency p50 | p99 | non-2xx | share of nginx |",
         "|---|---:|---:|---:|---:|---:|",
@@ -150,7 +150,9 @@ def report(serving: dict, picture_bytes: int, seconds: int, load: tuple) -> str:
         "",
         f"Goal: signed picture URLs at least 50 % of nginx's static rate — "
         f"**{'met' if share >= 0.5 else 'missed'}** with nginx in front ({share * 100:.0f} %: "
-        "nginx checks the MD5 and sends the file, no Python). Without nginx the app's signed "
+        "nginx checks the MD5 and sends the file, no Python; the two nginx rows are the same "
+        "work plus one MD5, so a gap either way is the machine's noise — each is the better of "
+        "two alternating runs). Without nginx the app's signed "
         f"path reaches {app_share * 100:.0f} % — "
         f"{serving['app_signed']['rate'] / serving['app_session']['rate']:.1f}× the "
         "authenticated route, but bounded by gunicorn + Flask's own per-request cost "
@@ -218,9 +220,15 @@ def main() -> None:
         authenticated = f"{server.url}/streams/1/snapshots/{snapshot_id}.jpg"
         assert session.get(authenticated).content == static.content
         cookie = f"glimpser_session={session.cookies['glimpser_session']}"
+        # The two nginx cases alternate, twice each, and each keeps its better run: on a shared
+        # machine one run alone can land in a busy moment.
+        static_runs, signed_runs = [], []
+        for _ in range(2):
+            static_runs.append(wrk(f"{base}/files/{key}", seconds, None))
+            signed_runs.append(wrk(base + signed, seconds, None))
         serving = {
-            "nginx": wrk(f"{base}/files/{key}", seconds, None),
-            "nginx_signed": wrk(base + signed, seconds, None),
+            "nginx": max(static_runs, key=lambda r: r["rate"]),
+            "nginx_signed": max(signed_runs, key=lambda r: r["rate"]),
             "app_signed": wrk(server.url + signed, seconds, None),
             "app_session": wrk(authenticated, seconds, cookie),
             "healthz": wrk(f"{server.url}/healthz", seconds, None),
