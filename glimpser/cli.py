@@ -266,6 +266,30 @@ def doctor(accept_secret_key: bool) -> None:
     sys.exit(1 if failed else 0)
 
 
+@main.command("picture-url-secret")
+@click.option(
+    "--nginx-include",
+    "include",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write nginx's secure_link lines with the secret to this file (mode 0600) instead.",
+)
+@with_settings
+def picture_url_secret(settings: Settings, include: str | None) -> None:
+    """Print the secret signed picture URLs use (derived from GLIMPSER_SECRET_KEY), for nginx's
+    secure_link_md5 (docs/deploy.md, "Pictures served by nginx")."""
+    from glimpser.web.pictures import picture_secret, write_nginx_include
+
+    secret = picture_secret(settings.secret_key)
+    if include is None:
+        click.echo(secret)
+        return
+    try:
+        write_nginx_include(include, secret)
+    except OSError as exc:
+        _fail(f"cannot write {include}: {exc.strerror}")
+    click.echo(f"wrote {include} (mode 0600); include it in nginx's /pictures/ location")
+
+
 def _read_password() -> str:
     if sys.stdin.isatty():
         return click.prompt("Password", hide_input=True, confirmation_prompt=True)

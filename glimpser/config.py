@@ -203,6 +203,10 @@ class Settings:
     backup_every_hours: int = 24
     backup_keep: int = 7
     backup_snapshots: bool = False
+    # Signed picture URLs (glimpser.web.pictures): pages carry /pictures/<key>?md5=&expires=
+    # URLs that nginx (secure_link) or the app serve without a session; valid this long.
+    signed_pictures: bool = False
+    signed_picture_lifetime: int = 300
 
     @property
     def ai_configured(self) -> bool:
@@ -578,6 +582,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         backup_every_hours=_int(env, "GLIMPSER_BACKUP_EVERY_HOURS", 24, 0, 24 * 366),
         backup_keep=_int(env, "GLIMPSER_BACKUP_KEEP", 7, 1, 10_000),
         backup_snapshots=_bool(env, "GLIMPSER_BACKUP_SNAPSHOTS", False),
+        signed_pictures=_bool(env, "GLIMPSER_SIGNED_PICTURES", False),
+        signed_picture_lifetime=_int(env, "GLIMPSER_SIGNED_PICTURE_LIFETIME", 300, 60, 3600),
         from_env=frozenset(
             k for k, v in env.items() if k.startswith("GLIMPSER_") and v and v.strip()
         ),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from werkzeug.routing import IntegerConverter, Rule
 
-from glimpser.auth.policy import PUBLIC_ENDPOINTS
+from glimpser.auth.policy import PUBLIC_ENDPOINTS, SIGNED_ENDPOINTS
 from glimpser.auth.users import create_user
 from glimpser.db import database
 from tests.helpers import csrf_from, login, setup_admin
@@ -44,6 +44,9 @@ def test_every_route_is_refused_to_anonymous_users_except_the_allow_list(app):
             # The JSON API: a key or nothing; no redirect to a sign-in page.
             assert response.status_code == 401, (endpoint, method, url, response.status_code)
             assert response.mimetype == "application/problem+json", (endpoint, url)
+        elif endpoint in SIGNED_ENDPOINTS:
+            # No session needed, but a valid signature: without one, refused outright.
+            assert response.status_code == 403, (endpoint, method, url, response.status_code)
         elif method == "GET":
             assert response.status_code == 302, (endpoint, url, response.status_code)
             assert response.headers["Location"].startswith("/login"), (endpoint, url)
@@ -62,6 +65,15 @@ def test_non_get_requests_with_a_valid_token_are_still_refused_to_anonymous_user
             continue
         response = client.open(url, method=method, headers={"X-CSRFToken": token})
         assert response.status_code == 401, (endpoint, method, url)
+
+
+def test_signed_endpoints_are_get_only_and_check_the_signature_first(app):
+    # A signed endpoint that took other methods would bypass the viewer write rules.
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in SIGNED_ENDPOINTS:
+            assert rule.methods <= {"GET", "HEAD", "OPTIONS"}, rule
+    client = app.test_client()
+    assert client.get("/pictures/1/2026/01/01/000000.000000-0a1b2c3d4e5f.jpg").status_code == 403
 
 
 def test_allow_list_is_reachable_anonymously(app):

@@ -1,7 +1,8 @@
 """Deny by default: one before-request hook decides who may reach each endpoint.
 
 - Anonymous users reach only PUBLIC_ENDPOINTS, plus (for reading) the endpoints in
-  PUBLIC_IF_SETTING whose boolean setting the admin turned on.
+  PUBLIC_IF_SETTING whose boolean setting the admin turned on, and SIGNED_ENDPOINTS, whose
+  views refuse any request without a valid signature in the URL.
 - Signed-in viewers may read (GET/HEAD/OPTIONS) outside admin areas. They may change state
   only at endpoints listed in VIEWER_WRITE_ENDPOINTS.
 - Endpoints in ADMIN_BLUEPRINTS, or marked with @admin_only, need the admin role for any method.
@@ -38,6 +39,10 @@ PUBLIC_ENDPOINTS: frozenset[str] = frozenset(
         "metrics.metrics",  # Prometheus: the view checks a key's scope or the client address
     }
 )
+# Endpoints that need no session but a valid signature in the URL, which the view itself checks
+# first (403 without one, 410 once expired): signed picture URLs (glimpser.web.pictures), issued
+# only by pages that checked the user's access to the stream. GET only.
+SIGNED_ENDPOINTS: frozenset[str] = frozenset({"pictures.picture"})
 # Endpoints an admin may open to everyone for reading with one boolean Settings attribute, and
 # only then: while the setting is off (the default) they are closed like any other endpoint.
 # A public CAP warning feed is the admin's choice (GLIMPSER_CAP_FEED_PUBLIC, docs/cap.md).
@@ -120,6 +125,8 @@ def install(app: Flask) -> None:
             return None  # no route matched: Flask answers 404/405 itself
         if endpoint in PUBLIC_ENDPOINTS or _public_by_setting(app, endpoint):
             return None
+        if endpoint in SIGNED_ENDPOINTS and request.method in SAFE_METHODS:
+            return None  # the view checks the signature before anything else
         if endpoint.startswith("api.") or (
             endpoint in KEY_READABLE_ENDPOINTS
             and request.method in SAFE_METHODS

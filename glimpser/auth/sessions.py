@@ -89,7 +89,8 @@ def session_lifetime(data: dict) -> timedelta:
 
 
 # Paths that never have a cookie session: the JSON API and the Prometheus scrape.
-SESSIONLESS_PATHS = ("/api/", "/metrics")
+# /pictures/: signed picture URLs (glimpser.web.pictures), checked by signature, not by user.
+SESSIONLESS_PATHS = ("/api/", "/metrics", "/pictures/")
 
 
 class SessionInterface(RedisSessionInterface):

@@ -12,6 +12,9 @@ from glimpser.web.keyset import MAX_ID
 
 # Health probes: a database that cannot be opened is what /readyz reports, not a 500.
 _PROBES = frozenset({"health.healthz", "health.readyz"})
+# No connection per request: signed pictures need none (glimpser.web.pictures opens one only to
+# make a missing thumbnail), and opening one is most of their cost on PostgreSQL.
+_NO_DATABASE = _PROBES | {"pictures.picture"}
 
 
 def _at_most(limit: int) -> str:
@@ -71,6 +74,7 @@ def init_web(app: Flask) -> None:
         live,
         metrics,
         params,
+        pictures,
         profile,
         pwa,
         streams,
@@ -80,7 +84,7 @@ def init_web(app: Flask) -> None:
 
     @app.before_request
     def _open_db() -> None:
-        if request.endpoint in _PROBES:
+        if request.endpoint in _NO_DATABASE:
             return  # they connect when they query, and report a failure rather than raise
         database.connect(reuse_if_open=True)
 
@@ -97,6 +101,7 @@ def init_web(app: Flask) -> None:
     app.url_map.converters["int"] = RowIdConverter  # before the blueprints add their rules
     params.install(app)
     humantime.install(app)
+    pictures.install(app)
     for module in (
         health,
         dashboard,
@@ -125,6 +130,7 @@ def init_web(app: Flask) -> None:
         changes,
         api_docs,
         metrics,
+        pictures,
     ):
         app.register_blueprint(module.bp)
     from glimpser.api import init_api

@@ -27,6 +27,7 @@ from glimpser.capture.live import LIVE_KINDS
 from glimpser.db import write_transaction
 from glimpser.models import STREAM_STATES, Snapshot, Stream, User
 from glimpser.sources.schemas import KIND_LABELS
+from glimpser.web import pictures
 from glimpser.web.htmx import is_fragment_request
 
 bp = Blueprint("dashboard", __name__)
@@ -126,7 +127,8 @@ def _version(streams: list, filters: Filters, any_streams: bool, columns: int) -
     shown = [
         (s.id, s.name, s.kind, s.state, s.last_error, s.ai_caption, s.latest_id) for s in streams
     ]
-    state = repr((shown, filters, any_streams, columns))
+    # With signed picture URLs, also their renewal (glimpser.web.pictures.url_epoch).
+    state = repr((shown, filters, any_streams, columns, pictures.url_epoch()))
     return hashlib.sha1(state.encode(), usedforsecurity=False).hexdigest()[:16]
 
 
@@ -144,7 +146,13 @@ def _render_grid(
 ) -> str:
     ids = [s.latest_id for s in streams if s.latest_id]
     found = (
-        Snapshot.select(Snapshot.id, Snapshot.captured_at, Snapshot.width, Snapshot.height)
+        Snapshot.select(
+            Snapshot.id,
+            Snapshot.captured_at,
+            Snapshot.width,
+            Snapshot.height,
+            Snapshot.storage_key,  # for signed picture URLs (glimpser.web.pictures)
+        )
         .where(Snapshot.id.in_(ids))
         .namedtuples()
         if ids

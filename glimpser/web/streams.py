@@ -46,7 +46,7 @@ from glimpser.sources.schemas import (
 from glimpser.transfer import stream_actions
 from glimpser.transfer.stream_store import NAME_TAKEN, name_taken
 from glimpser.web import audit as audit_log
-from glimpser.web import humantime, keyset, stream_form
+from glimpser.web import humantime, keyset, pictures, stream_form
 from glimpser.web.app_settings import current_settings
 from glimpser.web.events import recent_events
 from glimpser.web.htmx import is_fragment_request as _is_fragment_request
@@ -102,6 +102,7 @@ def _status_version(stream: Stream, latest: Snapshot | None) -> str:
         latest.id if latest else None,
         latest.analysed_at if latest else None,  # its motion result and AI description
         stream.ai_caption_at,
+        pictures.url_epoch(),  # signed picture URLs are renewed before they expire
     )
     return hashlib.sha1(repr(parts).encode(), usedforsecurity=False).hexdigest()[:16]
 

@@ -1,0 +1,414 @@
+"""Signed picture URLs (glimpser.web.pictures): nginx's secure_link scheme, issued only to
+users who may see the stream, served without a session by the app and by a real nginx, and
+dead after their expiry once access is taken away."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import os
+import re
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from glimpser.auth.users import create_user
+from glimpser.config import load_settings
+from glimpser.db import database
+from glimpser.media.storage import get_storage
+from glimpser.media.thumbnails import thumbnail_key
+from glimpser.models import StreamAccess
+from glimpser.web import pictures
+from tests.conftest import ROOT, make_env, start_live_server, stop_process
+from tests.helpers import add_snapshot, add_stream, free_port, login, run_cli, setup_admin
+from tests.media_servers import jpeg
+
+PASSWORD = "correct horse battery"
+SECRET_KEY = "test-secret-key-0123456789abcdef"  # tests/conftest.py make_env
+PICTURE_URL = re.compile(r'"(/pictures/[^"]+)"')
+
+
+def signed_urls(page: str) -> list[str]:
+    return [html.unescape(u) for u in PICTURE_URL.findall(page)]
+
+
+# --- the scheme ------------------------------------------------------------------------------
+
+
+def test_the_signature_is_nginx_secure_link_md5_in_base64url_without_padding():
+    secret = pictures.picture_secret(SECRET_KEY)
+    uri = "/pictures/3/2026/12/03/101500.123456-0a1b2c3d4e5f.jpg"
+    digest = hashlib.md5(f"1764756000{uri} {secret}".encode()).digest()  # noqa: S324 - nginx's
+    expected = base64.b64encode(digest).decode().replace("+", "-").replace("/", "_").rstrip("=")
+    assert pictures.signature(uri, 1764756000, secret) == expected
+    assert len(expected) == 22 and "=" not in expected
+
+
+def test_the_secret_is_derived_from_the_secret_key_and_is_not_the_key():
+    one = pictures.picture_secret(SECRET_KEY)
+    assert one == pictures.picture_secret(SECRET_KEY)
+    assert one != pictures.picture_secret(SECRET_KEY + "x")
+    assert SECRET_KEY not in one and len(one) == 64
+
+
+def test_expiry_is_rounded_up_to_the_minute_so_urls_are_stable_across_polls():
+    base = 60 * 16_666_666  # a whole minute
+    issued = {pictures.expiry(base + s, 300) for s in range(1, 61)}
+    assert issued == {base + 360}  # one URL for a whole minute of polls
+    assert pictures.expiry(base, 300) == base + 300
+    assert pictures.expiry(base + 61, 300) == base + 420
+
+
+def test_check_answers_like_nginx_403_for_bad_410_for_expired():
+    secret = pictures.picture_secret(SECRET_KEY)
+    now = 1_000_000_000
+    url = pictures.sign_path("/pictures/1/a.jpg", secret, 300, now)
+    md5, expires = re.search(r"md5=([^&]+)&expires=(\d+)", url).groups()
+    assert pictures.check("/pictures/1/a.jpg", md5, expires, secret, now) is None
+    assert pictures.check("/pictures/1/a.jpg", md5, expires, secret, int(expires)) is None
+    assert pictures.check("/pictures/1/a.jpg", md5, expires, secret, int(expires) + 1) == 410
+    assert pictures.check("/pictures/2/a.jpg", md5, expires, secret, now) == 403
+    assert pictures.check("/pictures/1/a.jpg", md5, str(int(expires) + 60), secret, now) == 403
+    other = pictures.picture_secret("another key")
+    assert pictures.check("/pictures/1/a.jpg", md5, expires, other, now) == 403
+    malformed = [(None, expires), (md5, None), ("", ""), (md5, "-5"), (md5, "1e9")]
+    malformed.append((md5, "\u0661\u0662"))  # digits, but not ASCII ones
+    for bad_md5, bad_expires in malformed:
+        assert pictures.check("/pictures/1/a.jpg", bad_md5, bad_expires, secret, now) == 403
+
+
+def test_open_pages_renew_their_urls_before_they_expire(app_factory):
+    # The wall and a stream's status answer 204 while unchanged; url_epoch is in their version,
+    # so they re-render (with fresh URLs) while the URLs they hold still have a half lifetime.
+    app = app_factory(GLIMPSER_SIGNED_PICTURES="1")
+    lifetime = app.extensions["glimpser.settings"].signed_picture_lifetime
+    with app.app_context():
+        step = lifetime // 2
+        for t in range(1_000_000_000, 1_000_000_000 + 2 * lifetime, 7):
+            next_render = (pictures.url_epoch(t) + 1) * step  # the version changes then
+            assert pictures.expiry(t, lifetime) - next_render >= step
+        assert pictures.url_epoch(1_000_000_000) != pictures.url_epoch(1_000_000_000 + step)
+
+
+def test_with_signed_pictures_off_the_versions_do_not_tick(app_factory):
+    with app_factory().app_context():
+        assert pictures.url_epoch(0) is None and pictures.url_epoch(10**9) is None
+
+
+# --- the app ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def signed_app(app_factory, database_url):
+    """Signed pictures on, on SQLite and on PostgreSQL."""
+    return app_factory(database_url, GLIMPSER_SIGNED_PICTURES="1")
+
+
+def _viewer_with_stream(app):
+    """An admin, a viewer granted 'Granted' (a 640×480 picture) but not 'Hidden'."""
+    admin = app.test_client()
+    setup_admin(admin, "alice", PASSWORD)
+    granted, hidden = add_stream("Granted"), add_stream("Hidden")
+    snap = add_snapshot(app, granted, jpeg((200, 30, 30), (640, 480)))
+    hidden_snap = add_snapshot(app, hidden, jpeg((30, 30, 200), (640, 480)))
+    with database.connection_context():
+        bob = create_user("bob", PASSWORD, "viewer")
+        StreamAccess.create(user=bob, stream=granted)
+    viewer = app.test_client()
+    login(viewer, "bob", PASSWORD)
+    return admin, viewer, bob, granted, hidden, snap, hidden_snap
+
+
+def test_pages_carry_signed_urls_that_work_without_a_session(signed_app):
+    app = signed_app
+    _admin, viewer, _bob, granted, _hidden, snap, _ = _viewer_with_stream(app)
+    page = viewer.get(f"/streams/{granted.id}").get_data(as_text=True)
+    urls = signed_urls(page)
+    picture = next(u for u in urls if u.startswith(f"/pictures/{snap.storage_key}?"))
+    thumb = next(u for u in urls if u.startswith(f"/pictures/{thumbnail_key(snap.storage_key)}?"))
+    anonymous = app.test_client()  # no cookie at all: the signature is the only credential
+    response = anonymous.get(picture)
+    assert response.status_code == 200, response.status_code
+    assert response.mimetype == "image/jpeg"
+    storage = get_storage(app.extensions["glimpser.settings"])
+    assert response.data == storage.get(snap.storage_key)
+    assert "Set-Cookie" not in response.headers
+    assert response.headers["Cache-Control"].startswith("private, max-age=")
+    # The thumbnail is made on first request (nginx would hand this one to the app).
+    assert not storage.exists(thumbnail_key(snap.storage_key))
+    response = anonymous.get(thumb)
+    assert response.status_code == 200
+    assert storage.exists(thumbnail_key(snap.storage_key))
+    assert response.data == storage.get(thumbnail_key(snap.storage_key))
+    # The camera wall carries them too.
+    wall = viewer.get("/").get_data(as_text=True)
+    assert any(
+        u.startswith(f"/pictures/{thumbnail_key(snap.storage_key)}?") for u in signed_urls(wall)
+    )
+
+
+def test_no_signed_url_for_a_stream_the_user_may_not_see(signed_app):
+    app = signed_app
+    _admin, viewer, _bob, _granted, hidden, _snap, hidden_snap = _viewer_with_stream(app)
+    with app.test_request_context("/"):
+        from flask_login import login_user
+
+        with database.connection_context():
+            from glimpser.models import User
+
+            login_user(User.get(User.username == "bob"))
+            url = pictures.picture_url(hidden.id, hidden_snap)
+    assert url == f"/streams/{hidden.id}/snapshots/{hidden_snap.id}.jpg"  # the checked route
+    assert viewer.get(url).status_code == 404
+    assert viewer.get(f"/streams/{hidden.id}").status_code == 404
+
+
+def _issue(app, username: str, stream_id: int, snap, now: float) -> str:
+    """What a page rendered for `username` at `now` puts in <img> for the snapshot."""
+    from flask_login import login_user
+
+    from glimpser.models import User
+
+    with app.test_request_context("/"), database.connection_context():
+        login_user(User.get(User.username == username))
+        return pictures.picture_url(stream_id, snap, now=now)
+
+
+def test_a_revoked_user_keeps_a_url_until_it_expires_and_not_after(signed_app):
+    app = signed_app
+    _admin, viewer, bob, granted, _hidden, snap, _ = _viewer_with_stream(app)
+    lifetime = app.extensions["glimpser.settings"].signed_picture_lifetime
+    now = time.time()
+    fresh = _issue(app, "bob", granted.id, snap, now)
+    # Issued as long ago as its lifetime and two buckets: the same URL, already expired.
+    stale = _issue(app, "bob", granted.id, snap, now - lifetime - 2 * 60)
+    assert fresh.startswith("/pictures/") and stale.startswith("/pictures/")
+    with database.connection_context():
+        StreamAccess.delete().where(StreamAccess.user == bob).execute()
+    anonymous = app.test_client()
+    # Access taken away: the URL issued before still works within its lifetime ...
+    assert anonymous.get(fresh).status_code == 200
+    # ... and not once it has expired (what `fresh` becomes at its expiry + 1 s).
+    assert anonymous.get(stale).status_code == 410
+    expires = int(re.search(r"expires=(\d+)", fresh).group(1))
+    md5 = re.search(r"md5=([^&]+)", fresh).group(1)
+    uri = fresh.split("?")[0]
+    secret = pictures.picture_secret(SECRET_KEY)
+    assert pictures.check(uri, md5, str(expires), secret, expires) is None
+    assert pictures.check(uri, md5, str(expires), secret, expires + 1) == 410
+    # No new URL is issued to the revoked user, and the pages are gone.
+    assert not _issue(app, "bob", granted.id, snap, time.time()).startswith("/pictures/")
+    assert viewer.get(f"/streams/{granted.id}").status_code == 404
+
+
+def test_tampered_missing_or_malformed_signatures_are_403_never_500(signed_app):
+    app = signed_app
+    _admin, _viewer, _bob, granted, hidden, snap, hidden_snap = _viewer_with_stream(app)
+    good = _issue(app, "bob", granted.id, snap, time.time())
+    uri, query = good.split("?")
+    client = app.test_client()
+    hidden_uri = f"/pictures/{hidden_snap.storage_key}"
+    for url in [
+        uri,  # no signature
+        f"{hidden_uri}?{query}",  # another stream's picture with this signature
+        good.replace("md5=", "md5=A"),
+        re.sub(r"expires=(\d+)", lambda m: f"expires={int(m.group(1)) + 60}", good),
+        f"{uri}?md5=&expires=",
+        f"{uri}?md5=x&expires=99999999999999999999",
+        f"{uri}?md5=%00&expires=1",
+        "/pictures/../secret_key?md5=x&expires=1",
+        "/pictures/?md5=x&expires=1",
+    ]:
+        response = client.get(url)
+        assert response.status_code in (400, 403, 404), (url, response.status_code)
+        assert response.status_code != 200
+    assert client.get(f"{uri}?md5=x&expires=1").status_code == 403
+    assert client.post(good).status_code in (400, 401, 403, 405)
+
+
+def test_a_validly_signed_but_unsafe_key_is_a_404(signed_app):
+    app = signed_app
+    setup_admin(app.test_client(), "alice", PASSWORD)
+    secret = pictures.picture_secret(SECRET_KEY)
+    for key in (".hidden/x.jpg", "a//b.jpg", "1/missing.jpg"):
+        uri = f"/pictures/{key}"
+        url = pictures.sign_path(uri, secret, 300, time.time())
+        assert app.test_client().get(url).status_code == 404, key
+
+
+def test_with_the_setting_off_pages_keep_the_authenticated_routes(app_factory):
+    app = app_factory()
+    _admin, viewer, _bob, granted, _hidden, snap, _ = _viewer_with_stream(app)
+    page = viewer.get(f"/streams/{granted.id}").get_data(as_text=True)
+    assert "/pictures/" not in page
+    assert f"/streams/{granted.id}/snapshots/{snap.id}/thumb.jpg" in page
+    # The signed route still checks signatures (a URL signed elsewhere is not refused for the
+    # setting: only the pages stop issuing them).
+    assert app.test_client().get(f"/pictures/{snap.storage_key}").status_code == 403
+
+
+def test_on_s3_the_app_serves_signed_urls_from_the_bucket(app_factory, request):
+    endpoint = request.getfixturevalue("moto_endpoint")  # moto's real server (test_storage.py)
+    bucket = request.getfixturevalue("s3_bucket")
+    app = app_factory(
+        GLIMPSER_SIGNED_PICTURES="1",
+        GLIMPSER_STORAGE="s3",
+        GLIMPSER_S3_BUCKET=bucket,
+        GLIMPSER_S3_ENDPOINT_URL=endpoint,
+        GLIMPSER_S3_REGION="us-east-1",
+    )
+    _admin, viewer, _bob, granted, _hidden, snap, _ = _viewer_with_stream(app)
+    urls = signed_urls(viewer.get(f"/streams/{granted.id}").get_data(as_text=True))
+    picture = next(u for u in urls if u.startswith(f"/pictures/{snap.storage_key}?"))
+    response = app.test_client().get(picture)
+    assert response.status_code == 200
+    assert response.data == get_storage(app.extensions["glimpser.settings"]).get(snap.storage_key)
+
+
+from tests.test_storage import aws_env, moto_endpoint, s3_bucket  # noqa: E402, F401
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def test_the_command_prints_the_secret_and_writes_a_private_nginx_include(
+    tmp_path: Path, redis_url
+):
+    env = {**os.environ, **make_env(tmp_path / "data", redis_url)}
+    result = run_cli(["picture-url-secret"], env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == pictures.picture_secret(SECRET_KEY)
+    include = tmp_path / "glimpser-pictures.conf"
+    result = run_cli(["picture-url-secret", "--nginx-include", str(include)], env)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(include.stat().st_mode) == 0o600
+    text = include.read_text()
+    assert "secure_link $arg_md5,$arg_expires;" in text
+    assert (
+        f'secure_link_md5 "$secure_link_expires$uri {pictures.picture_secret(SECRET_KEY)}";' in text
+    )
+
+
+# --- a real nginx in front of gunicorn -----------------------------------------------------
+
+
+def _deploy_snippet() -> str:
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    block = re.search(r"<!-- pictures-nginx:begin -->\n```nginx\n(.*?)```", doc, re.S)
+    assert block, "docs/deploy.md lost its 'Pictures served by nginx' block"
+    return block.group(1)
+
+
+NGINX_CONF = """
+{user}
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log {tmp}/access.log;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    types {{ image/jpeg jpg; }}
+    upstream glimpser {{ server 127.0.0.1:{app_port}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ proxy_pass http://glimpser; }}
+{pictures}
+    }}
+}}
+"""
+
+
+@pytest.mark.slow
+def test_nginx_serves_signed_urls_itself_and_refuses_tampered_and_expired(
+    tmp_path: Path, redis_url: str, redis_client
+):
+    data_dir = tmp_path / "data"
+    env = make_env(data_dir, redis_url, GLIMPSER_SIGNED_PICTURES="1")
+    settings = load_settings(env)
+    from glimpser import create_app
+
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    setup_admin(app.test_client(), "alice", PASSWORD)
+    stream = add_stream("Garden")
+    snap = add_snapshot(app, stream, jpeg((10, 120, 10), (640, 480)))
+    server = start_live_server(data_dir, redis_url, GLIMPSER_SIGNED_PICTURES="1")
+    nginx = None
+    try:
+        include = tmp_path / "glimpser-pictures.conf"
+        result = run_cli(["picture-url-secret", "--nginx-include", str(include)], server.env)
+        assert result.returncode == 0, result.stderr
+        snippet = (
+            _deploy_snippet()
+            .replace("/etc/nginx/glimpser-pictures.conf", str(include))
+            .replace("/var/lib/glimpser/snapshots/", f"{settings.snapshot_dir}/")
+        )
+        port = free_port()
+        conf = tmp_path / "nginx.conf"
+        conf.write_text(
+            NGINX_CONF.format(
+                user="user root;" if os.geteuid() == 0 else "",
+                tmp=tmp_path,
+                app_port=server.url.rsplit(":", 1)[1],
+                port=port,
+                pictures=snippet,
+            )
+        )
+        tested = subprocess.run(
+            ["nginx", "-t", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True
+        )
+        assert tested.returncode == 0, tested.stderr
+        nginx = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(conf)])
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60  # only ends a hung run
+        while True:
+            try:
+                requests.get(base + "/healthz", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and nginx.poll() is None, (
+                    tmp_path / "error.log"
+                ).read_text()
+                time.sleep(0.1)
+
+        secret = pictures.picture_secret(settings.secret_key)
+        now = time.time()
+        good = pictures.sign_path(f"/pictures/{snap.storage_key}", secret, 300, now)
+        expired = pictures.sign_path(f"/pictures/{snap.storage_key}", secret, 300, now - 600)
+        thumb = pictures.sign_path(f"/pictures/{thumbnail_key(snap.storage_key)}", secret, 300, now)
+        original = (settings.snapshot_dir / snap.storage_key).read_bytes()
+
+        # A thumbnail not made yet: nginx finds no file and hands the URL to Glimpser.
+        response = requests.get(base + thumb, timeout=30)
+        assert response.status_code == 200 and response.headers["Content-Type"] == "image/jpeg"
+        assert (settings.snapshot_dir / thumbnail_key(snap.storage_key)).exists()
+
+        tampered = requests.get(base + good.replace("md5=", "md5=A"), timeout=30)
+        assert tampered.status_code == 403 and "nginx" in tampered.text
+        too_late = requests.get(base + expired, timeout=30)
+        assert too_late.status_code == 410 and "nginx" in too_late.text
+
+        # Glimpser stopped: a signed picture still comes, so nginx sent it with no Python.
+        stop_process(server.proc)
+        assert requests.get(base + "/healthz", timeout=30).status_code == 502
+        response = requests.get(base + good, timeout=30)
+        assert response.status_code == 200
+        assert response.content == original
+        assert response.headers["Cache-Control"] == "private, max-age=300"
+        assert requests.get(base + thumb, timeout=30).status_code == 200  # made before: a file
+        assert requests.get(base + f"/pictures/{snap.storage_key}", timeout=30).status_code == 403
+    finally:
+        if nginx is not None:
+            nginx.terminate()
+            nginx.wait(timeout=30)
+        stop_process(server.proc)
