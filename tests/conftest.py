@@ -317,13 +317,14 @@ class LiveStack(LiveServer):
         self.others = others
 
 
-@pytest.fixture
-def live_stack(tmp_path: Path, redis_url: str, redis_client, media_root: Path):
+def start_live_stack(data_dir: Path, redis_url: str, media_root: Path, **extra: str) -> LiveStack:
+    """gunicorn, one worker and the scheduler on `data_dir`, with `extra` GLIMPSER_* settings."""
     server = start_live_server(
-        tmp_path / "stack-data",
+        data_dir,
         redis_url,
         GLIMPSER_ALLOW_LOOPBACK_SOURCES="1",
         GLIMPSER_MEDIA_DIR=str(media_root),
+        **extra,
     )
     others = [
         subprocess.Popen(
@@ -334,10 +335,19 @@ def live_stack(tmp_path: Path, redis_url: str, redis_client, media_root: Path):
         )
         for args in (["worker"], ["scheduler"])
     ]
-    stack = LiveStack(server, others)
-    yield stack
-    for proc in [*others, server.proc]:
+    return LiveStack(server, others)
+
+
+def stop_live_stack(stack: LiveStack) -> None:
+    for proc in [*stack.others, stack.proc]:
         stop_process(proc)
+
+
+@pytest.fixture
+def live_stack(tmp_path: Path, redis_url: str, redis_client, media_root: Path):
+    stack = start_live_stack(tmp_path / "stack-data", redis_url, media_root)
+    yield stack
+    stop_live_stack(stack)
 
 
 @pytest.fixture

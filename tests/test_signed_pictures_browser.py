@@ -1,0 +1,76 @@
+"""Signed picture URLs in a real browser (GLIMPSER_SIGNED_PICTURES=1), against gunicorn, a
+worker and the scheduler: the camera wall, the stream page's latest picture and its history
+viewer all show pictures through /pictures/ URLs, which load (decoded by Chromium), carry no
+session cookie back, and work with no cookie at all; no console error or CSP violation."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+from playwright.sync_api import Page, expect
+
+from tests.conftest import start_live_stack, stop_live_stack
+from tests.helpers import first_run_in_browser
+from tests.media_servers import jpeg
+from tests.test_console_wall_browser import add_stream
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+@pytest.fixture
+def signed_stack(tmp_path, redis_url, redis_client, media_root):
+    stack = start_live_stack(
+        tmp_path / "signed-data", redis_url, media_root, GLIMPSER_SIGNED_PICTURES="1"
+    )
+    yield stack
+    stop_live_stack(stack)
+
+
+def _loaded(page: Page, selector: str) -> None:
+    """Every <img> matching `selector` is a signed URL that the browser fetched and decoded."""
+    images = page.locator(selector)
+    expect(images.first).to_be_visible(timeout=60_000)
+    for img in images.all():
+        expect(img).to_have_attribute("src", re.compile(r"^/pictures/.+\?md5="))
+        expect(img).to_have_js_property("complete", True)
+        assert img.evaluate("i => i.naturalWidth") > 0
+
+
+def test_pages_show_signed_pictures_in_a_browser(signed_stack, page: Page, camera):
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    pictures: list[tuple[int, dict]] = []
+    page.on(
+        "response",
+        lambda r: pictures.append((r.status, r.headers)) if "/pictures/" in r.url else None,
+    )
+    camera.state.picture = jpeg((40, 120, 90), size=(640, 360), label="signed")
+    url = signed_stack.url
+    first_run_in_browser(page, url)
+    add_stream(page, url, "Gate", f"{camera.url}/snapshot.jpg", 300)
+
+    # The stream page shows the first capture (its status block refreshes itself).
+    expect(page.locator("#history img").first).to_be_visible(timeout=90_000)
+    page.reload()
+    _loaded(page, "#stream-status .snapshot-frame img")
+    _loaded(page, "#history img")
+    # The history viewer opens the full picture by the thumbnail's signed link.
+    page.locator("#history a.thumb").first.click()
+    viewer = page.locator("#viewer img")
+    expect(viewer).to_be_visible()
+    expect(viewer).to_have_js_property("complete", True)
+    assert viewer.evaluate("i => i.naturalWidth") == 640
+
+    page.goto(url + "/")
+    _loaded(page, "#dashboard-grid img")
+
+    assert pictures and all(status == 200 for status, _ in pictures), pictures
+    assert not any("set-cookie" in headers for _, headers in pictures)
+    # The URL alone is the credential: no cookie, still the picture.
+    src = page.locator("#dashboard-grid img").first.get_attribute("src")
+    response = requests.get(url + src, timeout=30)
+    assert response.status_code == 200 and response.headers["Content-Type"] == "image/jpeg"
+    assert errors == [], errors
