@@ -207,6 +207,9 @@ class Settings:
     # URLs that nginx (secure_link) or the app serve without a session; valid this long.
     signed_pictures: bool = False
     signed_picture_lifetime: int = 300
+    # With S3 storage, answer a signed picture URL with a redirect to a presigned S3 URL, so
+    # browsers fetch the bytes from the bucket (which they must be able to reach).
+    s3_presigned_pictures: bool = False
 
     @property
     def ai_configured(self) -> bool:
@@ -500,6 +503,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     s3_bucket = env.get("GLIMPSER_S3_BUCKET", "").strip()
     if storage == "s3" and not s3_bucket:
         raise ConfigError("GLIMPSER_STORAGE=s3 needs GLIMPSER_S3_BUCKET")
+    s3_presigned_pictures = _bool(env, "GLIMPSER_S3_PRESIGNED_PICTURES", False)
+    if s3_presigned_pictures and storage != "s3":
+        raise ConfigError("GLIMPSER_S3_PRESIGNED_PICTURES needs GLIMPSER_STORAGE=s3")
     deny = deny_cidrs(env.get("GLIMPSER_SOURCE_DENY_CIDRS", ""))
 
     ai_base_url, ai_api_key, ai_model = _ai(env)
@@ -584,6 +590,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         backup_snapshots=_bool(env, "GLIMPSER_BACKUP_SNAPSHOTS", False),
         signed_pictures=_bool(env, "GLIMPSER_SIGNED_PICTURES", False),
         signed_picture_lifetime=_int(env, "GLIMPSER_SIGNED_PICTURE_LIFETIME", 300, 60, 3600),
+        s3_presigned_pictures=s3_presigned_pictures,
         from_env=frozenset(
             k for k, v in env.items() if k.startswith("GLIMPSER_") and v and v.strip()
         ),

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from glimpser.auth.users import create_user
-from glimpser.config import load_settings
+from glimpser.config import ConfigError, load_settings
 from glimpser.db import database
 from glimpser.media.storage import get_storage
 from glimpser.media.thumbnails import thumbnail_key
@@ -271,6 +271,55 @@ def test_on_s3_the_app_serves_signed_urls_from_the_bucket(app_factory, request):
 
 
 from tests.test_storage import aws_env, moto_endpoint, s3_bucket  # noqa: E402, F401
+
+
+def test_on_s3_with_presigned_pictures_the_browser_is_sent_to_the_bucket(app_factory, request):
+    endpoint = request.getfixturevalue("moto_endpoint")
+    bucket = request.getfixturevalue("s3_bucket")
+    app = app_factory(
+        GLIMPSER_SIGNED_PICTURES="1",
+        GLIMPSER_S3_PRESIGNED_PICTURES="1",
+        GLIMPSER_STORAGE="s3",
+        GLIMPSER_S3_BUCKET=bucket,
+        GLIMPSER_S3_ENDPOINT_URL=endpoint,
+        GLIMPSER_S3_REGION="us-east-1",
+    )
+    storage = get_storage(app.extensions["glimpser.settings"])
+    _admin, viewer, _bob, granted, _hidden, snap, _ = _viewer_with_stream(app)
+    page = viewer.get(f"/streams/{granted.id}")
+    # Pages may show pictures from the bucket's endpoint, and from nowhere else new.
+    assert f"img-src 'self' data: blob: {endpoint};" in page.headers["Content-Security-Policy"]
+    urls = signed_urls(page.get_data(as_text=True))
+    anonymous = app.test_client()
+    for key in (snap.storage_key, thumbnail_key(snap.storage_key)):
+        signed = next(u for u in urls if u.startswith(f"/pictures/{key}?"))
+        response = anonymous.get(signed)
+        assert response.status_code == 302, response.status_code
+        location = response.headers["Location"]
+        assert location.startswith(f"{endpoint}/{bucket}/") and "X-Amz-Signature=" in location
+        assert response.headers["Cache-Control"].startswith("private, max-age=")
+        # No credentials needed: the presigned URL is the permission (the thumbnail was made
+        # before the redirect). moto does not check S3 signatures, so what is checked here is
+        # that it is SigV4, names the object, and lives no longer than the page's URL.
+        query = dict(part.split("=", 1) for part in location.split("?", 1)[1].split("&"))
+        assert query["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256"
+        assert (
+            0
+            < int(query["X-Amz-Expires"])
+            <= int(signed.rsplit("expires=", 1)[1]) - time.time() + 1
+        )
+        fetched = requests.get(location, timeout=30)
+        assert fetched.status_code == 200
+        assert fetched.content == storage.get(key)
+    # The signature of the page's URL is still checked first.
+    forged = f"/pictures/{snap.storage_key}?md5=x&expires=99999999999"
+    assert anonymous.get(forged).status_code == 403
+
+
+def test_presigned_pictures_need_s3_storage():
+    with pytest.raises(ConfigError, match="GLIMPSER_S3_PRESIGNED_PICTURES needs"):
+        load_settings({"GLIMPSER_S3_PRESIGNED_PICTURES": "1", "GLIMPSER_SECRET_KEY": "k" * 40})
+
 
 # --- the command -----------------------------------------------------------------------------
 

@@ -39,6 +39,40 @@ def _loaded(page: Page, selector: str) -> None:
 
 
 def test_pages_show_signed_pictures_in_a_browser(signed_stack, page: Page, camera):
+    _check_pages(signed_stack, page, camera)
+
+
+def test_on_s3_the_browser_fetches_presigned_pictures_from_the_bucket(
+    tmp_path, redis_url, redis_client, media_root, request, page: Page, camera
+):
+    """With GLIMPSER_S3_PRESIGNED_PICTURES each signed URL redirects to the bucket, which the
+    page's Content-Security-Policy allows; the pictures still load and show."""
+    endpoint = request.getfixturevalue("moto_endpoint")  # moto's real server
+    bucket = request.getfixturevalue("s3_bucket")  # and the AWS_* test credentials
+    stack = start_live_stack(
+        tmp_path / "s3-data",
+        redis_url,
+        media_root,
+        GLIMPSER_SIGNED_PICTURES="1",
+        GLIMPSER_S3_PRESIGNED_PICTURES="1",
+        GLIMPSER_STORAGE="s3",
+        GLIMPSER_S3_BUCKET=bucket,
+        GLIMPSER_S3_ENDPOINT_URL=endpoint,
+        GLIMPSER_S3_REGION="us-east-1",
+    )
+    from_bucket: list[int] = []
+    page.on(
+        "response",
+        lambda r: from_bucket.append(r.status) if r.url.startswith(endpoint) else None,
+    )
+    try:
+        _check_pages(stack, page, camera, redirected=True)
+    finally:
+        stop_live_stack(stack)
+    assert from_bucket and set(from_bucket) == {200}, from_bucket
+
+
+def _check_pages(stack, page: Page, camera, redirected: bool = False) -> None:  # noqa: ANN001
     errors: list[str] = []
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -48,7 +82,7 @@ def test_pages_show_signed_pictures_in_a_browser(signed_stack, page: Page, camer
         lambda r: pictures.append((r.status, r.headers)) if "/pictures/" in r.url else None,
     )
     camera.state.picture = jpeg((40, 120, 90), size=(640, 360), label="signed")
-    url = signed_stack.url
+    url = stack.url
     first_run_in_browser(page, url)
     add_stream(page, url, "Gate", f"{camera.url}/snapshot.jpg", 300)
 
@@ -67,10 +101,14 @@ def test_pages_show_signed_pictures_in_a_browser(signed_stack, page: Page, camer
     page.goto(url + "/")
     _loaded(page, "#dashboard-grid img")
 
-    assert pictures and all(status == 200 for status, _ in pictures), pictures
+    expected = 302 if redirected else 200
+    assert pictures and all(status == expected for status, _ in pictures), pictures
     assert not any("set-cookie" in headers for _, headers in pictures)
     # The URL alone is the credential: no cookie, still the picture.
     src = page.locator("#dashboard-grid img").first.get_attribute("src")
-    response = requests.get(url + src, timeout=30)
+    response = requests.get(url + src, timeout=30)  # follows a redirect to the bucket
     assert response.status_code == 200 and response.headers["Content-Type"] == "image/jpeg"
     assert errors == [], errors
+
+
+from tests.test_storage import aws_env, moto_endpoint, s3_bucket  # noqa: E402, F401

@@ -284,6 +284,8 @@ class S3Storage:
             s3={"addressing_style": "path" if endpoint_url else "auto"},
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
+            # SigV4 everywhere, presigned URLs included (botocore may presign with SigV2).
+            signature_version="s3v4",
         )
         # boto3's default session is not thread-safe; a client of our own session is.
         session = boto3.session.Session()
@@ -403,6 +405,20 @@ class S3Storage:
 
     def local_path(self, key: str) -> Path | None:
         return None
+
+    def presigned_get(self, key: str, seconds: int) -> str:
+        """A URL anyone may GET the object by for `seconds` (S3 SigV4 query signing, computed
+        here without a request). Browsers must reach the endpoint it names."""
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            return self._client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self._object_key(key)},
+                ExpiresIn=max(1, min(int(seconds), 7 * 24 * 3600)),  # SigV4's limit: a week
+            )
+        except BotoCoreError as exc:  # e.g. no credentials
+            raise self._error("presign", key, exc) from None
 
     def check(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -137,5 +137,5 @@ def init_web(app: Flask) -> None:
 
     init_api(app)
     errors.install(app)
-    headers.install(app)
+    headers.install(app, pictures.redirect_origin(app.extensions["glimpser.settings"]))
     access_log.install(app)

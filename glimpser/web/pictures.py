@@ -30,8 +30,19 @@ import hmac
 import logging
 import os
 import time
+from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, abort, current_app, g, request, send_file, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    g,
+    redirect,
+    request,
+    send_file,
+    url_for,
+)
 from flask_login import current_user
 from PIL import Image
 
@@ -159,9 +170,32 @@ def install(app: object) -> None:
     app.add_template_global(picture_url, "picture_url")  # type: ignore[attr-defined]
 
 
+def redirect_origin(settings: Settings) -> str | None:
+    """The origin (scheme://host[:port]) signed picture URLs redirect browsers to, for the
+    Content-Security-Policy's img-src: the S3 endpoint with GLIMPSER_S3_PRESIGNED_PICTURES on,
+    else None. Presigning is computed locally, so this makes no request."""
+    if not (settings.signed_pictures and settings.s3_presigned_pictures):
+        return None
+    try:
+        url = get_storage(settings).presigned_get("origin-probe.jpg", 60)  # type: ignore[attr-defined]
+    except StorageError as exc:
+        log.warning("S3 presigned pictures unavailable", extra={"error": str(exc)})
+        return None
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def _send(key: str, settings: Settings, expires: int, now: float) -> Response:
     storage = get_storage(settings)
-    if settings.accel_redirect_prefix:
+    if settings.s3_presigned_pictures and storage.local_path(key) is None:
+        # The browser fetches the bytes from the bucket: valid as long as the signed URL was.
+        try:
+            location = storage.presigned_get(key, expires - int(now))  # type: ignore[attr-defined]
+        except StorageError as exc:
+            log.warning("picture not presigned", extra={"key": key, "error": str(exc)})
+            abort(503)
+        response = redirect(location, 302)
+    elif settings.accel_redirect_prefix:
         response = current_app.response_class(mimetype="image/jpeg")
         response.headers["X-Accel-Redirect"] = settings.accel_redirect_prefix + key
     else:
