@@ -9,10 +9,11 @@ LOCK := requirements.lock
 
 # Debian packages the product needs at run time, and the extra ones the tests and benches use.
 RUN_PACKAGES := redis-server ffmpeg chromium fonts-liberation fonts-dejavu-core
+# nginx-light: the proxy in front of the web hosts of tests/test_cluster.py (deploy/cluster.py).
 TEST_PACKAGES := $(RUN_PACKAGES) postgresql-15 gir1.2-gst-rtsp-server-1.0 \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-	gstreamer1.0-plugins-ugly python3-gi
-BENCH_PACKAGES := $(TEST_PACKAGES) nginx-light wrk
+	gstreamer1.0-plugins-ugly python3-gi nginx-light
+BENCH_PACKAGES := $(TEST_PACKAGES) wrk
 
 .PHONY: setup setup-test run test lint bench clean lock
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python deploy/cluster.py up       # start it (returns; the processes run on)
     .venv/bin/python deploy/cluster.py status   # what runs, where to sign in
+    .venv/bin/python deploy/cluster.py doctor   # `glimpser doctor` on every host
     .venv/bin/python deploy/cluster.py down     # stop everything it started
 
 Each host is a set of `glimpser` processes with a data directory of its own (nothing on disk
@@ -538,10 +539,35 @@ def _state_file(base: Path) -> Path:
     return base / "cluster.json"
 
 
+def missing_tools() -> list[str]:
+    """What `up` needs and this machine lacks, each with how to get it."""
+    import importlib.util
+
+    missing = []
+    if not Path(NGINX).exists():
+        missing.append(f"nginx ({NGINX}): apt-get install nginx-light")
+    if not (PG_BIN / "initdb").exists():
+        missing.append(f"PostgreSQL ({PG_BIN}/initdb): apt-get install postgresql-15")
+    if shutil.which("redis-server") is None:
+        missing.append("redis-server: apt-get install redis-server")
+    if importlib.util.find_spec("moto") is None:
+        missing.append("moto (the S3 server): make setup installs the dev extras")
+    return missing
+
+
 def cmd_up(base: Path) -> int:
     if _state_file(base).exists():
         print(f"a cluster already runs from {base} (deploy/cluster.py down first)")
         return 1
+    if (base / "services").exists():
+        # moto keeps its objects in memory: the database of a previous run would point at
+        # pictures that are gone. A cluster starts afresh.
+        print(f"{base} holds a previous cluster's data and logs: delete it first")
+        return 1
+    missing = missing_tools()
+    if missing:
+        print("cannot start a cluster; missing:\n  " + "\n  ".join(missing))
+        return 2
     base.mkdir(parents=True, exist_ok=True)
     shared, service_pids = start_services(base)
     cluster = Cluster(base=base, shared=shared)
@@ -575,6 +601,20 @@ def cmd_status(base: Path) -> int:
     return 0
 
 
+def cmd_doctor(base: Path) -> int:
+    """`glimpser doctor` on every host, with that host's environment."""
+    if not _state_file(base).exists():
+        print(f"no cluster runs from {base}")
+        return 1
+    cluster = Cluster.from_state(base, json.loads(_state_file(base).read_text()))
+    worst = 0
+    for host in cluster.hosts:
+        done = cluster.run_glimpser(host.name, ["doctor"])
+        print(f"== {host.name}\n{done.stdout}{done.stderr}", end="")
+        worst = max(worst, done.returncode)
+    return worst
+
+
 def cmd_down(base: Path) -> int:
     if not _state_file(base).exists():
         print(f"no cluster runs from {base}")
@@ -589,7 +629,7 @@ def cmd_down(base: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "doctor"])
     parser.add_argument(
         "--dir",
         type=Path,
@@ -598,7 +638,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     base = args.dir.resolve()
-    return {"up": cmd_up, "down": cmd_down, "status": cmd_status}[args.command](base)
+    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "doctor": cmd_doctor}
+    return commands[args.command](base)
 
 
 if __name__ == "__main__":

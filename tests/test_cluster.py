@@ -309,6 +309,11 @@ def test_a_snapshot_captured_on_one_host_is_served_by_both_web_hosts(env: Env):
         assert pictures[host] == stored
     # No shared disk: no host keeps a snapshot file; they live in the bucket only.
     assert list(env.cluster.base.glob("hosts/*/data/**/*.jpg")) == []
+    # The capture host's own view of the deployment (database, schema, the same secret key,
+    # Redis, a probe object in the bucket) is all ok.
+    doctor = env.cluster.run_glimpser("capture-b", ["doctor"])
+    assert doctor.returncode == 0 and "FAIL" not in doctor.stdout, doctor.stdout + doctor.stderr
+    assert "the same as the deployment's" in doctor.stdout
 
 
 def test_a_timelapse_is_built_on_the_jobs_host_from_s3(env: Env):
