@@ -214,13 +214,21 @@ class Cluster:
 
     # --- processes --------------------------------------------------------------------------
 
-    def _spawn(self, argv: list[str], env: dict[str, str], log: Path) -> int:
+    def _process_env(self, env: dict[str, str]) -> dict[str, str]:
+        """The environment of a process: this one's, the host's, and this checkout first on
+        the module path (the processes start in their host's data directory, as under
+        systemd, so neither the code nor a `.env` file is picked up from the current
+        directory)."""
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        return {**os.environ, **env, "PYTHONPATH": path}
+
+    def _spawn(self, argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> int:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 argv,
-                env={**os.environ, **env},
-                cwd=ROOT,
+                env=self._process_env(env),
+                cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -233,8 +241,8 @@ class Cluster:
         """A one-off command (`migrate`, `doctor`) on a host, with that host's environment."""
         return subprocess.run(
             [sys.executable, "-m", "glimpser.cli", *args],
-            env={**os.environ, **self.host_env(name)},
-            cwd=ROOT,
+            env=self._process_env(self.host_env(name)),
+            cwd=self.data_dir(name),
             capture_output=True,
             text=True,
             timeout=300,  # only ends a hung run
@@ -250,6 +258,7 @@ class Cluster:
                 [sys.executable, "-m", "glimpser.cli", *args],
                 env,
                 self.log_dir(name) / f"{role}.log",
+                self.data_dir(name),
             )
             for role, args in host.roles
         }
@@ -339,6 +348,7 @@ http {{
             [NGINX, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
             {},
             prefix / "logs" / "nginx.out",
+            prefix,
         )
 
     def upstream_name(self, addr: str) -> str | None:
