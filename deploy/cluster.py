@@ -454,10 +454,19 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 
 
 def start_services(base: Path) -> tuple[Shared, dict[str, int]]:
-    """A PostgreSQL cluster, a redis-server and moto's S3 server on loopback, under base."""
+    """A PostgreSQL cluster, a redis-server and moto's S3 server on loopback, under base;
+    when one fails to start, the others are stopped again (nothing is left running)."""
+    pids: dict[str, int] = {}
+    try:
+        return _start_services(base, pids)
+    except BaseException:
+        stop_services(base, pids)
+        raise
+
+
+def _start_services(base: Path, pids: dict[str, int]) -> tuple[Shared, dict[str, int]]:
     import boto3
 
-    pids: dict[str, int] = {}
     services = base / "services"
     services.mkdir(parents=True, exist_ok=True)
     # PostgreSQL, as the `postgres` user when run as root.
