@@ -9,6 +9,7 @@ LOCK := requirements.lock
 
 # Debian packages the product needs at run time, and the extra ones the tests and benches use.
 RUN_PACKAGES := redis-server ffmpeg chromium fonts-liberation fonts-dejavu-core
+# nginx-light: in front of the web hosts of tests/test_cluster.py and for signed pictures.
 TEST_PACKAGES := $(RUN_PACKAGES) postgresql-15 gir1.2-gst-rtsp-server-1.0 \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly python3-gi nginx-light
