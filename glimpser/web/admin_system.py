@@ -5,10 +5,10 @@ Redis, the cron scheduler's heartbeat, the process heartbeats of web and worker 
 (glimpser.heartbeats), the readers processes' heartbeats, the per-host Chromium slots, the
 Snapshot rows and the disk. Processes are grouped by host (glimpser.node); a host none of whose
 processes beats any more is shown as gone, not dropped. Two fragments refresh themselves over
-htmx: the processes every few seconds, storage (heavier queries) every minute. Failed jobs can be retried (queued again through
-glimpser.queues) or deleted; each action is recorded in the audit log ("job.retry",
-"job.delete"), written in a transaction around the Redis change: when Redis fails, no audit
-row is left claiming a change that did not happen.
+htmx: the processes every few seconds, storage (heavier queries) every minute. Failed jobs
+can be retried (queued again through glimpser.queues) or deleted; each action is recorded in
+the audit log ("job.retry", "job.delete"), written in a transaction around the Redis change:
+when Redis fails, no audit row is left claiming a change that did not happen.
 """
 
 from __future__ import annotations
