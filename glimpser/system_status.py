@@ -295,8 +295,9 @@ def hosts(
 ) -> list[HostStatus]:
     """The processes of `status` grouped by host, with every host heard from in the last day.
 
-    A host is alive while any of its processes beats: a web or worker process heartbeat
-    (glimpser.heartbeats), a fresh cron scheduler heartbeat or a readers heartbeat. A host
+    A host is alive while any of its processes beats: a web, worker or scheduler process
+    heartbeat (glimpser.heartbeats, BEAT_TTL) or a readers heartbeat. (RQ's own entries are
+    rewritten only every few minutes, and stay minutes after a kill -9.) A host
     whose processes all went silent stays listed as gone, with when it was last heard."""
     from glimpser.sources import browser_pool
 
@@ -316,11 +317,7 @@ def hosts(
         host.schedulers = [s for s in status.schedulers if s.host == name]
         host.readers = [r for r in status.readers if r.host == name]
         host.browsers = browser_pool.holders(connection, name)
-        host.alive = bool(
-            [b for b in beats if b.node == name]
-            or any(s.alive for s in host.schedulers)
-            or host.readers
-        )
+        host.alive = any(b.node == name for b in beats) or bool(host.readers)
         found.append(host)
     return found
 
