@@ -135,8 +135,9 @@ def worker(settings: Settings, queues: str, burst: bool) -> None:
     connection = _redis(settings)
     jobs.configure(settings)
     if "browser" in names:
-        browser_pool.configure(connection, settings.browser_max_per_host)
-    beat = heartbeats.Heartbeat(connection, "worker").start()
+        browser_pool.configure(connect_redis(settings.redis_url), settings.browser_max_per_host)
+    # A client of its own: RQ sets its connection's socket timeout for its long BLPOP.
+    beat = heartbeats.Heartbeat(connect_redis(settings.redis_url), "worker").start()
     try:
         _work(connection, names, burst, settings)
     finally:
@@ -206,7 +207,7 @@ def scheduler(settings: Settings) -> None:
     from glimpser.jobs import CRON_JOBS
 
     connection = _redis(settings)
-    beat = heartbeats.Heartbeat(connection, "scheduler").start()
+    beat = heartbeats.Heartbeat(connect_redis(settings.redis_url), "scheduler").start()
     try:
         _schedule(connection, settings, CRON_JOBS)
     finally:
