@@ -197,7 +197,7 @@ def test_a_real_worker_and_its_current_job_are_listed(app, admin, redis_client):
             row.group(1)
         )
         assert re.search(r'"Running for">\d+ s</td>', row.group(1)), row.group(1)
-        assert re.search(r'"Last heartbeat">\d+ s ago</td>', row.group(1)), row.group(1)
+        assert re.search(r'"RQ heartbeat">\d+ s ago</td>', row.group(1)), row.group(1)
         assert "No worker is running" not in html
     finally:
         holder.execute("ROLLBACK")

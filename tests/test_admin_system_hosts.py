@@ -63,7 +63,8 @@ def test_processes_on_two_hosts_are_grouped_and_a_lost_host_is_shown_gone(app, t
         a, b = wait_until(both_up, GUARD, "both hosts with their processes")
         assert 'class="good host-state">up' in a and 'class="good host-state">up' in b
         row_a = re.search(rf'<tr data-pid="{worker_a.pid}">(.*?)</tr>', a, re.S).group(1)
-        assert "capture, maintenance" in row_a and '"Done / failed">0 / 0' in row_a
+        assert "capture, maintenance" in row_a  # host-b's scheduler queues maintenance jobs
+        assert re.search(r'"Done / failed">\d+ / 0</td>', row_a), row_a
         row_b = re.search(rf'<tr data-pid="{worker_b.pid}">(.*?)</tr>', b, re.S).group(1)
         assert "notify, browser" in row_b
         assert f"PID {scheduler_b.pid}" in b and "alive" in b
