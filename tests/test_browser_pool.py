@@ -211,3 +211,18 @@ def test_waiters_go_first_and_a_dead_holders_slot_lapses(redis_client):
     assert browser_pool.holders(redis_client, "n1") == [third.holder]
     third.release()
     other.release()
+
+
+def test_the_keeper_renews_a_slot_taken_again_right_after_its_release(redis_client):
+    pool = browser_pool.BrowserPool(redis_client, 1, "n3", ttl=30.0, renew_every=0.1)
+    pool.acquire(wait=0)
+    pool.release()
+    pool.acquire(wait=0)  # at once: the first keeper may not have stopped yet
+
+    def expiry() -> float:
+        return redis_client.zscore(browser_pool.slots_key("n3"), pool.holder) or 0.0
+
+    taken = expiry()
+    wait_until(lambda: expiry() > taken, GUARD, "the slot renewed by a live keeper")
+    pool.release()
+    assert browser_pool.holders(redis_client, "n3") == []

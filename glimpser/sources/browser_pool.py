@@ -131,8 +131,9 @@ class BrowserPool:
         self.renew_every = renew_every
         self._held = False
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # One stop event per keeper thread: a slot released and taken again at once gets a
+        # fresh keeper, never the old one that is about to stop.
+        self._stop: threading.Event | None = None
 
     @property
     def held(self) -> bool:
@@ -182,7 +183,9 @@ class BrowserPool:
         """Give the slot back (after Chromium is closed)."""
         with self._lock:
             was_held, self._held = self._held, False
-        self._stop.set()
+            stop, self._stop = self._stop, None
+        if stop is not None:
+            stop.set()
         if was_held:
             try:
                 self.connection.zrem(slots_key(self.node), self.holder)
@@ -190,16 +193,16 @@ class BrowserPool:
                 log.warning("Chromium slot not released", extra={"error": str(exc)})
 
     def _start_keeper(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._keep, name="browser-slot", daemon=True)
-        self._thread.start()
+        with self._lock:
+            if self._stop is not None:
+                return  # a keeper runs for this slot already
+            self._stop = stop = threading.Event()
+        threading.Thread(target=self._keep, args=(stop,), name="browser-slot", daemon=True).start()
 
-    def _keep(self) -> None:
-        while not self._stop.wait(self.renew_every):
+    def _keep(self, stop: threading.Event) -> None:
+        while not stop.wait(self.renew_every):
             with self._lock:
-                if not self._held:
+                if not self._held or stop is not self._stop:
                     return
                 try:
                     ok = self.connection.eval(
@@ -212,6 +215,7 @@ class BrowserPool:
                     # Lapsed (Redis was away longer than the TTL): take it again next capture.
                     log.warning("Chromium slot lapsed", extra={"node": self.node})
                     self._held = False
+                    self._stop = None
                     return
 
 
