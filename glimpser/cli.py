@@ -15,7 +15,7 @@ from typing import Any
 import click
 import peewee
 
-from glimpser import db
+from glimpser import db, node
 from glimpser.auth.users import UserError, create_user
 from glimpser.config import ConfigError, Settings, load_settings
 from glimpser.db import DatabaseUnavailable
@@ -46,6 +46,7 @@ def with_settings(func: Callable[..., Any]) -> Callable[..., Any]:
         except ConfigError as exc:
             _fail(str(exc))
         configure_logging(settings.log_level)
+        node.configure(settings.node_name)
         try:
             return func(settings, *args, **kwargs)
         except (ConfigError, DatabaseUnavailable) as exc:
@@ -122,10 +123,9 @@ def web(settings: Settings) -> None:
 @with_settings
 def worker(settings: Settings, queues: str, burst: bool) -> None:
     """Run an RQ worker for capture, browser, analysis, notify and maintenance jobs."""
-    import redis
-    from rq import SimpleWorker
 
-    from glimpser import jobs
+    from glimpser import heartbeats, jobs
+    from glimpser.sources import browser_pool
 
     names = [q.strip() for q in queues.split(",") if q.strip()] or list(WORKER_QUEUE_ORDER)
     unknown = [n for n in names if n not in QUEUE_NAMES]
@@ -134,13 +134,32 @@ def worker(settings: Settings, queues: str, burst: bool) -> None:
     _bind_database(settings)
     connection = _redis(settings)
     jobs.configure(settings)
+    if "browser" in names:
+        browser_pool.configure(connect_redis(settings.redis_url), settings.browser_max_per_host)
+    # A client of its own: RQ sets its connection's socket timeout for its long BLPOP.
+    beat = heartbeats.Heartbeat(connect_redis(settings.redis_url), "worker").start()
+    try:
+        _work(connection, names, burst, settings)
+    finally:
+        beat.stop()
+
+
+def _work(connection: Any, names: list[str], burst: bool, settings: Settings) -> None:
+    """Run RQ workers one after the other until asked to stop.
+
+    SIGTERM or SIGINT is a warm shutdown (RQ's): the job in hand is finished, then the worker
+    exits; a second one is a cold shutdown that cuts the job off like kill -9 does."""
+    import redis
+
+    from glimpser.workers import GlimpserWorker
+
     # SimpleWorker runs jobs in this process instead of forking one per job: cheaper per
     # capture, and it lets a worker keep one Chromium across website captures.
     # Maintenance every 30 s, not RQ's 10 min: it is also when a worker takes over the RQ
     # scheduler of a worker that was killed (its lock expires after 61 s); until then
     # queues.enqueue_overdue() keeps the scheduled jobs moving.
     while True:
-        rq_worker = SimpleWorker(
+        rq_worker = GlimpserWorker(
             [get_queue(n, connection) for n in names],
             connection=connection,
             maintenance_interval=MAINTENANCE_SECONDS,
@@ -183,15 +202,30 @@ def _wait_for_redis(connection: Any) -> None:
 @with_settings
 def scheduler(settings: Settings) -> None:
     """Run RQ's cron scheduler with Glimpser's periodic jobs."""
-    import redis
-    from rq.cron import CronScheduler
 
+    from glimpser import heartbeats
     from glimpser.jobs import CRON_JOBS
 
     connection = _redis(settings)
+    beat = heartbeats.Heartbeat(connect_redis(settings.redis_url), "scheduler").start()
+    try:
+        _schedule(connection, settings, CRON_JOBS)
+    finally:
+        beat.stop()
+
+
+def _schedule(connection: Any, settings: Settings, cron_jobs: Any) -> None:
+    """RQ's cron scheduler, named after this node, started again after a Redis restart."""
+    import secrets
+
+    import redis
+    from rq.cron import CronScheduler
+
     while True:
-        cron = CronScheduler(connection=connection, logging_level=settings.log_level)
-        for func, queue_name, interval in CRON_JOBS:
+        name = f"{node.name()}:{os.getpid()}:{secrets.token_hex(3)}"
+        cron = CronScheduler(connection=connection, logging_level=settings.log_level, name=name)
+        cron.hostname = node.name()
+        for func, queue_name, interval in cron_jobs:
             cron.register(func, queue_name=queue_name, interval=interval)
         try:
             cron.start()

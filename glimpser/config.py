@@ -128,11 +128,13 @@ class Settings:
     web_workers: int
     web_threads: int
     workers: int
+    node_name: str  # this machine's name in the cluster (glimpser.node)
     log_level: str
     max_request_bytes: int
     trusted_proxies: int
     # capture
     chromium: str
+    browser_max_per_host: int  # Chromium instances the workers of one host run at once (0 = no cap)
     media_dir: Path
     allow_loopback_sources: bool
     source_deny_cidrs: tuple[str, ...]
@@ -258,6 +260,19 @@ def _accel_prefix(raw: str) -> str:
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 PUSHOVER_API_URL = "https://api.pushover.net/1/messages.json"
+
+
+def _node_name(env: Mapping[str, str]) -> str:
+    """GLIMPSER_NODE_NAME: this machine's name in the cluster (default: the hostname)."""
+    from glimpser import node
+
+    raw = env.get("GLIMPSER_NODE_NAME", "").strip()
+    if raw and not node.valid(raw):
+        raise ConfigError(
+            f"GLIMPSER_NODE_NAME={raw!r} is not a valid name (letters, digits, '.', '_', '-'; "
+            "at most 63 characters, no colon)"
+        )
+    return raw or node.name()
 
 
 def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
@@ -526,12 +541,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         web_workers=_int(env, "GLIMPSER_WEB_WORKERS", 2, 1, 64),
         web_threads=_int(env, "GLIMPSER_WEB_THREADS", 8, 1, 256),
         workers=_int(env, "GLIMPSER_WORKERS", 2, 1, 64),
+        node_name=_node_name(env),
         log_level=log_level,
         max_request_bytes=_int(
             env, "GLIMPSER_MAX_REQUEST_BYTES", 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024
         ),
         trusted_proxies=_int(env, "GLIMPSER_TRUSTED_PROXIES", 0, 0, 10),
         chromium=env.get("GLIMPSER_CHROMIUM", "").strip() or "/usr/bin/chromium",
+        browser_max_per_host=_int(env, "GLIMPSER_BROWSER_MAX_PER_HOST", 0, 0, 64),
         media_dir=Path(env.get("GLIMPSER_MEDIA_DIR", "").strip() or data_dir / "media").resolve(),
         allow_loopback_sources=_bool(env, "GLIMPSER_ALLOW_LOOPBACK_SOURCES", False),
         source_deny_cidrs=deny,

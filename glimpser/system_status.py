@@ -22,7 +22,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobEr
 from rq.job import Job
 from rq.results import Result
 
-from glimpser import queues
+from glimpser import heartbeats, node, queues
 from glimpser.config import Settings
 from glimpser.db import database
 from glimpser.models import Delivery, NotificationChannel, Snapshot, Stream, Summary, Timelapse
@@ -117,6 +116,9 @@ class WorkerStatus:
     target: JobTarget | None = None
     job_age: float | None = None
     heartbeat_age: float | None = None
+    done: int = 0  # jobs finished successfully since the worker started
+    failed: int = 0
+    beating: bool = True  # its process heartbeat (glimpser.heartbeats) is fresh
 
 
 @dataclass
@@ -148,6 +150,24 @@ class ReadersStatus:
 
 
 @dataclass
+class HostStatus:
+    """One machine (node name) and the Glimpser processes heard from on it."""
+
+    name: str
+    alive: bool
+    last_heard: float | None  # seconds since any of its processes beat (None: never recorded)
+    web: list[heartbeats.ProcessBeat] = field(default_factory=list)
+    workers: list[WorkerStatus] = field(default_factory=list)
+    schedulers: list[SchedulerStatus] = field(default_factory=list)
+    readers: list[ReadersStatus] = field(default_factory=list)
+    browsers: list[str] = field(default_factory=list)  # Chromium slot holders (browser_pool)
+
+    @property
+    def reader_streams(self) -> int:
+        return sum(len(r.streams) for r in self.readers)
+
+
+@dataclass
 class SystemStatus:
     database_kind: str
     database_error: str | None
@@ -159,6 +179,7 @@ class SystemStatus:
     schedulers: list[SchedulerStatus] = field(default_factory=list)
     cron: list[CronRun] = field(default_factory=list)
     readers: list[ReadersStatus] = field(default_factory=list)
+    hosts: list[HostStatus] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -172,12 +193,15 @@ class SystemStatus:
             found.append("the database is not reachable")
         if self.redis_error:
             return [*found, "Redis is not reachable"]
-        if not self.workers:
+        if not any(w.beating for w in self.workers):
             found.append("no worker is running")
         if not any(s.alive for s in self.schedulers):
             found.append("no scheduler is running")
         if self.failed:
             found.append(f"{self.failed} failed job{'s' if self.failed != 1 else ''}")
+        gone = [h.name for h in self.hosts if not h.alive]
+        if gone:
+            found.append(f"host{'s' if len(gone) != 1 else ''} not heard from: {', '.join(gone)}")
         return found
 
 
@@ -213,6 +237,8 @@ def collect(redis_client: redis.Redis) -> SystemStatus:
                 oldest_age=oldest,
             )
         )
+    beats = heartbeats.processes(redis_client)
+    beating = {(b.node, b.kind, b.pid) for b in beats}
     for worker in Worker.all(connection=redis_client):
         row = WorkerStatus(
             name=worker.name,
@@ -221,6 +247,9 @@ def collect(redis_client: redis.Redis) -> SystemStatus:
             state=worker.get_state(),
             queues=", ".join(worker.queue_names()),
             heartbeat_age=_age(worker.last_heartbeat, now),
+            done=worker.successful_job_count or 0,
+            failed=worker.failed_job_count or 0,
+            beating=(worker.hostname or "", "worker", worker.pid) in beating,
         )
         current = worker.get_current_job()
         if current is not None:
@@ -257,7 +286,40 @@ def collect(redis_client: redis.Redis) -> SystemStatus:
                 run.ms = float(data["ms"])
         status.cron.append(run)
     status.readers = readers(redis_client)
+    status.hosts = hosts(redis_client, status, beats)
     return status
+
+
+def hosts(
+    connection: redis.Redis, status: SystemStatus, beats: list[heartbeats.ProcessBeat]
+) -> list[HostStatus]:
+    """The processes of `status` grouped by host, with every host heard from in the last day.
+
+    A host is alive while any of its processes beats: a web, worker or scheduler process
+    heartbeat (glimpser.heartbeats, BEAT_TTL) or a readers heartbeat. (RQ's own entries are
+    rewritten only every few minutes, and stay minutes after a kill -9.) A host
+    whose processes all went silent stays listed as gone, with when it was last heard."""
+    from glimpser.sources import browser_pool
+
+    last = heartbeats.nodes(connection)
+    names = (
+        set(last)
+        | {b.node for b in beats}
+        | {w.host for w in status.workers}
+        | {s.host for s in status.schedulers}
+        | {r.host for r in status.readers}
+    )
+    found = []
+    for name in sorted(names):
+        host = HostStatus(name=name, alive=False, last_heard=last.get(name))
+        host.web = [b for b in beats if b.node == name and b.kind == "web"]
+        host.workers = [w for w in status.workers if w.host == name]
+        host.schedulers = [s for s in status.schedulers if s.host == name]
+        host.readers = [r for r in status.readers if r.host == name]
+        host.browsers = browser_pool.holders(connection, name)
+        host.alive = any(b.node == name for b in beats) or bool(host.readers)
+        found.append(host)
+    return found
 
 
 def record_cron_run(connection: redis.Redis, name: str, outcome: str, ms: float) -> None:
@@ -282,16 +344,19 @@ def publish_readers(
     Other readers processes count the fresh heartbeats to share the streams
     (live_readers_processes).
     """
-    host, pid = socket.gethostname(), os.getpid()
+    host, pid = node.name(), os.getpid()
     value = json.dumps(
         {"host": host, "pid": pid, "owner": owner, "at": time.time(), "streams": streams}
     )
-    connection.set(readers_key(host, pid), value, ex=READERS_TTL_SECONDS)
+    pipe = connection.pipeline(transaction=False)
+    pipe.set(readers_key(host, pid), value, ex=READERS_TTL_SECONDS)
+    heartbeats.stamp_node(pipe)
+    pipe.execute()
 
 
 def withdraw_readers(connection: redis.Redis) -> None:
     """A readers process that stops removes its heartbeat."""
-    connection.delete(readers_key(socket.gethostname(), os.getpid()))
+    connection.delete(readers_key(node.name(), os.getpid()))
 
 
 def live_readers_processes(connection: redis.Redis, within: float) -> set[str]:
@@ -324,7 +389,7 @@ def _heartbeats(connection: redis.Redis) -> Iterator[tuple[str, dict]]:
 
 
 def own_readers_key() -> str:
-    return readers_key(socket.gethostname(), os.getpid())
+    return readers_key(node.name(), os.getpid())
 
 
 def readers(connection: redis.Redis) -> list[ReadersStatus]:

@@ -125,10 +125,12 @@ class SlowCamera:
 
 
 class Receiver:
-    """A loopback webhook receiver that counts every body it got, answering `delay` s late."""
+    """A loopback webhook receiver that counts every body it got, answering `delay` s late
+    (and, with a `gate`, only once the gate is set)."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
         self.delay = delay
+        self.gate = gate
         self.bodies: list[bytes] = []
         self.in_flight = threading.Event()
         receiver = self
@@ -142,6 +144,8 @@ class Receiver:
                 body = self.rfile.read(length)
                 receiver.bodies.append(body)
                 receiver.in_flight.set()
+                if receiver.gate is not None:
+                    receiver.gate.wait(120)
                 time.sleep(receiver.delay)
                 self.send_response(204)
                 self.send_header("Content-Length", "0")
@@ -152,6 +156,8 @@ class Receiver:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
+        if self.gate is not None:
+            self.gate.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 

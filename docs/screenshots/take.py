@@ -533,16 +533,22 @@ def shoot_websites(browser, url: str) -> None:  # noqa: ANN001
 
 
 def shoot_system(browser, server) -> None:  # noqa: ANN001
-    """Admin → System with two readers processes sharing the streams (a second `glimpser
-    readers` beside the one main() runs), at 1920, 1280 and 390 px, light and dark."""
-    second = subprocess.Popen(
-        [sys.executable, "-m", "glimpser.cli", "readers"],
-        env=server.env,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-    )
+    """Admin → System as a cluster of two hosts: this machine (web, worker, scheduler, readers,
+    from main()) and a second node (GLIMPSER_NODE_NAME=cam-host-2) with a `glimpser readers`
+    sharing the streams and a `glimpser worker` for the browser and notify queues; at 1920,
+    1280 and 390 px, light and dark."""
+    second = {**server.env, "GLIMPSER_NODE_NAME": "cam-host-2"}
+    others = [
+        subprocess.Popen(
+            [sys.executable, "-m", "glimpser.cli", *args],
+            env=second,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+        )
+        for args in (["readers"], ["worker", "--queues", "browser,notify"])
+    ]
     try:
-        time.sleep(8)  # both heartbeats, and the live leases settled
+        time.sleep(10)  # both hosts' heartbeats, and the live leases settled
         for scheme in ("light", "dark"):
             context = browser.new_context(color_scheme=scheme, viewport=SIZES["desktop"])
             page = context.new_page()
@@ -554,7 +560,8 @@ def shoot_system(browser, server) -> None:  # noqa: ANN001
                 shoot(page, f"system-{width}-{scheme}")
             context.close()
     finally:
-        stop_process(second)
+        for proc in others:
+            stop_process(proc)
 
 
 def sign_in(page, url: str) -> None:  # noqa: ANN001

@@ -21,11 +21,12 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import socket
 import threading
 from collections.abc import Iterable
 
 import redis
+
+from glimpser import node
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,9 @@ def lease_key(stream_id: int) -> str:
 
 
 def new_owner_id() -> str:
-    """hostname:pid:random: readable on Admin → System, unique across restarts."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    """node:pid:random (glimpser.node: the hostname by default): readable on Admin → System,
+    unique across restarts."""
+    return f"{node.name()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def _ms(ttl: float) -> int:

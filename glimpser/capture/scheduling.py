@@ -28,6 +28,7 @@ from rq.job import Job, JobStatus
 
 from glimpser import queues, times
 from glimpser.models import Stream
+from glimpser.sources.browser_pool import SLOT_WAIT_SECONDS
 from glimpser.sources.schemas import KIND_QUEUE
 
 log = logging.getLogger(__name__)
@@ -120,14 +121,17 @@ def enqueue_capture(
     now = times.utcnow()
     at = at or now
     lead = max((at - now).total_seconds(), 0.0)
+    queue_name = KIND_QUEUE.get(stream.kind, "capture")
     job_timeout = _timeout(stream) + 30
+    if queue_name == "browser":  # it may wait for a Chromium slot first (browser_pool)
+        job_timeout += int(SLOT_WAIT_SECONDS)
     job_id = f"capture-{stream.id}-{uuid.uuid4().hex[:12]}"
     if not claim(connection, stream.id, job_id, lead + job_timeout + CLAIM_GRACE_SECONDS):
         return False
     try:
         queues.enqueue_capture(
             connection,
-            KIND_QUEUE.get(stream.kind, "capture"),
+            queue_name,
             stream.id,
             job_id=job_id,
             job_timeout=job_timeout,

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import redis
 from playwright.sync_api import (
     Browser,
     BrowserContext,
@@ -41,6 +42,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from glimpser.logs import redact
 from glimpser.media.imaging import to_jpeg
+from glimpser.sources import browser_pool
 from glimpser.sources.base import CaptureContext, CaptureError, Frame
 from glimpser.sources.network_guard import address_problem, check_url, resolve
 from glimpser.sources.schemas import TEXT_MAX_CHARS, WebsiteConfig
@@ -118,6 +120,14 @@ def capture(config: WebsiteConfig, ctx: CaptureContext, *, elements: bool = Fals
     """Screenshot the page (or one element of it) as a JPEG, within config.timeout; with its
     text when the stream keeps it, and its visible elements when `elements` (test captures)."""
     check_url(config.url, ctx, WebsiteConfig.URL_SCHEMES)
+    _take_slot()  # before the capture's own time budget starts: waiting is not loading
+    try:
+        return _capture(config, ctx, elements)
+    finally:
+        _yield_slot()
+
+
+def _capture(config: WebsiteConfig, ctx: CaptureContext, elements: bool) -> Frame:
     deadline = _Deadline(config.timeout)
     password = config.secret("password")
     guard = _RequestGuard(ctx)
@@ -146,9 +156,40 @@ class _Shot:
     elements: dict[str, Any] | None = None
 
 
+def _take_slot() -> None:
+    """With GLIMPSER_BROWSER_MAX_PER_HOST set: hold one of this host's Chromium slots before
+    a browser runs, waiting for one if they are all taken (glimpser.sources.browser_pool)."""
+    pool = browser_pool.current()
+    if pool is None or pool.held:
+        return
+    if _browser is not None:  # the slot lapsed while Chromium ran (Redis was away): restart
+        close_browser()
+    try:
+        pool.acquire()
+    except browser_pool.NoSlot as exc:
+        raise CaptureError(str(exc)) from None
+    except redis.RedisError as exc:
+        raise CaptureError(f"cannot take a Chromium slot (Redis: {exc})") from None
+
+
+def _yield_slot() -> None:
+    """After a capture: close Chromium and free the slot when another worker of this host
+    waits for one; keep both otherwise (the next capture starts faster)."""
+    pool = browser_pool.current()
+    if pool is None or not pool.held:
+        return
+    try:
+        waiting = pool.others_waiting()
+    except redis.RedisError:
+        waiting = 1  # cannot tell: let the slot go rather than starve a waiting worker
+    if waiting or _browser is None:
+        close_browser()
+
+
 @atexit.register
 def close_browser() -> None:
-    """Close Chromium and the Playwright driver, so a worker leaves no browser behind."""
+    """Close Chromium and the Playwright driver, so a worker leaves no browser behind, and
+    give its Chromium slot back (when the host has a cap)."""
     global _playwright, _browser
     if _owner_pid == os.getpid():
         # Best effort: at exit the driver may already be gone, or we are on another thread.
@@ -159,6 +200,9 @@ def close_browser() -> None:
             if _playwright is not None:
                 _playwright.stop()
     _playwright = _browser = None
+    pool = browser_pool.current()
+    if pool is not None:
+        pool.release()
 
 
 def _new_context(config: WebsiteConfig, ctx: CaptureContext, deadline: _Deadline) -> BrowserContext:

@@ -1,12 +1,14 @@
-"""Admin → System: queues, workers, scheduler, readers, failed jobs, storage and versions.
+"""Admin → System: queues, the hosts and their processes, failed jobs, storage and versions.
 
 The page is read from the real parts (glimpser.system_status): RQ's registries and workers in
-Redis, the cron scheduler's heartbeat, the readers processes' heartbeats, the Snapshot rows and
-the disk. Two fragments refresh themselves over htmx: the processes every few seconds, storage
-(heavier queries) every minute. Failed jobs can be retried (queued again through
-glimpser.queues) or deleted; each action is recorded in the audit log ("job.retry",
-"job.delete"), written in a transaction around the Redis change: when Redis fails, no audit
-row is left claiming a change that did not happen.
+Redis, the cron scheduler's heartbeat, the process heartbeats of web and worker processes
+(glimpser.heartbeats), the readers processes' heartbeats, the per-host Chromium slots, the
+Snapshot rows and the disk. Processes are grouped by host (glimpser.node); a host none of whose
+processes beats any more is shown as gone, not dropped. Two fragments refresh themselves over
+htmx: the processes every few seconds, storage (heavier queries) every minute. Failed jobs
+can be retried (queued again through glimpser.queues) or deleted; each action is recorded in
+the audit log ("job.retry", "job.delete"), written in a transaction around the Redis change:
+when Redis fails, no audit row is left claiming a change that did not happen.
 """
 
 from __future__ import annotations
