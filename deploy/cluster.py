@@ -193,7 +193,12 @@ class Cluster:
         # HOME too, as the `glimpser` user's home is its data directory (docs/deploy.md): two
         # gunicorns with one HOME would share ~/.gunicorn/gunicorn.ctl, a control socket the
         # second one takes from the first.
-        env = {**self.common_env(), "GLIMPSER_DATA_DIR": data, "HOME": data}
+        env = {
+            **self.common_env(),
+            "GLIMPSER_DATA_DIR": data,
+            "HOME": data,
+            "GLIMPSER_NODE_NAME": name,  # how Admin → System names the host
+        }
         if self.host(name).web:
             env.update(
                 GLIMPSER_HOST="127.0.0.1",

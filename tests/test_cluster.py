@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -314,6 +315,33 @@ def test_a_snapshot_captured_on_one_host_is_served_by_both_web_hosts(env: Env):
     doctor = env.cluster.run_glimpser("capture-b", ["doctor"])
     assert doctor.returncode == 0 and "FAIL" not in doctor.stdout, doctor.stdout + doctor.stderr
     assert "the same as the deployment's" in doctor.stdout
+
+
+def test_admin_system_shows_every_host_and_what_runs_there(env: Env):
+    """Admin → System, through the proxy, shows each host by its GLIMPSER_NODE_NAME as up, with
+    what runs there: web processes on the web hosts, readers holding streams on the capture
+    hosts, workers on the others (from the heartbeats the processes keep in Redis)."""
+
+    def sections() -> dict[str, str] | None:
+        page = env.get("/admin/system")
+        assert page.status_code == 200, page.status_code
+        parts = page.text.split('<article class="host')[1:]
+        found = {
+            re.search(r'data-host="([^"]+)"', part).group(1): part.split("</article>")[0]
+            for part in parts
+        }
+        return found if all(h.name in found for h in env.cluster.hosts) else None
+
+    found = wait_until(sections, GUARD, "every host on Admin → System")
+    for host in env.cluster.hosts:
+        section = found[host.name]
+        assert 'host-state">up<' in section, host.name
+        if host.web:
+            assert re.search(r"<strong>Web:</strong> \d+ process", section), host.name
+        if host.name in CAPTURE_HOSTS:
+            assert "Readers process PID" in section and "Workers on" in section, host.name
+        if host.name in NOTIFY_HOSTS:
+            assert "notify" in section, host.name
 
 
 def test_a_timelapse_is_built_on_the_jobs_host_from_s3(env: Env):
