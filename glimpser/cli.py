@@ -142,7 +142,6 @@ def worker(settings: Settings, queues: str, burst: bool) -> None:
     if threads:
         name = f"{socket.gethostname()}.{os.getpid()}"
         pool = workers.CapturePool(connection, threads, name, settings.log_level)
-        pool.start()
     # SimpleWorker runs jobs in this process instead of forking one per job: cheaper per
     # capture, and it lets a worker keep one Chromium across website captures.
     # Maintenance every 30 s, not RQ's 10 min: it is also when a worker takes over the RQ
@@ -155,7 +154,10 @@ def worker(settings: Settings, queues: str, burst: bool) -> None:
                 connection=connection,
                 maintenance_interval=MAINTENANCE_SECONDS,
             )
-            rq_worker.pool = pool
+            rq_worker.pool = pool  # started by the worker, once its RQ scheduler is forked
+            rq_worker.also_scheduled = tuple(
+                get_queue(n, connection) for n in names if n not in main_names
+            )
             try:
                 rq_worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
             except (redis.RedisError, OSError) as exc:  # Redis went away during RQ's teardown

@@ -116,6 +116,10 @@ class CapturePool:
         self._workers: dict[int, CaptureThreadWorker] = {}
 
     def start(self) -> None:
+        """Start the threads (once: a main worker made again after Redis came back finds
+        them running)."""
+        if self._threads:
+            return
         for slot in range(self.size):
             thread = threading.Thread(
                 target=self._run, args=(slot,), name=f"capture-{slot}", daemon=True
@@ -180,10 +184,24 @@ def _wait_for_redis(connection: redis.Redis, stopping: threading.Event) -> None:
 
 
 class MainWorker(SimpleWorker):
-    """The main thread's RQ worker: on a warm shutdown request (SIGTERM, SIGINT) it also stops
-    the capture pool, whose captures then finish while this worker finishes its own job."""
+    """The main thread's RQ worker. Its RQ scheduler also moves the capture queue's scheduled
+    jobs (the next capture of every stream) although the threads run them, and it starts the
+    capture threads once that scheduler process is forked (no fork while they run). On a warm
+    shutdown request (SIGTERM, SIGINT) it stops them too: their captures finish while this
+    worker finishes its own job."""
 
     pool: CapturePool | None = None
+    also_scheduled: tuple[Queue, ...] = ()
+
+    def _start_scheduler(self, *args: Any, **kwargs: Any) -> None:
+        own = self.queues
+        self.queues = [*own, *(q for q in self.also_scheduled if q not in own)]
+        try:
+            super()._start_scheduler(*args, **kwargs)
+        finally:
+            self.queues = own
+            if self.pool is not None:
+                self.pool.start()
 
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()

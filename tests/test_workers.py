@@ -7,10 +7,12 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from rq import Worker
 from rq.job import Job, JobStatus
 
 from glimpser import db, times
@@ -148,6 +150,28 @@ def test_one_worker_runs_captures_at_once_and_a_sigterm_lets_them_finish(
             for stream in Stream.select().where(Stream.id.in_([s.id for s in streams])):
                 assert stream.state == "ok" and stream.consecutive_failures == 0
         assert capture_queue.failed_job_registry.count == 0
+    finally:
+        stop(procs)
+        camera.stop()
+
+
+def test_a_capture_scheduled_for_later_runs_on_a_capture_thread(tmp_path, redis_url, redis_client):
+    """The next capture of a stream is scheduled (enqueue_at); the main thread's RQ scheduler
+    must move the capture queue's scheduled jobs although the threads run them. No `glimpser
+    scheduler` runs here, so nothing else could queue it."""
+    camera = HeldCamera()
+    camera.release.set()
+    env = _setup(tmp_path, redis_url, GLIMPSER_CAPTURE_THREADS="2")
+    (stream,) = _streams(camera.url, 1)
+    procs = [start_glimpser(["worker"], env, tmp_path / "logs")]
+    try:
+        with database.connection_context():
+            at = times.utcnow() + timedelta(seconds=2)
+            assert scheduling.enqueue_capture(redis_client, stream, at)
+        assert get_queue("capture", redis_client).scheduled_job_registry.count == 1
+        wait_until(lambda: _snapshot_counts([stream])[stream.id], GUARD, "the scheduled capture")
+        worker_names = [w.name for w in Worker.all(connection=redis_client)]
+        assert sum("-capture-" in name for name in worker_names) == 2
     finally:
         stop(procs)
         camera.stop()
