@@ -129,6 +129,7 @@ class Settings:
     web_threads: int
     workers: int
     node_name: str  # this machine's name in the cluster (glimpser.node)
+    capture_threads: int  # capture-queue jobs one worker process runs at once (glimpser.workers)
     log_level: str
     max_request_bytes: int
     trusted_proxies: int
@@ -542,6 +543,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         web_threads=_int(env, "GLIMPSER_WEB_THREADS", 8, 1, 256),
         workers=_int(env, "GLIMPSER_WORKERS", 2, 1, 64),
         node_name=_node_name(env),
+        capture_threads=_int(env, "GLIMPSER_CAPTURE_THREADS", 8, 0, 256),
         log_level=log_level,
         max_request_bytes=_int(
             env, "GLIMPSER_MAX_REQUEST_BYTES", 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024
