@@ -28,7 +28,9 @@ The machine has few cores and is shared with other work, so the text prefers rat
 due, CPU per capture, share of the machine) measured in the same run over absolute rates.
 
 Run: `make bench` (or `.venv/bin/python bench/bench_capacity.py [--quick]`); `--quick` runs
-smaller points for a few seconds each, to check the script, and writes nothing.
+smaller points for a few seconds each, to check the script, and writes nothing. Each point's
+raw numbers are printed as one JSON line; `--report-from FILE` writes the section again from
+such a run's output (same numbers, e.g. after the text changed).
 """
 
 from __future__ import annotations
@@ -742,6 +744,11 @@ def _latency_lines(idle: dict, points: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def _range(values: list[float], spec: str) -> str:
+    low, high = format(min(values), spec), format(max(values), spec)
+    return low if low == high else f"{low}–{high}"
+
+
 def _reading(info: dict, idle: dict, points: list[dict]) -> list[str]:
     """The text, computed from this run's numbers so that it never contradicts the tables."""
     cores = info["cores"]
@@ -755,6 +762,21 @@ def _reading(info: dict, idle: dict, points: list[dict]) -> list[str]:
         d = _derived(p, cores)
         if d["done_ratio"] >= 0.95 and p["lag_p95"] < INTERVAL:
             verdict = "keeps up"
+        elif d["occupancy"] > 0.8 and d["stack_share"] < 0.5:
+            verdict = (
+                f"falls behind because its workers are busy {d['occupancy'] * 100:.0f} % of "
+                "the time while Glimpser, PostgreSQL and Redis use only "
+                f"{d['stack_share'] * 100:.0f} % of the machine: the limit is how many "
+                "captures run at once (one per worker process), not Glimpser's CPU; an RTSP "
+                f"grab holds a worker for {_s(p['wall_rtsp'])} (ffmpeg start, RTSP handshake, "
+                "waiting for a keyframe) while using a fraction of that in CPU"
+                + (
+                    f", and the other work on this shared machine (≈ {d['others'] * 100:.0f} % "
+                    "of it) stretched every job's wall time"
+                    if p["machine_busy"] > 0.9 and d["others"] > d["stack_share"]
+                    else ""
+                )
+            )
         elif p["machine_busy"] > 0.9:
             verdict = (
                 "falls behind with the CPU saturated"
@@ -766,14 +788,6 @@ def _reading(info: dict, idle: dict, points: list[dict]) -> list[str]:
                 )
                 + ": captures wait for a core, the lag grows and done / due falls; more "
                 "workers only share the same cores"
-            )
-        elif d["occupancy"] > 0.8:
-            verdict = (
-                "falls behind with CPU to spare: the workers are busy "
-                f"{d['occupancy'] * 100:.0f} % of the time, so the limit is how many captures "
-                "run at once (one per worker process), not the CPU; an RTSP grab holds a "
-                f"worker for {_s(p['wall_rtsp'])} (ffmpeg start, RTSP handshake, waiting for a "
-                "keyframe) while using a fraction of that in CPU"
             )
         else:
             verdict = "falls behind"
@@ -809,9 +823,9 @@ def _reading(info: dict, idle: dict, points: list[dict]) -> list[str]:
     per_capture = [_derived(p, cores)["per_capture_all_ms"] for p in kept]
     lines.append(
         f"- **Per camera.** Where captures kept up, a camera cost "
-        f"{min(per_camera):.2f}–{max(per_camera):.2f} % of a core of Glimpser CPU (ffmpeg "
+        f"{_range(per_camera, '.2f')} % of a core of Glimpser CPU (ffmpeg "
         f"included) at a {INTERVAL} s interval, and a capture "
-        f"{min(per_capture):.0f}–{max(per_capture):.0f} ms of CPU with PostgreSQL and Redis. "
+        f"{_range(per_capture, '.0f')} ms of CPU with PostgreSQL and Redis. "
         f"motionEye users report ≈ {MOTIONEYE_STILL:.0f} % of a core per still-image camera "
         f"and ≈ {MOTIONEYE_RTSP:.0f} % per RTSP camera (motioneye issue 1879), ≈ "
         f"{expected_me:.1f} % for this mix: a Glimpser camera costs at most "
@@ -887,12 +901,27 @@ def code_version() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small points, a few seconds each")
+    parser.add_argument(
+        "--report-from",
+        type=Path,
+        help="write the report from the JSON lines an earlier run printed (its stdout)",
+    )
     args = parser.parse_args()
+    if args.report_from:
+        info, idle, *points = [
+            json.loads(line)
+            for line in args.report_from.read_text().splitlines()
+            if line.startswith("{")
+        ]
+        section = report(info, idle, points, info["code"])
+        print(section)
+        write_section("capacity", section)
+        return
     if args.quick:
         sizes, worker_counts, warmup, seconds = [20, 60], [1, 2], 15, 15
     else:
         sizes, worker_counts, warmup, seconds = [100, 300, 1000], [1, 2, 4], 20, 40
-    info = machine()
+    info = {**machine(), "code": code_version()}
     print(json.dumps(info), flush=True)
     peers = start_peers()
     points = []
@@ -908,7 +937,7 @@ def main() -> None:
                 points.append(point)
     finally:
         stop_peers(peers)
-    section = report(info, idle, points, code_version())
+    section = report(info, idle, points, info["code"])
     print(section)
     if not args.quick:
         write_section("capacity", section)
