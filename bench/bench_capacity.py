@@ -482,6 +482,9 @@ def run_point(
         cwd=ROOT,
     )
     moving, kinds = _create_streams(database_url, peers, streams, latency)
+    from glimpser.config import load_settings
+
+    capture_threads = getattr(load_settings(env), "capture_threads", 0)
     client = redis_lib.Redis.from_url(redis_url)
     peers.receiver.arrivals.clear()  # event ids start again in each new database
     log_path = data / "glimpser.log"
@@ -530,6 +533,7 @@ def run_point(
     result = {
         "streams": streams,
         "workers": workers,
+        "capture_threads": capture_threads,
         "seconds": seconds,
         "cpu": cpu,
         "peers_cpu": peers_cpu,
@@ -621,6 +625,13 @@ def _s(value: float) -> str:
     return f"{value:.2f} s"
 
 
+def _slots(p: dict) -> int:
+    """Jobs a point's workers can run at once: one per process, or with capture threads
+    (GLIMPSER_CAPTURE_THREADS, where the code has them) those plus the main thread."""
+    threads = p.get("capture_threads", 0)
+    return p["workers"] * (1 + threads if threads else 1)
+
+
 def _derived(p: dict, cores: int) -> dict:
     """The ratios the text uses, from one point's raw numbers."""
     seconds = p["seconds"]
@@ -635,7 +646,7 @@ def _derived(p: dict, cores: int) -> dict:
         if captures
         else float("nan"),
         "per_camera": p["cpu"] / seconds / (p["streams"] + LATENCY_STREAMS) * 100,
-        "occupancy": p["busy"] / (seconds * p["workers"]),
+        "occupancy": p["busy"] / (seconds * _slots(p)),
         "others": max(0.0, p["machine_busy"] - ours - p["peers_cpu"] / seconds / cores),
     }
 
@@ -662,7 +673,7 @@ def report(info: dict, idle: dict, points: list[dict], code: str) -> str:
         "",
         "### Throughput",
         "",
-        "| streams | workers | captures done / due | lag p50 / p95 | workers busy "
+        "| streams | workers | captures done / due | lag p50 / p95 | job slots busy "
         "| capture job wall time p50, still / RTSP | webhook latency p50 / p95 |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -677,9 +688,10 @@ def report(info: dict, idle: dict, points: list[dict], code: str) -> str:
     lines += [
         "",
         "Captures done: snapshots stored in the window (every capture stores one); it can pass "
-        "100 % when a point catches up captures that fell due before the window. Workers busy: "
-        "the time the workers spent in jobs of any kind (capture, analysis, notify, schedule) "
-        "/ (window × workers).",
+        "100 % when a point catches up captures that fell due before the window. Job slots "
+        "busy: the time the workers spent in jobs of any kind (capture, analysis, notify, "
+        "schedule) / (window × slots), where a worker process has one slot, or with capture "
+        "threads (GLIMPSER_CAPTURE_THREADS) one per thread plus its main thread.",
         "",
         "### Cost",
         "",
@@ -783,10 +795,10 @@ def _reading(info: dict, idle: dict, points: list[dict]) -> list[str]:
             verdict = "keeps up"
         elif d["occupancy"] > 0.8 and d["stack_share"] < 0.5:
             verdict = (
-                f"falls behind because its workers are busy {d['occupancy'] * 100:.0f} % of "
+                f"falls behind because its job slots are busy {d['occupancy'] * 100:.0f} % of "
                 "the time while Glimpser, PostgreSQL and Redis use only "
                 f"{d['stack_share'] * 100:.0f} % of the machine: the limit is how many "
-                "captures run at once (one per worker process), not Glimpser's CPU; an RTSP "
+                f"captures run at once ({_slots(p)} slots), not Glimpser's CPU; an RTSP "
                 f"grab holds a worker for {_s(p['wall_rtsp'])} (ffmpeg start, RTSP handshake, "
                 "waiting for a keyframe) while using a fraction of that in CPU"
                 + (
