@@ -5,13 +5,15 @@
 2. A persistent ffmpeg reader vs a process per frame, as CPU per snapshot at intervals of
    1, 2, 5, 10 and 30 s; the crossover interval follows from the two.
 3. 100 http_image + 20 rtsp streams at a 10 s interval on this machine: CPU of every
-   Glimpser process and the lag between due time and capture (p50, p95).
+   Glimpser process and the lag between due time and capture (p50, p95), with
+   GLIMPSER_CAPTURE_THREADS capture threads per worker process.
 
 CPU is read from /proc for this process and all its descendants (including the ffmpeg
 processes they spawned and waited for), so it counts what a capture really costs.
 Peers (camera HTTP server, RTSP server) run in their own processes and are not counted.
 
-Run: `make bench` (or `.venv/bin/python bench/bench_capture.py [--quick]`).
+Run: `make bench` (or `.venv/bin/python bench/bench_capture.py [--quick] [--only kinds|readers|load]
+[--workers N]`); `--only` rewrites only that subsection of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from results import markers, write_section  # noqa: E402
+from results import RESULTS, markers, write_section  # noqa: E402
 
 from tests.helpers import free_port, wait_for_http  # noqa: E402
 from tests.media_servers import RtspServer, make_media  # noqa: E402
@@ -68,13 +70,19 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+# The peers' processes (camera and file servers, RTSP servers): children of this process, but
+# their CPU is the camera's, not Glimpser's, and must not be counted for either side.
+PEERS: set[int] = set()
+
+
 def own_cpu() -> float:
     """This process and its reaped children (µs resolution), plus live descendants such as
-    Chromium (clock-tick resolution, from /proc)."""
+    Chromium (clock-tick resolution, from /proc), the peers (PEERS) left out."""
     self_usage = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     live = _stat(os.getpid())
-    descendants = sum(tree_cpu(child) for child in (live[1] if live else []))
+    children_now = [c for c in (live[1] if live else []) if c not in PEERS]
+    descendants = sum(tree_cpu(child) for child in children_now)
     return (
         self_usage.ru_utime
         + self_usage.ru_stime
@@ -92,6 +100,22 @@ def per_capture_cpu(capture, n: int) -> float:  # noqa: ANN001
     return (own_cpu() - before) / n
 
 
+def paired_cpu(ours, floor, n: int, rounds: int) -> tuple[float, float]:  # noqa: ANN001
+    """CPU per capture of ours and of its floor, measured in alternating batches, so that a
+    change in the machine's load during the run weighs on both alike (a shared machine)."""
+    ours()
+    floor()
+    batch = max(1, n // rounds)
+    spent = [0.0, 0.0]
+    for _ in range(rounds):
+        for i, capture in enumerate((ours, floor)):
+            before = own_cpu()
+            for _ in range(batch):
+                capture()
+            spent[i] += own_cpu() - before
+    return spent[0] / (batch * rounds), spent[1] / (batch * rounds)
+
+
 # --- peers ----------------------------------------------------------------------------------
 
 
@@ -104,6 +128,7 @@ def start_camera_process() -> tuple[subprocess.Popen, str]:
         f"ThreadingHTTPServer(('127.0.0.1', {port}), handler).serve_forever()\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code])
+    PEERS.add(proc.pid)
     url = f"http://127.0.0.1:{port}"
     wait_for_http(url + "/snapshot.jpg", timeout=20)
     return proc, url
@@ -127,13 +152,17 @@ def start_file_process(root: Path) -> tuple[subprocess.Popen, str]:
     )
     url = f"http://127.0.0.1:{port}"
     wait_for_http(url + "/test.mp4", timeout=20)
+    PEERS.add(proc.pid)
     return proc, url
 
 
 # --- 1. per-kind CPU ------------------------------------------------------------------------
 
 
-def bench_kinds(n: int, camera: str, files: str, rtsp: str, media: Path) -> list[dict]:
+def bench_kinds(
+    n: int, camera: str, files: str, rtsp: str, media: Path, only: list[str] | None = None
+) -> list[dict]:
+    """CPU per snapshot of each kind beside its floor; `only`: these kinds (table names)."""
     from playwright.sync_api import sync_playwright
 
     from glimpser.sources import capture
@@ -219,9 +248,14 @@ def bench_kinds(n: int, camera: str, files: str, rtsp: str, media: Path) -> list
         ),
     ]
     for name, ours, floor, floor_name in cases:
-        samples = n * 10 if name in ("http_image", "mjpeg") else n  # cheap: more samples
-        ours_cpu, floor_cpu = per_capture_cpu(ours, samples), per_capture_cpu(floor, samples)
+        if only and name not in only:
+            continue
+        cheap = name in ("http_image", "mjpeg")
+        samples = n * 10 if cheap else n  # cheap: more samples
+        ours_cpu, floor_cpu = paired_cpu(ours, floor, samples, 10 if cheap else 4)
         rows.append({"kind": name, "ours": ours_cpu, "floor": floor_cpu, "floor_name": floor_name})
+    if only and not {"youtube (cached URL)", "website"} & set(only):
+        return rows
 
     # youtube: after the first capture the media URL comes from the cache; the floor grabs
     # the same resolved URL with raw ffmpeg.
@@ -363,6 +397,10 @@ def make_hd_video(root: Path) -> Path:
 # --- 3. load: 100 http_image + 20 rtsp at 10 s ----------------------------------------------
 
 
+def _captures_logged(log: Path) -> int:
+    return log.read_bytes().count(b'"msg": "capture"') if log.exists() else 0
+
+
 def bench_load(camera: str, rtsp: str, seconds: int, workers: int) -> dict:
     data = Path(tempfile.mkdtemp(prefix="g-bench-", dir="/tmp"))
     redis_port = free_port()
@@ -409,6 +447,9 @@ def bench_load(camera: str, rtsp: str, seconds: int, workers: int) -> dict:
         f" next_due_at=now + timedelta(seconds=5 + i % 10))\n"
     )
     subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=ROOT)
+    from glimpser.config import load_settings
+
+    threads = load_settings(env).capture_threads
     logs = data / "worker.log"
     with logs.open("wb") as log_file:
         procs = [
@@ -426,7 +467,12 @@ def bench_load(camera: str, rtsp: str, seconds: int, workers: int) -> dict:
                     cwd=ROOT,
                 )
             )
-        time.sleep(20)  # warm up: first captures, connections
+        # Warm up until every stream was captured once (process start-up, imports and first
+        # connections take long on a loaded machine), then a little more; bounded.
+        warm_until = time.monotonic() + 180
+        while time.monotonic() < warm_until and _captures_logged(logs) < 120:
+            time.sleep(1)
+        time.sleep(5)
         started_at = time.time()
         before = sum(tree_cpu(p.pid) for p in procs)
         time.sleep(seconds)
@@ -463,6 +509,7 @@ def bench_load(camera: str, rtsp: str, seconds: int, workers: int) -> dict:
     return {
         "seconds": seconds,
         "workers": workers,
+        "threads": threads,
         "captures": captures,
         "expected": 120 * seconds / 10,
         "failures": failures,
@@ -477,31 +524,56 @@ def bench_load(camera: str, rtsp: str, seconds: int, workers: int) -> dict:
 # --- report ---------------------------------------------------------------------------------
 
 
-def report(kinds: list[dict], readers: list[dict], load: dict) -> str:
+def _sub(name: str, lines: list[str]) -> list[str]:
+    """A subsection between markers of its own, so that `--only` can rewrite it alone."""
+    begin, end = markers(f"capture-{name}")
+    return [begin, *lines, end]
+
+
+def _merged(kinds: list[dict]) -> list[str]:
+    """The table rows of docs/benchmarks.md, with the kinds measured now replaced."""
+    begin, end = markers("capture-kinds")
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    old = text.split(begin, 1)[1].split(end, 1)[0] if begin in text else ""
+    rows = [line for line in old.splitlines() if line.startswith("| ") and "---" not in line]
+    rows = rows[1:]  # without the header
+    fresh = {row["kind"]: _kind_row(row) for row in kinds}
+    merged = [fresh.pop(r.split(" | ")[0][2:], r) for r in rows]
+    return merged + list(fresh.values())
+
+
+def _kind_row(row: dict) -> str:
+    ratio = row["ours"] / row["floor"] if row["floor"] else float("nan")
+    return (
+        f"| {row['kind']} | {row['ours'] * 1000:.1f} | {row['floor'] * 1000:.1f} | "
+        f"{row['floor_name']} | {ratio:.2f}× | {'yes' if ratio <= 1.5 else 'no'} |"
+    )
+
+
+def report_kinds(kinds: list[dict], partial: bool = False) -> list[str]:
     lines = [
-        MARK_BEGIN,
-        "## Capture (issue 3)",
-        "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores "
-        f"({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
-        "by `bench/bench_capture.py`. Peers (camera HTTP server, GStreamer RTSP server) run "
-        "in their own processes and are not counted.",
-        "",
         "### CPU per snapshot, by kind",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')}"
+        + (
+            f" ({', '.join(row['kind'] for row in kinds)}; the other rows earlier)"
+            if partial
+            else ""
+        )
+        + ". Ours and the floor are measured in alternating batches.",
         "",
         "| kind | Glimpser (ms CPU) | floor (ms CPU) | floor | ratio | goal ≤ 1.5× |",
         "|---|---:|---:|---|---:|---|",
     ]
-    for row in kinds:
-        ratio = row["ours"] / row["floor"] if row["floor"] else float("nan")
-        lines.append(
-            f"| {row['kind']} | {row['ours'] * 1000:.1f} | {row['floor'] * 1000:.1f} | "
-            f"{row['floor_name']} | {ratio:.2f}× | {'yes' if ratio <= 1.5 else 'no'} |"
-        )
-    lines += [
-        "",
+    lines += _merged(kinds) if partial else [_kind_row(row) for row in kinds]
+    return _sub("kinds", lines)
+
+
+def report_readers(readers: list[dict]) -> list[str]:
+    lines = [
         "### Persistent reader vs a process per frame (RTSP)",
         "",
+        f"Measured {time.strftime('%Y-%m-%d')}. "
         "A process per frame costs the same at any interval; a reader that keeps the "
         "stream open costs its CPU rate × the interval per snapshot "
         "(ms of CPU per snapshot).",
@@ -534,13 +606,20 @@ def report(kinds: list[dict], readers: list[dict], load: dict) -> str:
         "at most `GLIMPSER_READER_MAX_INTERVAL` (default 5 s, under the 720p keyframes-only "
         "crossover); it decodes every frame up to a 2 s interval (under the 720p full-decode "
         "crossover) and only keyframes above it. Longer intervals start ffmpeg per snapshot.",
-        "",
+    ]
+    return _sub("readers", lines)
+
+
+def report_load(load: dict) -> list[str]:
+    lines = [
         "### 100 http_image + 20 rtsp streams every 10 s",
         "",
-        f"{load['workers']} workers, the scheduler and the readers process (at a 10 s interval "
+        f"Measured {time.strftime('%Y-%m-%d')}. "
+        f"{load['workers']} worker processes with {load['threads']} capture threads each "
+        "(`GLIMPSER_CAPTURE_THREADS`), the scheduler and the readers process (at a 10 s interval "
         "RTSP streams start ffmpeg per snapshot, per the crossover above), measured for "
-        f"{load['seconds']} s after a 20 s warm-up. CPU counts every Glimpser process and the "
-        "ffmpeg processes they run.",
+        f"{load['seconds']} s after a warm-up (every stream captured once, then 5 s). "
+        "CPU counts every Glimpser process and the ffmpeg processes they run.",
         "",
         "| captures | expected | failures | CPU (share of machine) | lag p50 | lag p95 "
         "| job wall time p50 / p95 |",
@@ -551,41 +630,94 @@ def report(kinds: list[dict], readers: list[dict], load: dict) -> str:
         "",
         f"Goals: CPU under 50 % ({'met' if load['cpu_share'] < 0.5 else 'missed'}), "
         f"p95 lag under 2 s ({'met' if load['lag_p95'] < 2 else 'missed'}).",
+    ]
+    return _sub("load", lines)
+
+
+def report(kinds: list[dict], readers: list[dict], load: dict) -> str:
+    lines = [
+        MARK_BEGIN,
+        "## Capture (issue 3)",
+        "",
+        f"Measured on {os.cpu_count()} cores "
+        f"({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
+        "by `bench/bench_capture.py`. Peers (camera HTTP server, GStreamer RTSP server) run "
+        "in their own processes and are not counted.",
+        "",
+        *report_kinds(kinds),
+        "",
+        *report_readers(readers),
+        "",
+        *report_load(load),
         MARK_END,
     ]
     return "\n".join(lines)
 
 
+SECTIONS = ("kinds", "readers", "load")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer samples, shorter load")
+    parser.add_argument(
+        "--only",
+        choices=SECTIONS,
+        action="append",
+        help="run only this section (repeatable); rewrites only its part of docs/benchmarks.md",
+    )
+    parser.add_argument("--workers", type=int, default=4, help="worker processes of the load")
+    parser.add_argument(
+        "--kinds", default="", help="with --only kinds: these kinds only (comma-separated)"
+    )
     args = parser.parse_args()
+    only = args.only or list(SECTIONS)
     n, load_seconds, reader_seconds = (5, 30, 5) if args.quick else (20, 60, 10)
     media = Path(tempfile.mkdtemp(prefix="g-bench-media-"))
     make_media(media)
     camera_proc, camera = start_camera_process()
     files_proc, files = start_file_process(media)
     rtsp = RtspServer(media / "test.mp4")
-    hd_rtsp = RtspServer(make_hd_video(media))
+    hd_rtsp = RtspServer(make_hd_video(media)) if "readers" in only else None
+    PEERS.update(server.proc.pid for server in (rtsp, hd_rtsp) if server is not None)
+    parts: dict[str, list[str]] = {}
+    results: dict[str, object] = {}
     try:
-        kinds = bench_kinds(n, camera, files, rtsp.url, media)
-        readers = [
-            bench_reader(
-                "320×240 at 10 fps (the test camera)", f"{rtsp.url}/test", n, reader_seconds
-            ),
-            bench_reader(
-                "1280×720 at 25 fps, keyframe every 2 s", f"{hd_rtsp.url}/file", n, reader_seconds
-            ),
-        ]
-        load = bench_load(camera, rtsp.url, load_seconds, workers=4)
+        if "kinds" in only:
+            chosen = [k.strip() for k in args.kinds.split(",") if k.strip()]
+            results["kinds"] = bench_kinds(n, camera, files, rtsp.url, media, chosen)
+            parts["kinds"] = report_kinds(results["kinds"], partial=bool(chosen))
+        if "readers" in only:
+            assert hd_rtsp is not None
+            results["readers"] = [
+                bench_reader(
+                    "320×240 at 10 fps (the test camera)", f"{rtsp.url}/test", n, reader_seconds
+                ),
+                bench_reader(
+                    "1280×720 at 25 fps, keyframe every 2 s",
+                    f"{hd_rtsp.url}/file",
+                    n,
+                    reader_seconds,
+                ),
+            ]
+            parts["readers"] = report_readers(results["readers"])
+        if "load" in only:
+            results["load"] = bench_load(camera, rtsp.url, load_seconds, workers=args.workers)
+            parts["load"] = report_load(results["load"])
     finally:
         rtsp.stop()
-        hd_rtsp.stop()
+        if hd_rtsp is not None:
+            hd_rtsp.stop()
         camera_proc.terminate()
         files_proc.terminate()
         shutil.rmtree(media, ignore_errors=True)
-    section = report(kinds, readers, load)
-    write_section("capture", section)
+    if len(parts) == len(SECTIONS):
+        section = report(results["kinds"], results["readers"], results["load"])
+        write_section("capture", section)
+    else:
+        section = "\n\n".join("\n".join(lines) for lines in parts.values())
+        for name, lines in parts.items():
+            write_section(f"capture-{name}", "\n".join(lines))
     print(section)
 
 

@@ -121,11 +121,11 @@ def web(settings: Settings) -> None:
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
 @with_settings
 def worker(settings: Settings, queues: str, burst: bool) -> None:
-    """Run an RQ worker for capture, browser, analysis, notify and maintenance jobs."""
+    """Run an RQ worker for capture, browser, analysis, notify and maintenance jobs, with
+    GLIMPSER_CAPTURE_THREADS capture jobs at a time (glimpser.workers)."""
     import redis
-    from rq import SimpleWorker
 
-    from glimpser import jobs
+    from glimpser import jobs, workers
 
     names = [q.strip() for q in queues.split(",") if q.strip()] or list(WORKER_QUEUE_ORDER)
     unknown = [n for n in names if n not in QUEUE_NAMES]
@@ -134,27 +134,44 @@ def worker(settings: Settings, queues: str, burst: bool) -> None:
     _bind_database(settings)
     connection = _redis(settings)
     jobs.configure(settings)
+    threads = (
+        settings.capture_threads if workers.uses_pool(names, settings.capture_threads, burst) else 0
+    )
+    main_names = workers.main_queues(names, threads)
+    pool = None
+    if threads:
+        name = f"{socket.gethostname()}.{os.getpid()}"
+        pool = workers.CapturePool(connection, threads, name, settings.log_level)
     # SimpleWorker runs jobs in this process instead of forking one per job: cheaper per
     # capture, and it lets a worker keep one Chromium across website captures.
     # Maintenance every 30 s, not RQ's 10 min: it is also when a worker takes over the RQ
     # scheduler of a worker that was killed (its lock expires after 61 s); until then
     # queues.enqueue_overdue() keeps the scheduled jobs moving.
-    while True:
-        rq_worker = SimpleWorker(
-            [get_queue(n, connection) for n in names],
-            connection=connection,
-            maintenance_interval=MAINTENANCE_SECONDS,
-        )
-        try:
-            rq_worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
-        except (redis.RedisError, OSError) as exc:  # Redis went away during RQ's teardown
-            click.echo(f"glimpser worker: lost Redis: {exc}", err=True)
-        # RQ's work() also returns when Redis went away in the middle of its bookkeeping
-        # (it logs "found an unhandled exception, quitting"). Unless asked to stop, wait for
-        # Redis and work on: a Redis restart must not end the worker.
-        if burst or rq_worker._shutdown_requested_date is not None:  # SIGTERM/SIGINT
-            return
-        _wait_for_redis(connection)
+    try:
+        while True:
+            rq_worker = workers.MainWorker(
+                [get_queue(n, connection) for n in main_names],
+                connection=connection,
+                maintenance_interval=MAINTENANCE_SECONDS,
+            )
+            rq_worker.pool = pool  # started by the worker, once its RQ scheduler is forked
+            rq_worker.also_scheduled = tuple(
+                get_queue(n, connection) for n in names if n not in main_names
+            )
+            try:
+                rq_worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
+            except (redis.RedisError, OSError) as exc:  # Redis went away during RQ's teardown
+                click.echo(f"glimpser worker: lost Redis: {exc}", err=True)
+            # RQ's work() also returns when Redis went away in the middle of its bookkeeping
+            # (it logs "found an unhandled exception, quitting"). Unless asked to stop, wait
+            # for Redis and work on: a Redis restart must not end the worker.
+            if burst or rq_worker._shutdown_requested_date is not None:  # SIGTERM/SIGINT
+                return
+            _wait_for_redis(connection)
+    finally:
+        # A warm shutdown: the captures in hand finish and are recorded before the process
+        # ends (a second signal is a cold shutdown: SystemExit here, the threads are daemons).
+        workers.wait_for_threads(pool)
 
 
 def _wait_for_redis(connection: Any) -> None:

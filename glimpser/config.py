@@ -128,6 +128,7 @@ class Settings:
     web_workers: int
     web_threads: int
     workers: int
+    capture_threads: int  # capture-queue jobs one worker process runs at once (glimpser.workers)
     log_level: str
     max_request_bytes: int
     trusted_proxies: int
@@ -516,6 +517,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         web_workers=_int(env, "GLIMPSER_WEB_WORKERS", 2, 1, 64),
         web_threads=_int(env, "GLIMPSER_WEB_THREADS", 8, 1, 256),
         workers=_int(env, "GLIMPSER_WORKERS", 2, 1, 64),
+        capture_threads=_int(env, "GLIMPSER_CAPTURE_THREADS", 8, 0, 256),
         log_level=log_level,
         max_request_bytes=_int(
             env, "GLIMPSER_MAX_REQUEST_BYTES", 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024

@@ -13,8 +13,9 @@ every address, connect to the one checked):
 
 - `guarded_session()`: a requests Session whose adapter checks the host of every request it
   sends (each redirect hop included) and connects to the checked address, keeping the name for
-  the Host header and for TLS (SNI and certificate verification). Used by HTTP camera sources
-  and by every notification sender that speaks HTTP.
+  the Host header and for TLS (SNI and certificate verification). Used by every notification
+  sender that speaks HTTP. HTTP camera sources do the same with `checked_address()` directly
+  (glimpser.sources.http_fetch: http.client, cheaper per snapshot than requests).
 - `GuardProxy`: a small HTTP proxy on loopback for programs that take a proxy setting (ffmpeg
   and yt-dlp). Every request they make, redirects, HLS variants, segments and keys included,
   goes through it and is checked the same way; HTTPS is tunnelled with CONNECT to the checked
