@@ -668,7 +668,13 @@ def report(info: dict, idle: dict, points: list[dict], code: str) -> str:
         f"cameras (nginx), {RTSP_SHARE * 100:.0f} % RTSP cameras (two GStreamer RTSP servers, "
         "shared live mount, ffmpeg per snapshot at this interval), plus "
         f"{LATENCY_STREAMS} moving-picture cameras every {LATENCY_INTERVAL} s for the latency. "
-        f"Each point: fresh database and Redis, the streams made due once the workers run, "
+        + (
+            f"Each worker process runs {points[0]['capture_threads']} capture threads "
+            "(GLIMPSER_CAPTURE_THREADS, the default). "
+            if points[0].get("capture_threads")
+            else "Each worker process runs one job at a time. "
+        )
+        + f"Each point: fresh database and Redis, the streams made due once the workers run, "
         f"{points[0]['warmup']} s warm-up, {points[0]['seconds']} s measured. Glimpser CPU is "
         "every worker, the scheduler and the readers process with their children (ffmpeg); "
         "PostgreSQL and Redis are counted apart. Prefer the ratios: absolute rates depend on "
