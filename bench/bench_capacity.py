@@ -625,6 +625,10 @@ def _s(value: float) -> str:
     return f"{value:.2f} s"
 
 
+def _workers(p: dict) -> str:
+    return f"{p['workers']} worker" + ("s" if p["workers"] > 1 else "")
+
+
 def _slots(p: dict) -> int:
     """Jobs a point's workers can run at once: one per process, or with capture threads
     (GLIMPSER_CAPTURE_THREADS, where the code has them) those plus the main thread."""
@@ -759,7 +763,7 @@ def report(info: dict, idle: dict, points: list[dict], code: str) -> str:
 def _latency_lines(idle: dict, points: list[dict]) -> list[str]:
     at300 = [p for p in points if p["streams"] == 300]
     rows = [("idle (only the latency cameras)", idle)] + [
-        (f"300 streams, {p['workers']} workers", p) for p in at300
+        (f"300 streams, {_workers(p)}", p) for p in at300
     ]
     lines = [
         "### Capture → webhook latency (no AI)",
@@ -803,6 +807,14 @@ def _reading(info: dict, idle: dict, points: list[dict]) -> list[str]:
         d = _derived(p, cores)
         if d["done_ratio"] >= 0.95 and p["lag_p95"] < INTERVAL:
             verdict = "keeps up"
+        elif p.get("capture_threads") and p["cpu"] / p["seconds"] / p["workers"] > 0.7:
+            verdict = (
+                "falls behind with each worker process (with its ffmpeg children) using "
+                f"{p['cpu'] / p['seconds'] / p['workers'] * 100:.0f} % of a core: its capture "
+                "threads share one Python interpreter, which runs one thread at a time (the "
+                "GIL), so more threads would not help; more worker processes do, as long as "
+                "the machine has cores left"
+            )
         elif d["occupancy"] > 0.8 and d["stack_share"] < 0.5:
             verdict = (
                 f"falls behind because its job slots are busy {d['occupancy'] * 100:.0f} % of "
@@ -850,15 +862,19 @@ def _reading(info: dict, idle: dict, points: list[dict]) -> list[str]:
             f"{streams} streams: "
             + ", ".join(
                 f"{p['workers']} → {_derived(p, cores)['done_ratio'] * 100:.0f} % "
-                f"(p95 lag {_s(p['lag_p95'])})"
+                f"(p95 lag {_s(p['lag_p95'])}, "
+                f"{p['cpu'] / p['seconds'] / p['workers'] * 100:.0f} % of a core per worker "
+                "process)"
                 for p in group
             )
         )
     lines.append(
         "- **Workers** (done / due by worker processes): "
         + "; ".join(worker_lines)
-        + ". More workers help while the workers, not the cores, are the bottleneck; once "
-        "the cores are saturated they only add processes competing for them."
+        + ". More workers help while the workers, not the cores, are the bottleneck (a "
+        "worker process near a whole core is one: Python runs one thread at a time per "
+        "process); once the machine's cores are saturated they only add processes competing "
+        "for them."
     )
     kept = [p for p in points if _derived(p, cores)["done_ratio"] >= 0.5] or points
     per_camera = [_derived(p, cores)["per_camera"] for p in kept]
@@ -883,12 +899,12 @@ def _reading(info: dict, idle: dict, points: list[dict]) -> list[str]:
     def at_load(p: dict) -> str:
         if p["events"]:
             return (
-                f"{_s(p['lat_p95'])} with {p['workers']} workers "
+                f"{_s(p['lat_p95'])} with {_workers(p)} "
                 f"({'met' if p['lat_p95'] < 2 else 'missed'}, {p['undelivered']} of "
                 f"{p['events']} not delivered in time)"
             )
         return (
-            f"not measurable with {p['workers']} workers (the moving cameras got "
+            f"not measurable with {_workers(p)} (the moving cameras got "
             f"{p['moving_done']} of {p['moving_due']:.0f} due captures in the window, too few "
             "to get past the motion background's settling: no event was due)"
         )
@@ -898,9 +914,18 @@ def _reading(info: dict, idle: dict, points: list[dict]) -> list[str]:
         f"- **Latency.** Idle, capture → webhook p95 was {_s(idle['lat_p95'])} "
         f"({'met' if idle['lat_p95'] < 2 else 'missed'} the 2 s goal, with the machine "
         f"{idle['machine_busy'] * 100:.0f} % busy, all processes counted){load_text}. The event "
-        "goes capture → analysis job → notify job through the same workers' queues (notify "
-        "is served before capture, analysis after it), so under load it waits behind the "
-        "captures and its latency follows the lag."
+        "goes capture → analysis job → notify job. "
+        + (
+            "With capture threads, analysis and notify run on each worker's main thread, "
+            "which shares its process's interpreter (one thread at a time: the GIL) with the "
+            "capture threads and the cores with everything else: under load those jobs wait, "
+            "and an event's webhook with them. Where exactly that time goes at 300 streams was "
+            "not broken down in this run."
+            if points and points[0].get("capture_threads")
+            else "Notify is served before capture and analysis after it in the same workers' "
+            "queues, so under load the event waits behind the captures and its latency "
+            "follows the lag."
+        )
     )
     return lines + [""]
 
