@@ -62,9 +62,12 @@ def test_processes_on_two_hosts_are_grouped_and_a_lost_host_is_shown_gone(app, t
     try:
         a, b = wait_until(both_up, GUARD, "both hosts with their processes")
         assert 'class="good host-state">up' in a and 'class="good host-state">up' in b
-        row_a = re.search(rf'<tr data-pid="{worker_a.pid}">(.*?)</tr>', a, re.S).group(1)
-        assert "capture, maintenance" in row_a  # host-b's scheduler queues maintenance jobs
+        # host-a's worker: its main thread on maintenance (which host-b's scheduler fills),
+        # and its capture threads (GLIMPSER_CAPTURE_THREADS), each an RQ worker: one row each.
+        rows_a = re.findall(rf'<tr data-pid="{worker_a.pid}">(.*?)</tr>', a, re.S)
+        row_a = next(r for r in rows_a if 'data-label="Queues">maintenance</td>' in r)
         assert re.search(r'"Done / failed">\d+ / 0</td>', row_a), row_a
+        assert sum('data-label="Queues">capture</td>' in r for r in rows_a) == 8, rows_a
         row_b = re.search(rf'<tr data-pid="{worker_b.pid}">(.*?)</tr>', b, re.S).group(1)
         assert "notify, browser" in row_b
         assert f"PID {scheduler_b.pid}" in b and "alive" in b
