@@ -76,10 +76,10 @@ def _check_pages(stack, page: Page, camera, redirected: bool = False) -> None:  
     errors: list[str] = []
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    pictures: list[tuple[int, dict]] = []
+    pictures: list[tuple[int, dict, str]] = []
     page.on(
         "response",
-        lambda r: pictures.append((r.status, r.headers)) if "/pictures/" in r.url else None,
+        lambda r: pictures.append((r.status, r.headers, r.url)) if "/pictures/" in r.url else None,
     )
     camera.state.picture = jpeg((40, 120, 90), size=(640, 360), label="signed")
     url = stack.url
@@ -101,9 +101,14 @@ def _check_pages(stack, page: Page, camera, redirected: bool = False) -> None:  
     page.goto(url + "/")
     _loaded(page, "#dashboard-grid img")
 
-    expected = 302 if redirected else 200
-    assert pictures and all(status == expected for status, _ in pictures), pictures
-    assert not any("set-cookie" in headers for _, headers in pictures)
+    statuses = {status for status, _, _ in pictures}
+    if redirected:
+        # Each picture is redirected to the bucket; Chromium may show a picture again from its
+        # memory cache, which it reports as a 200 of the page's URL.
+        assert 302 in statuses and statuses <= {200, 302}, pictures
+    else:
+        assert pictures and statuses == {200}, pictures
+    assert not any("set-cookie" in headers for _, headers, _ in pictures)
     # The URL alone is the credential: no cookie, still the picture.
     src = page.locator("#dashboard-grid img").first.get_attribute("src")
     response = requests.get(url + src, timeout=30)  # follows a redirect to the bucket
