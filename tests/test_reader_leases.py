@@ -209,7 +209,10 @@ def test_two_readers_processes_share_the_streams_and_take_over_after_kill_9(
                 re.S,
             )
             assert section, page
-            assert f"{host} (PID {pid})" in section.group(1)
+            # Under its host's card (Admin → System groups processes by host).
+            card = page[: section.start()].rsplit('<article class="host', 1)[-1]
+            assert f'data-host="{host}"' in card, card[:200]
+            assert f"Readers process PID {pid}," in section.group(1)
             count = len(by_pid[pid])
             assert f"holds {count} stream{'s' if count != 1 else ''}." in section.group(1)
             listed = {int(i) for i in re.findall(r'href="/streams/(\d+)"', section.group(2))}
