@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -189,9 +190,22 @@ def _yield_slot() -> None:
 @atexit.register
 def close_browser() -> None:
     """Close Chromium and the Playwright driver, so a worker leaves no browser behind, and
-    give its Chromium slot back (when the host has a cap)."""
+    give its Chromium slot back (when the host has a cap) once Chromium has really exited."""
+    _close_chromium()
+    pool = browser_pool.current()
+    if pool is not None:
+        pool.release()
+
+
+def _close_chromium() -> None:
+    """Close Chromium and the Playwright driver, keeping the slot (a capture that restarts a
+    crashed Chromium still holds it). Returns once the browser process is gone: closing it may
+    fail or return early, and a slot given back before then would let another worker of this
+    host start a second Chromium beside it (GLIMPSER_BROWSER_MAX_PER_HOST)."""
     global _playwright, _browser
+    running: list[int] = []
     if _owner_pid == os.getpid():
+        running = _browser_pids()
         # Best effort: at exit the driver may already be gone, or we are on another thread.
         with contextlib.suppress(Exception):
             if _browser is not None:
@@ -200,9 +214,58 @@ def close_browser() -> None:
             if _playwright is not None:
                 _playwright.stop()
     _playwright = _browser = None
-    pool = browser_pool.current()
-    if pool is not None:
-        pool.release()
+    if not _wait_gone(running):
+        log.warning("Chromium still ran after it was closed: killed", extra={"pids": running})
+        for pid in running:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        _wait_gone(running)
+
+
+# How long a closed Chromium may take to exit before it is killed.
+EXIT_GRACE_SECONDS = 10.0
+
+
+def _browser_pids() -> list[int]:
+    """The Chromium browser processes below this one: Playwright starts each with
+    --remote-debugging-pipe; its helpers (renderer, GPU, zygote) carry --type=."""
+    found, todo = [], [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            with contextlib.suppress(OSError):
+                todo += [
+                    int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+                ]
+        if pid != os.getpid():
+            with contextlib.suppress(OSError):
+                line = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if b"--remote-debugging-pipe" in line and b"--type=" not in line:
+                    found.append(pid)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _wait_gone(pids: list[int], grace: float = EXIT_GRACE_SECONDS) -> bool:
+    """Wait up to `grace` seconds for these processes to exit; False if one still runs."""
+    deadline = time.monotonic() + grace
+    while any(_alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _new_context(config: WebsiteConfig, ctx: CaptureContext, deadline: _Deadline) -> BrowserContext:
@@ -211,7 +274,7 @@ def _new_context(config: WebsiteConfig, ctx: CaptureContext, deadline: _Deadline
     try:
         return _launched_browser(ctx.chromium, deadline).new_context(**options)
     except PlaywrightError:
-        close_browser()  # Chromium died since the last capture, before Playwright noticed
+        _close_chromium()  # Chromium died since the last capture, before Playwright noticed
     try:
         return _launched_browser(ctx.chromium, deadline).new_context(**options)
     except PlaywrightError as exc:
@@ -235,7 +298,7 @@ def _launched_browser(executable: str, deadline: _Deadline) -> Browser:
             executable_path=executable, args=CHROMIUM_ARGS, headless=True, timeout=deadline.ms()
         )
     except PlaywrightError as exc:
-        close_browser()  # start from scratch next time, the driver may be broken
+        _close_chromium()  # start from scratch next time, the driver may be broken
         raise CaptureError(f"cannot start Chromium: {_first_line(exc)}") from None
     return _browser
 

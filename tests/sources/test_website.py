@@ -438,3 +438,39 @@ def test_a_crashed_browser_is_launched_again(site: Site, ctx: CaptureContext) ->
 def test_closing_leaves_no_browser_behind() -> None:
     on_browser_thread(website.close_browser)
     assert website._browser is None and website._playwright is None
+
+
+def test_closing_returns_once_the_browser_process_is_gone(site: Site, ctx: CaptureContext) -> None:
+    """With a per-host cap the slot is given back when close_browser returns: by then the
+    browser process must have exited, or another worker could start a second Chromium."""
+    shoot(ctx, site.url("/plain"))
+    pid = on_browser_thread(browser_pid)
+    assert on_browser_thread(website._browser_pids) == [pid]  # found as Chromium reports it
+    on_browser_thread(website.close_browser)
+    assert not website._alive(pid)
+
+
+def test_a_crashed_browser_is_restarted_within_the_slot_it_holds(
+    site: Site, ctx: CaptureContext, redis_client
+) -> None:
+    """A capture that finds Chromium dead starts a new one without giving its slot back in
+    between (another worker could take it and the host would run two)."""
+    from glimpser.sources import browser_pool
+
+    on_browser_thread(website.close_browser)
+    browser_pool.configure(redis_client, 1)
+    try:
+        pool = browser_pool.current()
+        shoot(ctx, site.url("/plain"))
+        assert pool.held
+        os.kill(on_browser_thread(browser_pid), signal.SIGKILL)
+        released: list[bool] = []
+        real_release = pool.release
+        pool.release = lambda: (released.append(True), real_release())[1]  # type: ignore[method-assign]
+        frame = shoot(ctx, site.url("/plain"))
+        assert_colour(frame, (10, 10), GREEN)
+        assert released == [] and pool.held
+        assert browser_pool.holders(redis_client, pool.node) == [pool.holder]
+    finally:
+        on_browser_thread(website.close_browser)
+        browser_pool.configure(None, 0)
