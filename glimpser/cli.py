@@ -169,31 +169,30 @@ def _work(connection: Any, names: list[str], burst: bool, settings: Settings) ->
     # Maintenance every 30 s, not RQ's 10 min: it is also when a worker takes over the RQ
     # scheduler of a worker that was killed (its lock expires after 61 s); until then
     # queues.enqueue_overdue() keeps the scheduled jobs moving.
-    try:
-        while True:
-            rq_worker = workers.MainWorker(
-                [get_queue(n, connection) for n in main_names],
-                connection=connection,
-                maintenance_interval=MAINTENANCE_SECONDS,
-            )
-            rq_worker.pool = pool  # started by the worker, once its RQ scheduler is forked
-            rq_worker.also_scheduled = tuple(
-                get_queue(n, connection) for n in names if n not in main_names
-            )
-            try:
-                rq_worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
-            except (redis.RedisError, OSError) as exc:  # Redis went away during RQ's teardown
-                click.echo(f"glimpser worker: lost Redis: {exc}", err=True)
-            # RQ's work() also returns when Redis went away in the middle of its bookkeeping
-            # (it logs "found an unhandled exception, quitting"). Unless asked to stop, wait
-            # for Redis and work on: a Redis restart must not end the worker.
-            if burst or rq_worker._shutdown_requested_date is not None:  # SIGTERM/SIGINT
-                return
-            _wait_for_redis(connection)
-    finally:
-        # A warm shutdown: the captures in hand finish and are recorded before the process
-        # ends (a second signal is a cold shutdown: SystemExit here, the threads are daemons).
-        workers.wait_for_threads(pool)
+    while True:
+        rq_worker = workers.MainWorker(
+            [get_queue(n, connection) for n in main_names],
+            connection=connection,
+            maintenance_interval=MAINTENANCE_SECONDS,
+        )
+        rq_worker.pool = pool  # started by the worker, once its RQ scheduler is forked
+        rq_worker.also_scheduled = tuple(
+            get_queue(n, connection) for n in names if n not in main_names
+        )
+        try:
+            rq_worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
+        except (redis.RedisError, OSError) as exc:  # Redis went away during RQ's teardown
+            click.echo(f"glimpser worker: lost Redis: {exc}", err=True)
+        # RQ's work() also returns when Redis went away in the middle of its bookkeeping
+        # (it logs "found an unhandled exception, quitting"). Unless asked to stop, wait
+        # for Redis and work on: a Redis restart must not end the worker.
+        if burst or rq_worker._shutdown_requested_date is not None:  # SIGTERM/SIGINT
+            break
+        _wait_for_redis(connection)
+    # A warm shutdown: the captures in hand finish and are recorded before the process ends.
+    # A second signal is a cold shutdown: RQ raises SystemExit above, so this is skipped and
+    # the process ends without waiting for them (the threads are daemons), as after kill -9.
+    workers.wait_for_threads(pool)
 
 
 def _wait_for_redis(connection: Any) -> None:

@@ -230,3 +230,33 @@ def test_which_queues_the_threads_and_the_main_thread_serve(names, threads, burs
     uses = uses_pool(names, threads, burst)
     assert uses is pool
     assert main_queues(names, threads if uses else 0) == main
+
+
+def test_a_second_sigterm_cuts_the_captures_in_hand_off(tmp_path, redis_url, redis_client):
+    """RQ's cold shutdown: the worker ends without waiting for its capture threads (as after
+    kill -9; the captures are recovered as after a crash: docs/reliability.md)."""
+    camera = HeldCamera()
+    env = _setup(tmp_path, redis_url, GLIMPSER_CAPTURE_THREADS="2")
+    streams = _streams(camera.url, 2)
+    logs = tmp_path / "logs"
+    worker = start_glimpser(["worker"], env, logs)
+    try:
+        with database.connection_context():
+            for stream in streams:
+                assert scheduling.enqueue_capture(redis_client, stream)
+        wait_until(lambda: camera.in_flight == 2, GUARD, "2 captures in flight")
+        worker.send_signal(signal.SIGTERM)
+
+        def log_says(text: str) -> bool:
+            return any(text in path.read_text(errors="replace") for path in logs.glob("*.log"))
+
+        wait_until(lambda: log_says("warm shut down requested"), GUARD, "the warm shutdown")
+        # RQ ignores a second signal within a second of the first (a pool's duplicate).
+        time.sleep(1.5)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=GUARD)  # without the camera ever answering
+        assert camera.in_flight == 2
+        assert _snapshot_counts(streams) == {s.id: 0 for s in streams}
+    finally:
+        stop([worker])
+        camera.stop()
