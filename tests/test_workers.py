@@ -108,7 +108,7 @@ def test_one_worker_runs_captures_at_once_and_a_sigterm_lets_them_finish(
         assert len(running) == threads  # RQ's registry (Admin → System) lists each of them
 
         worker.send_signal(signal.SIGTERM)  # a warm shutdown while they wait on the camera
-        time.sleep(0.5)  # let the signal land first (not a bound: the order is checked below)
+        wait_until(lambda: warm_shutdown_requested(logs), GUARD, "the worker took the signal")
         assert worker.poll() is None  # not gone: it waits for the captures in hand
         camera.release.set()
         worker.wait(timeout=GUARD)  # ends by itself once they are recorded
