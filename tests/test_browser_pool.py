@@ -112,7 +112,9 @@ def test_cap_of_one_chromium_per_host_with_two_browser_workers(tmp_path, redis_u
 
 
 def test_waiters_go_first_and_a_dead_holders_slot_lapses(redis_client):
-    first = browser_pool.BrowserPool(redis_client, 1, "n1", ttl=1.0, renew_every=10)
+    # first's slot lapses after its ttl; long enough that it still holds the slot when second
+    # tries (a loaded machine can take a while between two lines), short enough to wait for.
+    first = browser_pool.BrowserPool(redis_client, 1, "n1", ttl=5.0, renew_every=3600)
     second = browser_pool.BrowserPool(redis_client, 1, "n1")
     third = browser_pool.BrowserPool(redis_client, 1, "n1")
     first.acquire(wait=0)
