@@ -13,12 +13,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from PIL import Image
 
+from glimpser import db
+from glimpser.models import NotificationChannel, Rule, Stream
 from tests.helpers import ROOT
 from tests.media_servers import jpeg
 
@@ -89,7 +92,152 @@ class _Held(ThreadingHTTPServer):
         pass  # a client killed mid-request is what these tests do
 
 
-class SlowCamera:
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that logs nothing (the test output is the tests') and answers a
+    whole body in one call."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def reply(self, body: bytes, content_type: str, status: int = 200) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class LoopbackServer:
+    """An HTTP server on a free loopback port, serving in a daemon thread; `url` is `path`
+    on it. The fake cameras, pages and receivers of the tests are these."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], path: str) -> None:
+        self.httpd = _Held(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def sqlite_env(tmp_path: Path, redis_url: str, **extra: str) -> dict[str, str]:
+    """A fresh SQLite database under tmp_path, migrated and bound in this process (so the test
+    reads what the processes write), and the environment of a Glimpser process using it and
+    redis_url, with loopback sources allowed (the fake cameras are on 127.0.0.1)."""
+    from tests.conftest import make_env
+
+    url = f"sqlite:///{tmp_path / 'glimpser.db'}"
+    db.init_database(url)
+    db.migrate()
+    return make_env(
+        tmp_path / "data",
+        redis_url,
+        url,
+        GLIMPSER_ALLOW_LOOPBACK_SOURCES="1",
+        GLIMPSER_LOG_LEVEL="INFO",
+        **extra,
+    )
+
+
+def webhook_rule(url: str) -> tuple[Stream, Rule]:
+    """A disabled stream and a rule notifying a webhook channel at url: what the delivery
+    tests attach their events to. Call inside a database connection context."""
+    stream = Stream.create(
+        name="Door",
+        kind="http_image",
+        config={"kind": "http_image", "url": "http://192.0.2.1/x.jpg"},
+        enabled=False,
+    )
+    channel = NotificationChannel.create(
+        name="Hook", kind="webhook", config={"kind": "webhook", "url": url}
+    )
+    return stream, Rule.create(name="Any", channels=[channel.id])
+
+
+def warm_shutdown_requested(logs: Path) -> bool:
+    """RQ logged that a worker writing its log under `logs` got SIGTERM and will stop after
+    the job in hand: the signal has landed, whatever the load on the machine."""
+    return any("warm shut down requested" in f.read_text() for f in logs.glob("worker-*.log"))
+
+
+def reader_heartbeats(r) -> dict[int, dict]:  # noqa: ANN001
+    """readers PID → its heartbeat in Redis (owner id, stream ids as `ids`): which readers
+    process is alive and what it reads, as Admin → System sees it."""
+    import json
+
+    from glimpser import system_status
+
+    found = {}
+    for key in r.scan_iter(match=f"{system_status.READERS_KEY_PREFIX}*"):
+        raw = r.get(key)
+        if raw:
+            data = json.loads(raw)
+            data["ids"] = {int(s["id"]) for s in data["streams"]}
+            found[int(data["pid"])] = data
+    return found
+
+
+def _children() -> dict[int, list[int]]:
+    """PID → its children's PIDs, for every process in /proc."""
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def _program(pid: int) -> tuple[bytes, bytes]:
+    """(program name, whole command line) of a process; (b"", b"") when it is gone."""
+    try:
+        line = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b"", b""
+    # Chromium rewrites its helpers' command lines into one string: split on spaces too.
+    return os.path.basename(line.split(b"\0")[0].split(b" ")[0]), line
+
+
+CHROMIUM = (b"chromium", b"chrome", b"headless_shell")
+
+
+def chromium_pids_under(pid: int, nested: bool = False) -> list[int]:
+    """The Chromium browsers running under pid (through the Playwright driver): Chromium
+    processes that are not helpers (those carry --type=). A helper just forked, not yet
+    exec'd, still looks like its parent; it is left out unless `nested` (a check that they
+    are all gone wants every one)."""
+    tree = _children()
+    found, todo = [], [(child, False) for child in tree.get(pid, [])]
+    while todo:
+        child, under_chromium = todo.pop()
+        program, line = _program(child)
+        is_chromium = program in CHROMIUM
+        if is_chromium and (nested or not under_chromium) and b"--type=" not in line:
+            found.append(child)
+        todo.extend((grandchild, is_chromium) for grandchild in tree.get(child, []))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def picture(n: int) -> bytes:
+    """The n-th picture of a fake camera: each one differs from the one before."""
+    return jpeg(((n * 37) % 256, (n * 91) % 256, 120), label=str(n))
+
+
+class SlowCamera(LoopbackServer):
     """A still-image camera on loopback: every answer is a different picture, sent `delay`
     seconds after the request arrived (so a test can act while a capture is in flight)."""
 
@@ -99,67 +247,63 @@ class SlowCamera:
         self.in_flight = threading.Event()
         camera = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802
                 camera.arrived.append(time.time())
                 n = len(camera.arrived)
                 camera.in_flight.set()
                 time.sleep(camera.delay)
-                body = jpeg(((n * 37) % 256, (n * 91) % 256, 120), label=str(n))
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply(picture(n), "image/jpeg")
 
-        self.httpd = _Held(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/snapshot.jpg"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler, "/snapshot.jpg")
 
 
-class Receiver:
-    """A loopback webhook receiver that counts every body it got, answering `delay` s late
-    (and, with a `gate`, only once the gate is set)."""
+class Receiver(LoopbackServer):
+    """A loopback webhook receiver that keeps every body it got and counts deliveries by their
+    X-Glimpser-Delivery header, answering `delay` s late (and, with a `gate`, only once the
+    gate is set). `holding` is the deliveries whose request it holds right now: a test can
+    act while one is in flight. `delay` may be changed while it runs."""
 
     def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
         self.delay = delay
         self.gate = gate
         self.bodies: list[bytes] = []
+        self.received: list[int] = []  # X-Glimpser-Delivery ids, in arrival order
+        self.holding: set[int] = set()
+        self.lock = threading.Lock()
         self.in_flight = threading.Event()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                receiver.bodies.append(body)
+                delivery = int(self.headers.get("X-Glimpser-Delivery") or 0)
+                with receiver.lock:
+                    receiver.bodies.append(body)
+                    receiver.received.append(delivery)
+                    receiver.holding.add(delivery)
                 receiver.in_flight.set()
                 if receiver.gate is not None:
                     receiver.gate.wait(120)
                 time.sleep(receiver.delay)
+                with receiver.lock:
+                    receiver.holding.discard(delivery)
                 self.send_response(204)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.httpd = _Held(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        super().__init__(Handler, "/hook")
+
+    def counts(self) -> Counter[int]:
+        """Delivery id → how many times it arrived."""
+        with self.lock:
+            return Counter(self.received)
 
     def stop(self) -> None:
         if self.gate is not None:
             self.gate.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().stop()
 
 
 def check_snapshot_files(snapshot_dir: Path, rows: list) -> None:

@@ -239,3 +239,16 @@ def add_snapshot(app, stream, picture: bytes, seconds_ago: float = 0):
         snap = save_snapshot(stream, frame, at, storage, store_identical=True)
     assert snap is not None
     return snap
+
+
+def s3_presigned_settings(endpoint: str, bucket: str) -> dict[str, str]:
+    """Settings for signed pictures stored in an S3 bucket (moto's server in the tests), each
+    signed URL redirecting to a presigned bucket URL: the set-up of every presigned test."""
+    return {
+        "GLIMPSER_SIGNED_PICTURES": "1",
+        "GLIMPSER_S3_PRESIGNED_PICTURES": "1",
+        "GLIMPSER_STORAGE": "s3",
+        "GLIMPSER_S3_BUCKET": bucket,
+        "GLIMPSER_S3_ENDPOINT_URL": endpoint,
+        "GLIMPSER_S3_REGION": "us-east-1",
+    }

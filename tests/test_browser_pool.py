@@ -7,36 +7,37 @@ The semaphore's own rules (waiters first, lapsing leases) are checked against re
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 
 import pytest
 
-from glimpser import db, times
+from glimpser import times
 from glimpser.db import database
 from glimpser.models import Snapshot, Stream
 from glimpser.sources import browser_pool
-from tests.conftest import make_env
-from tests.faults_support import _Held, start_glimpser, stop, wait_until
+from tests.faults_support import (
+    LoopbackServer,
+    QuietHandler,
+    chromium_pids_under,
+    sqlite_env,
+    start_glimpser,
+    stop,
+    wait_until,
+)
 
 GUARD = 120.0  # seconds: a hang guard, not a performance threshold
 NODE = "browser-host"
 
 
-class SlowPage:
+class SlowPage(LoopbackServer):
     """A loopback page that answers after `delay` seconds, different every time."""
 
     def __init__(self, delay: float = 1.0) -> None:
         self.hits = 0
         page = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802
                 page.hits += 1
                 time.sleep(delay)
@@ -44,78 +45,16 @@ class SlowPage:
                     f"<html><body style='background:#{(page.hits * 2654435) % 0xFFFFFF:06x}'>"
                     f"<h1>Page {page.hits}</h1></body></html>"
                 ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply(body, "text/html")
 
-        self.httpd = _Held(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        tree.setdefault(ppid, []).append(int(entry.name))
-    return tree
-
-
-def _program(pid: int) -> tuple[bytes, bytes]:
-    """(program name, whole command line) of a process; (b"", b"") when it is gone."""
-    try:
-        line = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b"", b""
-    # Chromium rewrites its helpers' command lines into one string: split on spaces too.
-    return os.path.basename(line.split(b"\0")[0].split(b" ")[0]), line
-
-
-CHROMIUM = (b"chromium", b"chrome", b"headless_shell")
-
-
-def chromium_browsers_under(pid: int) -> int:
-    """How many Chromium browsers run under pid (through the Playwright driver): Chromium
-    processes that are not helpers (those carry --type=) and whose parent is not Chromium (a
-    helper just forked, not yet exec'd, still looks like its parent)."""
-    tree = _children()
-    found, todo = 0, [(child, False) for child in tree.get(pid, [])]
-    while todo:
-        child, under_chromium = todo.pop()
-        program, line = _program(child)
-        is_chromium = program in CHROMIUM
-        if is_chromium and not under_chromium and b"--type=" not in line:
-            found += 1
-        todo.extend((grandchild, is_chromium) for grandchild in tree.get(child, []))
-    return found
+        super().__init__(Handler, "/")
 
 
 @pytest.mark.slow
 def test_cap_of_one_chromium_per_host_with_two_browser_workers(tmp_path, redis_url, redis_client):
     page = SlowPage(delay=1.0)
-    url = f"sqlite:///{tmp_path / 'glimpser.db'}"
-    db.init_database(url)
-    db.migrate()
-    env = make_env(
-        tmp_path / "data",
-        redis_url,
-        url,
-        GLIMPSER_ALLOW_LOOPBACK_SOURCES="1",
-        GLIMPSER_NODE_NAME=NODE,
-        GLIMPSER_BROWSER_MAX_PER_HOST="1",
-        GLIMPSER_LOG_LEVEL="INFO",
+    env = sqlite_env(
+        tmp_path, redis_url, GLIMPSER_NODE_NAME=NODE, GLIMPSER_BROWSER_MAX_PER_HOST="1"
     )
     with database.connection_context():
         streams = [
@@ -142,7 +81,7 @@ def test_cap_of_one_chromium_per_host_with_two_browser_workers(tmp_path, redis_u
             most["waiters"] = max(
                 most["waiters"], redis_client.zcard(browser_pool.waiters_key(NODE))
             )
-            running = sum(chromium_browsers_under(w.pid) for w in workers)
+            running = sum(len(chromium_pids_under(w.pid)) for w in workers)
             most["chromium"] = max(most["chromium"], running)
             time.sleep(0.05)
 
@@ -173,7 +112,9 @@ def test_cap_of_one_chromium_per_host_with_two_browser_workers(tmp_path, redis_u
 
 
 def test_waiters_go_first_and_a_dead_holders_slot_lapses(redis_client):
-    first = browser_pool.BrowserPool(redis_client, 1, "n1", ttl=1.0, renew_every=10)
+    # first's slot lapses after its ttl; long enough that it still holds the slot when second
+    # tries (a loaded machine can take a while between two lines), short enough to wait for.
+    first = browser_pool.BrowserPool(redis_client, 1, "n1", ttl=5.0, renew_every=3600)
     second = browser_pool.BrowserPool(redis_client, 1, "n1")
     third = browser_pool.BrowserPool(redis_client, 1, "n1")
     first.acquire(wait=0)

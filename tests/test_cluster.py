@@ -23,11 +23,8 @@ import json
 import re
 import shutil
 import subprocess
-import threading
 import time
-from collections import Counter
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler
 
 import boto3
 import pytest
@@ -35,12 +32,13 @@ import redis as redis_lib
 import requests
 
 from deploy.cluster import Cluster, Shared
-from glimpser import db, system_status, times
+from glimpser import db, times
 from glimpser.capture import leases, readers, scheduling
 from glimpser.db import database
-from glimpser.models import Delivery, Event, NotificationChannel, Rule, Snapshot, Stream, Timelapse
+from glimpser.models import Delivery, Event, Snapshot, Stream, Timelapse
 from tests.conftest import _new_postgres_database
-from tests.faults_support import SlowCamera, _Held, wait_until
+from tests.faults_support import Receiver, SlowCamera, wait_until, webhook_rule
+from tests.faults_support import reader_heartbeats as _heartbeats
 from tests.helpers import PASSWORD, csrf_from, start_redis
 from tests.media_servers import RtspServer
 from tests.test_storage import moto_endpoint  # noqa: F401 - the session's moto server
@@ -50,47 +48,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 GUARD = 180.0  # seconds: ends a hung run on a loaded machine; never a performance bound
 CAPTURE_HOSTS = ("capture-a", "capture-b")
 NOTIFY_HOSTS = ("notify-d", "notify-e")
-
-
-class CountingReceiver:
-    """A loopback webhook receiver counting deliveries by their X-Glimpser-Delivery header;
-    it answers `delay` seconds after a request arrived (slow: a delivery stays in flight)."""
-
-    def __init__(self) -> None:
-        self.delay = 0.0
-        self.received: list[int] = []  # delivery ids, in arrival order
-        self.holding: set[int] = set()  # delivery ids whose request is being held
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                delivery = int(self.headers["X-Glimpser-Delivery"])
-                with receiver.lock:
-                    receiver.received.append(delivery)
-                    receiver.holding.add(delivery)
-                time.sleep(receiver.delay)
-                with receiver.lock:
-                    receiver.holding.discard(delivery)
-                self.send_response(204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.httpd = _Held(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def counts(self) -> Counter[int]:
-        with self.lock:
-            return Counter(self.received)
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 class Env:
@@ -105,7 +62,7 @@ class Env:
         self.rtsp_ids: list[int] = []
         self.http_ids: list[int] = []
         self.camera: SlowCamera | None = None
-        self.receiver: CountingReceiver | None = None
+        self.receiver: Receiver | None = None
 
     @property
     def stream_ids(self) -> list[int]:
@@ -179,18 +136,6 @@ def _captured_since(stream_ids: list[int], since) -> bool:  # noqa: ANN001
     return True
 
 
-def _heartbeats(r: redis_lib.Redis) -> dict[int, dict]:
-    """readers PID → its heartbeat (owner id, stream ids)."""
-    found = {}
-    for key in r.scan_iter(match=f"{system_status.READERS_KEY_PREFIX}*"):
-        raw = r.get(key)
-        if raw:
-            data = json.loads(raw)
-            data["ids"] = {int(s["id"]) for s in data["streams"]}
-            found[int(data["pid"])] = data
-    return found
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, postgres_dsn, moto_endpoint, media_root):  # noqa: F811
     base = tmp_path_factory.mktemp("cluster")
@@ -219,7 +164,7 @@ def env(tmp_path_factory, postgres_dsn, moto_endpoint, media_root):  # noqa: F81
     try:
         rtsp = RtspServer(media_root / "test.mp4")
         camera = SlowCamera(delay=1.0)
-        receiver = CountingReceiver()
+        receiver = Receiver()
         cluster.up()
         db.init_database(database_url)
         e = Env(cluster, r, s3, bucket)
@@ -504,16 +449,7 @@ def test_kill_9_of_a_notify_host_mid_delivery_sends_each_notification_at_most_on
     receiver.delay = 2.0  # slow: a delivery is in flight long enough to kill its host
     total = 6
     with database.connection_context():
-        door = Stream.create(
-            name="Door",
-            kind="http_image",
-            config={"kind": "http_image", "url": "http://192.0.2.1/x.jpg"},
-            enabled=False,
-        )
-        channel = NotificationChannel.create(
-            name="Hook", kind="webhook", config={"kind": "webhook", "url": receiver.url}
-        )
-        rule = Rule.create(name="Any", channels=[channel.id])
+        door, rule = webhook_rule(receiver.url)
 
     def notify(n: int) -> list[int]:
         with database.connection_context():

@@ -8,12 +8,11 @@ import time
 
 import pytest
 
-from glimpser import db, times
+from glimpser import times
 from glimpser.capture import readers
 from glimpser.db import database
 from glimpser.models import Stream
-from tests.conftest import make_env
-from tests.faults_support import FreezingProxy, start_glimpser, stop, wait_until
+from tests.faults_support import FreezingProxy, sqlite_env, start_glimpser, stop, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -23,16 +22,7 @@ def test_a_camera_that_hangs_mid_stream_gets_its_reader_restarted(
     tmp_path, redis_url, redis_client, rtsp, trickle
 ):
     proxy = FreezingProxy(("127.0.0.1", rtsp.port))
-    url = f"sqlite:///{tmp_path / 'glimpser.db'}"
-    db.init_database(url)
-    db.migrate()
-    env = make_env(
-        tmp_path / "data",
-        redis_url,
-        url,
-        GLIMPSER_ALLOW_LOOPBACK_SOURCES="1",
-        GLIMPSER_LOG_LEVEL="INFO",
-    )
+    env = sqlite_env(tmp_path, redis_url)
     with database.connection_context():
         stream = Stream.create(
             name="Hanging camera",

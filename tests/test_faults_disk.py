@@ -14,11 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from glimpser import db, times
+from glimpser import times
 from glimpser.db import database
 from glimpser.models import Event, Snapshot, Stream
-from tests.conftest import make_env
-from tests.faults_support import SlowCamera, check_snapshot_files, start_glimpser, stop, wait_until
+from tests.faults_support import (
+    SlowCamera,
+    check_snapshot_files,
+    sqlite_env,
+    start_glimpser,
+    stop,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -60,17 +66,12 @@ def test_a_full_disk_fails_captures_cleanly_and_they_resume_when_space_returns(
     tmp_path, redis_url, redis_client, small_disk
 ):
     camera = SlowCamera(delay=0)  # a different picture every time
-    url = f"sqlite:///{tmp_path / 'glimpser.db'}"  # the database is on another disk
-    db.init_database(url)
-    db.migrate()
-    env = make_env(
-        tmp_path / "data",
+    # The database is on another disk (tmp_path); only the snapshots are on the small one.
+    env = sqlite_env(
+        tmp_path,
         redis_url,
-        url,
-        GLIMPSER_ALLOW_LOOPBACK_SOURCES="1",
         GLIMPSER_SNAPSHOT_DIR=str(small_disk),
         GLIMPSER_BACKOFF_MAX_SECONDS="4",
-        GLIMPSER_LOG_LEVEL="INFO",
     )
     with database.connection_context():
         stream = Stream.create(

@@ -12,38 +12,25 @@ from datetime import timedelta
 
 import pytest
 
-from glimpser import db, times
+from glimpser import times
 from glimpser.db import database
-from glimpser.models import Delivery, Event, NotificationChannel, Rule, Snapshot, Stream
-from tests.conftest import make_env
+from glimpser.models import Delivery, Event, Snapshot, Stream
 from tests.faults_support import (
     Receiver,
     SlowCamera,
     check_snapshot_files,
     kill9,
+    sqlite_env,
     start_glimpser,
     stop,
     wait_until,
+    webhook_rule,
 )
 
 pytestmark = pytest.mark.slow
 
 KILLS = 2
 RECOVERY_GUARD = 60.0  # seconds: a hang guard, not a performance threshold
-
-
-def _setup(tmp_path, redis_url: str, **extra: str) -> dict[str, str]:
-    url = f"sqlite:///{tmp_path / 'glimpser.db'}"
-    db.init_database(url)
-    db.migrate()
-    return make_env(
-        tmp_path / "data",
-        redis_url,
-        url,
-        GLIMPSER_ALLOW_LOOPBACK_SOURCES="1",
-        GLIMPSER_LOG_LEVEL="INFO",
-        **extra,
-    )
 
 
 def _snapshots(stream_id: int) -> list[Snapshot]:
@@ -53,7 +40,7 @@ def _snapshots(stream_id: int) -> list[Snapshot]:
 
 def test_kill9_of_a_capture_worker_mid_capture_loses_no_snapshot(tmp_path, redis_url, redis_client):
     camera = SlowCamera(delay=1.0)
-    env = _setup(tmp_path, redis_url)
+    env = sqlite_env(tmp_path, redis_url)
     with database.connection_context():
         stream = Stream.create(
             name="Slow camera",
@@ -107,19 +94,10 @@ def test_kill9_of_a_notify_worker_mid_delivery_sends_each_notification_once(
     tmp_path, redis_url, redis_client
 ):
     receiver = Receiver(delay=1.0)
-    env = _setup(tmp_path, redis_url)
+    env = sqlite_env(tmp_path, redis_url)
     total = 6
     with database.connection_context():
-        stream = Stream.create(
-            name="Door",
-            kind="http_image",
-            config={"kind": "http_image", "url": "http://192.0.2.1/x.jpg"},
-            enabled=False,
-        )
-        channel = NotificationChannel.create(
-            name="Hook", kind="webhook", config={"kind": "webhook", "url": receiver.url}
-        )
-        rule = Rule.create(name="Any", channels=[channel.id])
+        stream, rule = webhook_rule(receiver.url)
         events = [
             Event.create(stream=stream, rule=rule, kind="motion", title=f"Motion {n}")
             for n in range(total)

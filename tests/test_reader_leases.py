@@ -5,19 +5,19 @@ taking nothing from the survivor while its leases are valid."""
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import time
 
 import pytest
 
-from glimpser import system_status, times
+from glimpser import times
 from glimpser.capture import leases, readers
 from glimpser.db import database
 from glimpser.models import Stream
 from tests.conftest import make_env
 from tests.faults_support import kill9, start_glimpser, stop, wait_until
+from tests.faults_support import reader_heartbeats as heartbeats
 from tests.helpers import PASSWORD, setup_admin
 from tests.media_servers import RtspServer
 
@@ -102,18 +102,6 @@ def test_the_keeper_thread_renews_past_the_ttl(redis_client):
 
 
 # --- two real readers processes -------------------------------------------------------------------
-
-
-def heartbeats(redis_client) -> dict[int, dict]:
-    """pid -> the heartbeat of every readers process (owner id, stream ids)."""
-    found = {}
-    for key in redis_client.scan_iter(match=f"{system_status.READERS_KEY_PREFIX}*"):
-        raw = redis_client.get(key)
-        if raw:
-            data = json.loads(raw)
-            data["ids"] = {int(s["id"]) for s in data["streams"]}
-            found[int(data["pid"])] = data
-    return found
 
 
 def frame_at(redis_client, stream_id: int) -> float:

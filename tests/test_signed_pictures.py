@@ -25,7 +25,15 @@ from glimpser.media.thumbnails import thumbnail_key
 from glimpser.models import StreamAccess
 from glimpser.web import pictures
 from tests.conftest import ROOT, make_env, start_live_server, stop_process
-from tests.helpers import add_snapshot, add_stream, free_port, login, run_cli, setup_admin
+from tests.helpers import (
+    add_snapshot,
+    add_stream,
+    free_port,
+    login,
+    run_cli,
+    s3_presigned_settings,
+    setup_admin,
+)
 from tests.media_servers import jpeg
 
 PASSWORD = "correct horse battery"
@@ -276,14 +284,7 @@ from tests.test_storage import aws_env, moto_endpoint, s3_bucket  # noqa: E402, 
 def test_on_s3_with_presigned_pictures_the_browser_is_sent_to_the_bucket(app_factory, request):
     endpoint = request.getfixturevalue("moto_endpoint")
     bucket = request.getfixturevalue("s3_bucket")
-    app = app_factory(
-        GLIMPSER_SIGNED_PICTURES="1",
-        GLIMPSER_S3_PRESIGNED_PICTURES="1",
-        GLIMPSER_STORAGE="s3",
-        GLIMPSER_S3_BUCKET=bucket,
-        GLIMPSER_S3_ENDPOINT_URL=endpoint,
-        GLIMPSER_S3_REGION="us-east-1",
-    )
+    app = app_factory(**s3_presigned_settings(endpoint, bucket))
     storage = get_storage(app.extensions["glimpser.settings"])
     _admin, viewer, _bob, granted, _hidden, snap, _ = _viewer_with_stream(app)
     page = viewer.get(f"/streams/{granted.id}")

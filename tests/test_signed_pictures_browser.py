@@ -12,7 +12,7 @@ import requests
 from playwright.sync_api import Page, expect
 
 from tests.conftest import start_live_stack, stop_live_stack
-from tests.helpers import first_run_in_browser
+from tests.helpers import first_run_in_browser, s3_presigned_settings
 from tests.media_servers import jpeg
 from tests.test_console_wall_browser import add_stream
 
@@ -53,12 +53,7 @@ def test_on_s3_the_browser_fetches_presigned_pictures_from_the_bucket(
         tmp_path / "s3-data",
         redis_url,
         media_root,
-        GLIMPSER_SIGNED_PICTURES="1",
-        GLIMPSER_S3_PRESIGNED_PICTURES="1",
-        GLIMPSER_STORAGE="s3",
-        GLIMPSER_S3_BUCKET=bucket,
-        GLIMPSER_S3_ENDPOINT_URL=endpoint,
-        GLIMPSER_S3_REGION="us-east-1",
+        **s3_presigned_settings(endpoint, bucket),
     )
     from_bucket: list[int] = []
     page.on(

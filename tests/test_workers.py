@@ -8,27 +8,32 @@ import signal
 import threading
 import time
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 
 import pytest
 from rq import Worker
 from rq.job import Job, JobStatus
 
-from glimpser import db, times
+from glimpser import times
 from glimpser.capture import scheduling
 from glimpser.db import database
 from glimpser.models import Snapshot, Stream
 from glimpser.queues import get_queue
 from glimpser.workers import CaptureThreadWorker, main_queues, uses_pool
-from tests.conftest import make_env
-from tests.faults_support import _Held, start_glimpser, stop, wait_until
-from tests.media_servers import jpeg
+from tests.faults_support import (
+    LoopbackServer,
+    QuietHandler,
+    picture,
+    sqlite_env,
+    start_glimpser,
+    stop,
+    wait_until,
+    warm_shutdown_requested,
+)
 
 GUARD = 60.0  # seconds: a hang guard, not a performance threshold
 
 
-class HeldCamera:
+class HeldCamera(LoopbackServer):
     """A still-image camera that answers only once `release` is set; counts requests in
     flight. Every answer is a different picture."""
 
@@ -39,47 +44,22 @@ class HeldCamera:
         self._lock = threading.Lock()
         camera = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802
                 with camera._lock:
                     camera.arrived += 1
                     camera.in_flight += 1
                     n = camera.arrived
                 camera.release.wait(GUARD)
-                body = jpeg(((n * 37) % 256, (n * 91) % 256, 120), label=str(n))
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply(picture(n), "image/jpeg")
                 with camera._lock:
                     camera.in_flight -= 1
 
-        self.httpd = _Held(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/snapshot.jpg"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        super().__init__(Handler, "/snapshot.jpg")
 
     def stop(self) -> None:
         self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def _setup(tmp_path: Path, redis_url: str, **extra: str) -> dict[str, str]:
-    url = f"sqlite:///{tmp_path / 'glimpser.db'}"
-    db.init_database(url)
-    db.migrate()
-    return make_env(
-        tmp_path / "data",
-        redis_url,
-        url,
-        GLIMPSER_ALLOW_LOOPBACK_SOURCES="1",
-        GLIMPSER_LOG_LEVEL="INFO",
-        **extra,
-    )
+        super().stop()
 
 
 def _streams(camera_url: str, n: int) -> list[Stream]:
@@ -107,7 +87,7 @@ def test_one_worker_runs_captures_at_once_and_a_sigterm_lets_them_finish(
 ):
     threads, streams_n = 4, 6
     camera = HeldCamera()
-    env = _setup(tmp_path, redis_url, GLIMPSER_CAPTURE_THREADS=str(threads))
+    env = sqlite_env(tmp_path, redis_url, GLIMPSER_CAPTURE_THREADS=str(threads))
     streams = _streams(camera.url, streams_n)
     logs = tmp_path / "logs"
     worker = start_glimpser(["worker"], env, logs)
@@ -128,7 +108,7 @@ def test_one_worker_runs_captures_at_once_and_a_sigterm_lets_them_finish(
         assert len(running) == threads  # RQ's registry (Admin → System) lists each of them
 
         worker.send_signal(signal.SIGTERM)  # a warm shutdown while they wait on the camera
-        time.sleep(0.5)  # let the signal land first (not a bound: the order is checked below)
+        wait_until(lambda: warm_shutdown_requested(logs), GUARD, "the worker took the signal")
         assert worker.poll() is None  # not gone: it waits for the captures in hand
         camera.release.set()
         worker.wait(timeout=GUARD)  # ends by itself once they are recorded
@@ -161,7 +141,7 @@ def test_a_capture_scheduled_for_later_runs_on_a_capture_thread(tmp_path, redis_
     scheduler` runs here, so nothing else could queue it."""
     camera = HeldCamera()
     camera.release.set()
-    env = _setup(tmp_path, redis_url, GLIMPSER_CAPTURE_THREADS="2")
+    env = sqlite_env(tmp_path, redis_url, GLIMPSER_CAPTURE_THREADS="2")
     (stream,) = _streams(camera.url, 1)
     procs = [start_glimpser(["worker"], env, tmp_path / "logs")]
     try:

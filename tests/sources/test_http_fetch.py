@@ -70,22 +70,19 @@ def _capture(url: str, ctx: CaptureContext) -> bytes:
     return http_image.capture(config, ctx).jpeg
 
 
-def test_a_camera_connection_is_reused_between_captures(ctx):
-    camera = CountingCamera()
+@pytest.mark.parametrize(
+    ("close_after", "connections"),
+    [(False, 1), (True, 3)],
+    ids=["a-kept-connection-is-reused", "a-connection-the-camera-closed-is-replaced"],
+)
+def test_camera_connections_across_three_captures(ctx, close_after: bool, connections: int):
+    """Three captures of one camera: one connection while the camera keeps it open, a new one
+    each time the camera closes it after answering."""
+    camera = CountingCamera(close_after=close_after)
     try:
         for _ in range(3):
             assert _capture(f"http://127.0.0.1:{camera.port}/snapshot.jpg", ctx) == PICTURE
-        assert camera.connections == 1
-    finally:
-        camera.stop()
-
-
-def test_a_connection_the_camera_closed_is_replaced(ctx):
-    camera = CountingCamera(close_after=True)
-    try:
-        for _ in range(3):
-            assert _capture(f"http://127.0.0.1:{camera.port}/snapshot.jpg", ctx) == PICTURE
-        assert camera.connections == 3
+        assert camera.connections == connections
     finally:
         camera.stop()
 
