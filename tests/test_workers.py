@@ -216,7 +216,7 @@ def test_a_second_sigterm_cuts_the_captures_in_hand_off(tmp_path, redis_url, red
     """RQ's cold shutdown: the worker ends without waiting for its capture threads (as after
     kill -9; the captures are recovered as after a crash: docs/reliability.md)."""
     camera = HeldCamera()
-    env = _setup(tmp_path, redis_url, GLIMPSER_CAPTURE_THREADS="2")
+    env = sqlite_env(tmp_path, redis_url, GLIMPSER_CAPTURE_THREADS="2")
     streams = _streams(camera.url, 2)
     logs = tmp_path / "logs"
     worker = start_glimpser(["worker"], env, logs)
@@ -226,11 +226,7 @@ def test_a_second_sigterm_cuts_the_captures_in_hand_off(tmp_path, redis_url, red
                 assert scheduling.enqueue_capture(redis_client, stream)
         wait_until(lambda: camera.in_flight == 2, GUARD, "2 captures in flight")
         worker.send_signal(signal.SIGTERM)
-
-        def log_says(text: str) -> bool:
-            return any(text in path.read_text(errors="replace") for path in logs.glob("*.log"))
-
-        wait_until(lambda: log_says("warm shut down requested"), GUARD, "the warm shutdown")
+        wait_until(lambda: warm_shutdown_requested(logs), GUARD, "the warm shutdown")
         # RQ ignores a second signal within a second of the first (a pool's duplicate).
         time.sleep(1.5)
         worker.send_signal(signal.SIGTERM)
