@@ -32,8 +32,9 @@ from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urljoin, urlsplit
 
 import certifi
+import idna
 from requests.auth import HTTPDigestAuth
-from requests.utils import parse_dict_header
+from requests.utils import parse_dict_header, requote_uri
 
 from glimpser import __version__
 from glimpser.sources.base import CaptureContext, CaptureError
@@ -49,12 +50,15 @@ MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
 HTTP_SCHEMES = ("http", "https")
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
-# Cameras whose idle connections are kept; beyond this the least recently used camera's are
-# closed (it reconnects on its next capture).
-MAX_HOSTS = 512
 # Idle keep-alive connections kept per camera: the capture threads of one process that may
 # fetch from the same camera at once.
 IDLE_PER_HOST = 8
+# Idle connections kept in all (one file descriptor each); beyond this the least recently used
+# camera's are closed (it reconnects on its next capture).
+MAX_IDLE = 256
+# An idle connection older than this is closed rather than reused: a NAT or firewall on the
+# way may have dropped it silently, and a request on it would wait out the whole timeout.
+MAX_IDLE_SECONDS = 30.0
 
 BASE_HEADERS = {"User-Agent": f"Glimpser/{__version__}", "Accept": "*/*"}
 
@@ -86,23 +90,30 @@ def _tls_context() -> ssl.SSLContext:
 
 
 class ConnectionPool:
-    """Idle keep-alive connections per (scheme, address, port, TLS name), thread-safe."""
+    """Idle keep-alive connections per (scheme, address, port, TLS name), thread-safe: at most
+    IDLE_PER_HOST per camera and MAX_IDLE in all (file descriptors are finite), the least
+    recently used camera's closed first."""
 
     def __init__(self) -> None:
-        self._idle: OrderedDict[_Key, list[http.client.HTTPConnection]] = OrderedDict()
+        # Per camera, its idle connections with the time each was given back.
+        self._idle: OrderedDict[_Key, list[tuple[http.client.HTTPConnection, float]]] = (
+            OrderedDict()
+        )
+        self._count = 0
         self._lock = threading.Lock()
 
     def take(self, key: _Key) -> http.client.HTTPConnection | None:
-        """An idle connection the server has not closed meanwhile, or None."""
+        """An idle connection that is still fit to carry a request, or None."""
         while True:
             with self._lock:
                 idle = self._idle.get(key)
                 if not idle:
                     return None
-                conn = idle.pop()
-            if conn.sock is not None and not _readable(conn.sock):
+                conn, since = idle.pop()
+                self._count -= 1
+            if time.monotonic() - since < MAX_IDLE_SECONDS and _reusable(conn.sock):
                 return conn
-            conn.close()  # closed by the server (EOF waiting) or unusable
+            conn.close()
 
     def give(self, key: _Key, conn: http.client.HTTPConnection) -> None:
         evicted: list[http.client.HTTPConnection] = []
@@ -110,29 +121,41 @@ class ConnectionPool:
             idle = self._idle.setdefault(key, [])
             self._idle.move_to_end(key)
             if len(idle) < IDLE_PER_HOST:
-                idle.append(conn)
+                idle.append((conn, time.monotonic()))
+                self._count += 1
             else:
                 evicted.append(conn)
-            while len(self._idle) > MAX_HOSTS:
-                evicted += self._idle.popitem(last=False)[1]
+            while self._count > MAX_IDLE:
+                oldest = self._idle.popitem(last=False)[1]
+                self._count -= len(oldest)
+                evicted += [c for c, _ in oldest]
         for old in evicted:
             old.close()
 
     def clear(self) -> None:
         with self._lock:
-            idle = [c for conns in self._idle.values() for c in conns]
+            idle = [c for conns in self._idle.values() for c, _ in conns]
             self._idle.clear()
+            self._count = 0
         for conn in idle:
             conn.close()
 
 
-def _readable(sock: socket.socket) -> bool:
-    """An idle keep-alive socket that is readable has been closed by the server (or sent
-    something unasked): either way it must not carry the next request."""
+def _reusable(sock: socket.socket | None) -> bool:
+    """An idle keep-alive socket may carry the next request only when nothing is waiting on
+    it: a readable socket was closed by the server (EOF) or holds bytes nobody asked for, and
+    a TLS socket may hold such bytes already decrypted (pending). poll, not select: select
+    fails for descriptors from 1024 on."""
+    if sock is None:
+        return False
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return False
     try:
-        return bool(select.select([sock], [], [], 0)[0])
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
     except (OSError, ValueError):
-        return True
+        return False
 
 
 POOL = ConnectionPool()
@@ -254,7 +277,7 @@ def _get(
         raise
     except CaptureError as exc:  # the name does not resolve
         raise CaptureError(f"cannot connect to {host}: {_root_cause(exc)}") from None
-    host_header = host if ":" not in host else f"[{host}]"
+    host_header = _ascii_host(host) if ":" not in host else f"[{host}]"
     if port is not None:
         host_header += f":{port}"
     headers = {**BASE_HEADERS, "Host": host_header}
@@ -262,7 +285,9 @@ def _get(
         headers["Authorization"] = authorization
     if cookies:
         headers["Cookie"] = cookies
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    # As requests sent it: characters a request line may not carry (spaces, non-ASCII from a
+    # camera's URL or its redirect) percent-encoded, existing escapes kept.
+    target = requote_uri((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
     port = port or (443 if scheme == "https" else 80)
     key: _Key = (scheme, str(addr), port, host if scheme == "https" else "")
     conn = POOL.take(key)
@@ -282,6 +307,16 @@ def _get(
         if conn is not None:
             conn.close()
         raise CaptureError(f"cannot connect to {host}: {_root_cause(exc)}") from None
+
+
+def _ascii_host(host: str) -> str:
+    """The host name as it goes in the Host header: IDNA for an internationalised name."""
+    if host.isascii():
+        return host
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        raise CaptureError(f"the host name {host!r} is not a valid domain name") from None
 
 
 def _connect(

@@ -27,6 +27,7 @@ class CountingCamera:
     def __init__(self, *, close_after: bool = False, tls: ssl.SSLContext | None = None) -> None:
         self.connections = 0
         self.hosts: list[str] = []
+        self.paths: list[str] = []
         camera = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,6 +42,7 @@ class CountingCamera:
 
             def do_GET(self) -> None:  # noqa: N802
                 camera.hosts.append(self.headers.get("Host", ""))
+                camera.paths.append(self.path)
                 self.send_response(200)
                 self.send_header("Content-Type", "image/jpeg")
                 self.send_header("Content-Length", str(len(PICTURE)))
@@ -85,6 +87,46 @@ def test_camera_connections_across_three_captures(ctx, close_after: bool, connec
         assert camera.connections == connections
     finally:
         camera.stop()
+
+
+def test_a_non_ascii_url_is_sent_percent_encoded(ctx):
+    """As requests did: a request line may only carry ASCII, so a camera URL (or a redirect)
+    with accented letters or spaces is quoted, and escapes already there are kept."""
+    camera = CountingCamera()
+    try:
+        url = f"http://127.0.0.1:{camera.port}/caméra/snap%20shot.jpg?name=Ü"
+        assert _capture(url, ctx) == PICTURE
+        assert camera.paths == ["/cam%C3%A9ra/snap%20shot.jpg?name=%C3%9C"]
+    finally:
+        camera.stop()
+
+
+def test_an_internationalised_host_name_goes_in_the_host_header_as_idna():
+    assert http_fetch._ascii_host("bücher.example") == "xn--bcher-kva.example"
+    assert http_fetch._ascii_host("camera.example") == "camera.example"
+    with pytest.raises(CaptureError, match="not a valid domain name"):
+        http_fetch._ascii_host("bad\u200d.example")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "connections"),
+    [("MAX_IDLE_SECONDS", 0.0, 2), ("MAX_IDLE", 1, 2)],
+    ids=["an-old-idle-connection-is-not-reused", "the-pool-keeps-at-most-max-idle"],
+)
+def test_idle_connections_are_bounded(ctx, monkeypatch, setting, value, connections):
+    """Two captures of camera A with one of camera B between: A's kept connection is reused
+    unless it grew older than MAX_IDLE_SECONDS or B's pushed it out of a pool of MAX_IDLE."""
+    monkeypatch.setattr(http_fetch, setting, value)
+    http_fetch.POOL.clear()
+    a, b = CountingCamera(), CountingCamera()
+    try:
+        for camera in (a, b, a):
+            assert _capture(f"http://127.0.0.1:{camera.port}/snapshot.jpg", ctx) == PICTURE
+        assert a.connections == connections
+    finally:
+        a.stop()
+        b.stop()
+        http_fetch.POOL.clear()
 
 
 def _certificate(tmp_path: Path, name: str) -> tuple[Path, Path]:
