@@ -107,8 +107,11 @@ def jitter(interval: int) -> timedelta:
     return timedelta(seconds=random.uniform(0, min(1.0, interval * 0.1)))
 
 
-def _timeout(stream: Stream) -> int:
-    return int((stream.config or {}).get("timeout", 30))
+def job_timeout(queue_name: str, capture_timeout: int) -> int:
+    """How long a capture job may run: the capture's own timeout, 30 s for the rest of the job,
+    and on the browser queue the wait for a Chromium slot first (browser_pool)."""
+    extra = int(SLOT_WAIT_SECONDS) if queue_name == "browser" else 0
+    return capture_timeout + 30 + extra
 
 
 def enqueue_capture(
@@ -122,11 +125,9 @@ def enqueue_capture(
     at = at or now
     lead = max((at - now).total_seconds(), 0.0)
     queue_name = KIND_QUEUE.get(stream.kind, "capture")
-    job_timeout = _timeout(stream) + 30
-    if queue_name == "browser":  # it may wait for a Chromium slot first (browser_pool)
-        job_timeout += int(SLOT_WAIT_SECONDS)
+    timeout = job_timeout(queue_name, int((stream.config or {}).get("timeout", 30)))
     job_id = f"capture-{stream.id}-{uuid.uuid4().hex[:12]}"
-    if not claim(connection, stream.id, job_id, lead + job_timeout + CLAIM_GRACE_SECONDS):
+    if not claim(connection, stream.id, job_id, lead + timeout + CLAIM_GRACE_SECONDS):
         return False
     try:
         queues.enqueue_capture(
@@ -134,7 +135,7 @@ def enqueue_capture(
             queue_name,
             stream.id,
             job_id=job_id,
-            job_timeout=job_timeout,
+            job_timeout=timeout,
             due_at=times.isoformat_precise(at),
             manual=manual,
             at=at if lead > 0.5 else None,

@@ -144,7 +144,7 @@ def queue_test_capture(
         connection,
         KIND_QUEUE[config.kind],
         dump_config(config, include_secrets=False),
-        config.timeout + 30,
+        scheduling.job_timeout(KIND_QUEUE[config.kind], config.timeout),
         stream_id=stream.id if stream is not None else None,
         sealed_secrets=sealed.seal(typed, secret_key),
     )
