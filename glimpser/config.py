@@ -522,6 +522,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     s3_presigned_pictures = _bool(env, "GLIMPSER_S3_PRESIGNED_PICTURES", False)
     if s3_presigned_pictures and storage != "s3":
         raise ConfigError("GLIMPSER_S3_PRESIGNED_PICTURES needs GLIMPSER_STORAGE=s3")
+    if s3_presigned_pictures and not _bool(env, "GLIMPSER_SIGNED_PICTURES", False):
+        raise ConfigError(
+            "GLIMPSER_S3_PRESIGNED_PICTURES needs GLIMPSER_SIGNED_PICTURES=1 "
+            "(it redirects signed picture URLs)"
+        )
     deny = deny_cidrs(env.get("GLIMPSER_SOURCE_DENY_CIDRS", ""))
 
     ai_base_url, ai_api_key, ai_model = _ai(env)

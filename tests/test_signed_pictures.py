@@ -317,9 +317,14 @@ def test_on_s3_with_presigned_pictures_the_browser_is_sent_to_the_bucket(app_fac
     assert anonymous.get(forged).status_code == 403
 
 
-def test_presigned_pictures_need_s3_storage():
-    with pytest.raises(ConfigError, match="GLIMPSER_S3_PRESIGNED_PICTURES needs"):
-        load_settings({"GLIMPSER_S3_PRESIGNED_PICTURES": "1", "GLIMPSER_SECRET_KEY": "k" * 40})
+def test_presigned_pictures_need_s3_storage_and_signed_pictures():
+    key = {"GLIMPSER_SECRET_KEY": "k" * 40, "GLIMPSER_S3_PRESIGNED_PICTURES": "1"}
+    with pytest.raises(ConfigError, match="needs GLIMPSER_STORAGE=s3"):
+        load_settings({**key, "GLIMPSER_SIGNED_PICTURES": "1"})
+    s3 = {"GLIMPSER_STORAGE": "s3", "GLIMPSER_S3_BUCKET": "b"}
+    with pytest.raises(ConfigError, match="needs GLIMPSER_SIGNED_PICTURES=1"):
+        load_settings({**key, **s3})
+    assert load_settings({**key, **s3, "GLIMPSER_SIGNED_PICTURES": "1"}).s3_presigned_pictures
 
 
 # --- the command -----------------------------------------------------------------------------

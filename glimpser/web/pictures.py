@@ -25,6 +25,7 @@ not made yet). With S3 storage the app sends the bytes from the bucket on this s
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import logging
@@ -49,7 +50,13 @@ from PIL import Image
 from glimpser.config import Settings
 from glimpser.db import database
 from glimpser.media import thumbnails
-from glimpser.media.storage import ObjectNotFound, StorageError, get_storage, validate_key
+from glimpser.media.storage import (
+    ObjectNotFound,
+    Storage,
+    StorageError,
+    get_storage,
+    validate_key,
+)
 from glimpser.models import Snapshot
 from glimpser.web.app_settings import current_settings
 
@@ -57,13 +64,13 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("pictures", __name__, url_prefix="/pictures")
 
-PREFIX = "/pictures/"
 # The label of the HMAC that derives the picture secret from GLIMPSER_SECRET_KEY: changing it
 # (or the key) invalidates every issued URL and nginx's configured secret.
 _SECRET_LABEL = b"glimpser signed picture URLs v1"
 EXPIRY_BUCKET_SECONDS = 60
 
 
+@functools.lru_cache(maxsize=4)
 def picture_secret(secret_key: str) -> str:
     """The secret picture URLs are signed with: an HMAC of a fixed label under the install's
     secret key, so nginx's configuration never holds the key that signs sessions."""
@@ -185,56 +192,63 @@ def redirect_origin(settings: Settings) -> str | None:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _send(key: str, settings: Settings, expires: int, now: float) -> Response:
-    storage = get_storage(settings)
-    if settings.s3_presigned_pictures and storage.local_path(key) is None:
-        # The browser fetches the bytes from the bucket: valid as long as the signed URL was.
-        try:
-            location = storage.presigned_get(key, expires - int(now))  # type: ignore[attr-defined]
-        except StorageError as exc:
-            log.warning("picture not presigned", extra={"key": key, "error": str(exc)})
-            abort(503)
-        response = redirect(location, 302)
-    elif settings.accel_redirect_prefix:
-        response = current_app.response_class(mimetype="image/jpeg")
+def stored_body(key: str, content_type: str, settings: Settings) -> Response:
+    """A response carrying a stored picture: handed to nginx (X-Accel-Redirect), sent from
+    local storage (sendfile, Last-Modified), or the bytes from object storage. Raises
+    ObjectNotFound when it is not stored; a storage that fails is a 503."""
+    if settings.accel_redirect_prefix:
+        response = current_app.response_class(mimetype=content_type)
         response.headers["X-Accel-Redirect"] = settings.accel_redirect_prefix + key
-    else:
-        path = storage.local_path(key)
-        try:
-            if path is not None:
-                response = send_file(path, mimetype="image/jpeg", conditional=True)
-            else:
-                response = current_app.response_class(storage.get(key), mimetype="image/jpeg")
-        except (FileNotFoundError, ObjectNotFound):
-            abort(404)
-        except (OSError, StorageError) as exc:
-            log.warning("picture not readable", extra={"key": key, "error": str(exc)})
-            abort(503)
-    # The URL changes at the latest when it expires; the bytes under a key never change.
-    response.headers["Cache-Control"] = f"private, max-age={max(0, int(expires - now))}"
-    return response
-
-
-def _ensure_thumbnail(key: str, settings: Settings) -> str:
-    """Make a thumbnail the analysis job has not made yet (the one query on this path)."""
+        return response
     storage = get_storage(settings)
+    path = storage.local_path(key)
     try:
-        if storage.exists(key):
-            return key
-        original = key[: -len(thumbnails.THUMB_SUFFIX)] + ".jpg"
-        with database.connection_context():
-            snapshot = Snapshot.get_or_none(Snapshot.storage_key == original)
-            if snapshot is None:
-                abort(404)
-            return thumbnails.ensure_thumbnail(snapshot, storage)
+        if path is not None:
+            return send_file(path, mimetype=content_type, conditional=True, etag=False)
+        return current_app.response_class(storage.get(key), mimetype=content_type)
+    except ObjectNotFound:
+        raise
+    except FileNotFoundError:
+        raise ObjectNotFound(key) from None
+    except (OSError, StorageError) as exc:
+        log.warning("picture not readable", extra={"key": key, "error": str(exc)})
+        abort(503)
+
+
+def thumbnail_or_original(snapshot: Snapshot, storage: Storage) -> str:
+    """The key to show for a snapshot's thumbnail, made now if no job made it yet; the
+    original's when the picture cannot be decoded. 404 when the snapshot's picture is gone,
+    503 when the thumbnail cannot be stored."""
+    try:
+        return thumbnails.ensure_thumbnail(snapshot, storage)
     except ObjectNotFound:
         abort(404)
     except StorageError as exc:
-        log.warning("thumbnail not stored", extra={"key": key, "error": str(exc)})
+        log.warning("thumbnail not stored", extra={"snapshot_id": snapshot.id, "error": str(exc)})
         abort(503)
-    except (OSError, Image.DecompressionBombError) as exc:  # undecodable: send the original
-        log.warning("thumbnail not made", extra={"key": key, "error": str(exc)})
-        return key[: -len(thumbnails.THUMB_SUFFIX)] + ".jpg"
+    except (OSError, Image.DecompressionBombError) as exc:  # undecodable: show the original
+        log.warning("thumbnail not made", extra={"snapshot_id": snapshot.id, "error": str(exc)})
+        return snapshot.storage_key
+
+
+def _make_thumbnail(key: str, settings: Settings) -> str:
+    """A thumbnail that is not stored yet, made for its snapshot (the one query here)."""
+    original = key[: -len(thumbnails.THUMB_SUFFIX)] + ".jpg"
+    with database.connection_context():
+        snapshot = Snapshot.get_or_none(Snapshot.storage_key == original)
+        if snapshot is None:
+            abort(404)
+        return thumbnail_or_original(snapshot, get_storage(settings))
+
+
+def _presigned(key: str, settings: Settings, seconds: int) -> Response:
+    """A redirect to the bucket: the browser fetches the bytes itself."""
+    try:
+        location = get_storage(settings).presigned_get(key, seconds)  # type: ignore[attr-defined]
+    except StorageError as exc:
+        log.warning("picture not presigned", extra={"key": key, "error": str(exc)})
+        abort(503)
+    return redirect(location, 302)
 
 
 @bp.get("/<path:key>")
@@ -256,9 +270,37 @@ def picture(key: str):
         validate_key(key)
     except StorageError:
         abort(404)
-    if key.endswith(thumbnails.THUMB_SUFFIX):
-        key = _ensure_thumbnail(key, settings)
-    return _send(key, settings, int(request.args["expires"]), now)
+    lifetime = max(0, int(request.args["expires"]) - int(now))
+    thumb = key.endswith(thumbnails.THUMB_SUFFIX)
+    if settings.s3_presigned_pictures or settings.accel_redirect_prefix:
+        # Someone else reads the bytes: a thumbnail not made yet must be made first.
+        if thumb and not _stored(key, settings):
+            key = _make_thumbnail(key, settings)
+        if settings.s3_presigned_pictures:
+            response = _presigned(key, settings, lifetime)
+        else:
+            response = stored_body(key, "image/jpeg", settings)
+    else:
+        try:
+            response = stored_body(key, "image/jpeg", settings)
+        except ObjectNotFound:
+            if not thumb:
+                abort(404)
+            try:  # a thumbnail no job has made yet
+                response = stored_body(_make_thumbnail(key, settings), "image/jpeg", settings)
+            except ObjectNotFound:
+                abort(404)
+    # The URL changes at the latest when it expires; the bytes under a key never change.
+    response.headers["Cache-Control"] = f"private, max-age={lifetime}"
+    return response
+
+
+def _stored(key: str, settings: Settings) -> bool:
+    try:
+        return get_storage(settings).exists(key)
+    except StorageError as exc:
+        log.warning("picture not readable", extra={"key": key, "error": str(exc)})
+        abort(503)
 
 
 def write_nginx_include(path: str, secret: str) -> None:

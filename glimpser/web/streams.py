@@ -21,12 +21,10 @@ from flask import (
     redirect,
     render_template,
     request,
-    send_file,
     session,
     url_for,
 )
 from flask_login import current_user
-from PIL import Image
 from werkzeug.http import is_resource_modified
 
 from glimpser import times
@@ -36,7 +34,7 @@ from glimpser.capture import scheduling
 from glimpser.db import write_transaction
 from glimpser.media import deletion, thumbnails
 from glimpser.media.snapshots import latest_snapshot
-from glimpser.media.storage import ObjectNotFound, StorageError, get_storage
+from glimpser.media.storage import ObjectNotFound, get_storage
 from glimpser.models import Event, Snapshot, Stream
 from glimpser.sources.schemas import (
     CONFIG_BY_KIND,
@@ -344,22 +342,11 @@ def _send_stored(
     settings = _settings()
     if not is_resource_modified(request.environ, etag=etag, last_modified=last_modified):
         response = current_app.response_class(status=304)
-    elif settings.accel_redirect_prefix:
-        response = current_app.response_class(mimetype=content_type)
-        response.headers["X-Accel-Redirect"] = settings.accel_redirect_prefix + key
     else:
-        storage = get_storage(settings)
-        path = storage.local_path(key)
         try:
-            if path is not None:
-                response = send_file(path, mimetype=content_type, conditional=True, etag=False)
-            else:
-                response = current_app.response_class(storage.get(key), mimetype=content_type)
-        except (FileNotFoundError, ObjectNotFound):
+            response = pictures.stored_body(key, content_type, settings)
+        except ObjectNotFound:
             abort(404)
-        except (OSError, StorageError) as exc:
-            log.warning("snapshot not readable", extra={"key": key, "error": str(exc)})
-            abort(503)
     response.set_etag(etag)
     response.last_modified = last_modified
     response.headers["Cache-Control"] = cache_control
@@ -434,16 +421,7 @@ def send_thumbnail(snapshot: Snapshot) -> Response:
     etag = f"{snapshot.sha256[:40]}-t{thumbnails.THUMB_WIDTH}"
     if not is_resource_modified(request.environ, etag=etag, last_modified=snapshot.captured_at):
         return _send_stored("", etag, snapshot.captured_at, "image/jpeg", IMMUTABLE)
-    try:
-        key = thumbnails.ensure_thumbnail(snapshot, get_storage(_settings()))
-    except ObjectNotFound:
-        abort(404)
-    except StorageError as exc:
-        log.warning("thumbnail not stored", extra={"snapshot_id": snapshot.id, "error": str(exc)})
-        abort(503)
-    except (OSError, Image.DecompressionBombError) as exc:  # undecodable: show the original
-        log.warning("thumbnail not made", extra={"snapshot_id": snapshot.id, "error": str(exc)})
-        key = snapshot.storage_key
+    key = pictures.thumbnail_or_original(snapshot, get_storage(_settings()))
     return _send_stored(key, etag, snapshot.captured_at, "image/jpeg", IMMUTABLE)
 
 
