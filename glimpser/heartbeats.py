@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import redis
@@ -35,7 +36,6 @@ BEAT_EVERY = 5.0
 BEAT_TTL = 15
 # A host not heard from for a day is dropped from Admin → System (and from the hash).
 NODE_FORGET_SECONDS = 24 * 3600
-KINDS = ("web", "worker", "scheduler", "readers")
 
 
 @dataclass
@@ -115,18 +115,29 @@ class Heartbeat:
             withdraw(self.connection, self.kind, self.pid)
 
 
+def json_values(connection: redis.Redis, prefix: str) -> Iterator[tuple[str, dict]]:
+    """(key, value) of every key under `prefix` holding a JSON object: one SCAN, one MGET.
+    Keys that expired in between, or hold something else, are skipped."""
+    keys = list(connection.scan_iter(match=f"{prefix}*", count=200))
+    if not keys:
+        return
+    for key, raw in zip(keys, connection.mget(keys), strict=True):
+        if raw is None:
+            continue
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            yield (key.decode() if isinstance(key, bytes) else str(key)), data
+
+
 def processes(connection: redis.Redis) -> list[ProcessBeat]:
     """Every process whose heartbeat key still exists (heard from within BEAT_TTL)."""
     now = time.time()
-    keys = list(connection.scan_iter(match=f"{PROCESS_KEY_PREFIX}*", count=200))
-    if not keys:
-        return []
     found = []
-    for raw in connection.mget(keys):
-        if raw is None:
-            continue
+    for _key, data in json_values(connection, PROCESS_KEY_PREFIX):
         with contextlib.suppress(ValueError, KeyError, TypeError):
-            data = json.loads(raw)
             found.append(
                 ProcessBeat(
                     node=str(data["node"]),

@@ -376,16 +376,7 @@ def live_readers_processes(connection: redis.Redis, within: float) -> set[str]:
 
 def _heartbeats(connection: redis.Redis) -> Iterator[tuple[str, dict]]:
     """(key, heartbeat) of every readers process whose heartbeat key still exists."""
-    for key in connection.scan_iter(match=f"{READERS_KEY_PREFIX}*", count=100):
-        raw = connection.get(key)
-        if raw is None:
-            continue
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(data, dict):
-            yield (key.decode() if isinstance(key, bytes) else str(key)), data
+    return heartbeats.json_values(connection, READERS_KEY_PREFIX)
 
 
 def own_readers_key() -> str:
