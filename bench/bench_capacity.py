@@ -41,7 +41,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -56,10 +55,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_capture import tree_cpu  # noqa: E402
+from bench_capture import stop_processes, tree_cpu  # noqa: E402
 from results import markers, write_section  # noqa: E402
 
-from tests.helpers import free_port, start_redis, wait_for_http  # noqa: E402
+from tests.helpers import free_port, start_nginx, start_redis, wait_for_http  # noqa: E402
 from tests.media_servers import RtspServer, jpeg, make_media  # noqa: E402
 
 MARK_BEGIN, MARK_END = markers("capacity")
@@ -154,39 +153,18 @@ class Postgres:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-NGINX_CONF = """
-{user}
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    sendfile on;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    types {{ image/jpeg jpg; }}
-    server {{ listen 127.0.0.1:{port}; root {tmp}; }}
-}}
-"""
-
-
 def start_still_camera(tmp: Path) -> tuple[subprocess.Popen, str]:
     """nginx serving one JPEG: a still camera that costs as little as a peer can."""
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "snapshot.jpg").write_bytes(jpeg((30, 90, 160), label="still"))
     port = free_port()
-    conf = tmp / "nginx.conf"
-    conf.write_text(
-        NGINX_CONF.format(user="user root;" if os.geteuid() == 0 else "", tmp=tmp, port=port)
-    )
-    proc = subprocess.Popen(["nginx", "-p", str(tmp), "-c", str(conf)])
     url = f"http://127.0.0.1:{port}/snapshot.jpg"
-    wait_for_http(url, timeout=20, proc=proc)
+    http = f"""
+    access_log off;
+    sendfile on;
+    server {{ listen 127.0.0.1:{port}; root {tmp}; }}
+"""
+    proc = start_nginx(tmp, http, url, worker_processes=1, worker_connections=4096)
     return proc, url
 
 
@@ -521,14 +499,7 @@ def run_point(
         pg_cpu, xacts = tree_cpu(peers.pg.pid) - pg0, _pg_xacts(peers.pg, database) - xact0
         redis_cmds, redis_cpu, calls = _redis_stats(client)
         time.sleep(GRACE)  # deliveries of the last captures in the window
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs, timeout=30)
     top = sorted(((calls.get(k, 0) - calls0.get(k, 0), k) for k in calls), reverse=True)[:4]
     result = {
         "streams": streams,

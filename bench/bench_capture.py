@@ -70,6 +70,20 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def stop_processes(procs: list[subprocess.Popen], timeout: float) -> None:
+    """SIGTERM to all first (they shut down side by side, as on a host going down), then wait
+    for each; one still running after `timeout` is killed. Used after a measurement window,
+    so the shutdown never counts."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 # The peers' processes (camera and file servers, RTSP servers): children of this process, but
 # their CPU is the camera's, not Glimpser's, and must not be counted for either side.
 PEERS: set[int] = set()
@@ -477,13 +491,7 @@ def bench_load(camera: str, rtsp: str, seconds: int, workers: int) -> dict:
         before = sum(tree_cpu(p.pid) for p in procs)
         time.sleep(seconds)
         cpu = sum(tree_cpu(p.pid) for p in procs) - before
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs, timeout=20)
     redis.terminate()
     lags, failures, captures, job_ms = [], 0, 0, []
     for line in logs.read_text().splitlines():

@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_capture import tree_cpu  # noqa: E402
+from bench_capture import stop_processes, tree_cpu  # noqa: E402
 from results import markers, write_section  # noqa: E402
 
 from tests.helpers import csrf_from, free_port, wait_for_http  # noqa: E402
@@ -131,12 +130,7 @@ class Stack:
 
     def stop_web(self) -> None:
         if self.web is not None:
-            self.web.send_signal(signal.SIGTERM)
-            try:
-                self.web.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.web.kill()
-                self.web.wait()
+            stop_processes([self.web], timeout=20)
             self.web = None
 
     def viewers(self, n: int, seconds: float) -> subprocess.Popen:
@@ -180,11 +174,7 @@ class Stack:
 
     def close(self) -> None:
         self.stop_web()
-        self.readers.send_signal(signal.SIGTERM)
-        try:
-            self.readers.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.readers.kill()
+        stop_processes([self.readers], timeout=20)
         self.redis.terminate()
         self.redis.wait()
         shutil.rmtree(self.data, ignore_errors=True)

@@ -32,85 +32,46 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_web import Gunicorn, env_for, seed, signed_in, start_redis, wrk  # noqa: E402
+from bench_web import (  # noqa: E402
+    NGINX_PROXY_TO_APP,
+    Gunicorn,
+    env_for,
+    seed,
+    signed_in,
+    start_bench_nginx,
+    start_redis,
+    wrk,
+)
 from results import markers, write_section  # noqa: E402
 
-from tests.helpers import free_port  # noqa: E402
+from tests.helpers import free_port, pictures_nginx_block  # noqa: E402
 
 MARK_BEGIN, MARK_END = markers("pictures")
 
-NGINX_CONF = """
-{user}
-worker_processes 2;
-daemon off;
-pid {tmp}/nginx-pictures.pid;
-error_log {tmp}/error-pictures.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    types {{ image/jpeg jpg; }}
-    default_type application/octet-stream;
-    upstream glimpser {{ server 127.0.0.1:{gunicorn_port}; keepalive 32; }}
+NGINX_SERVER = """
     server {{
         listen 127.0.0.1:{port};
         location /files/ {{ alias {snapshots}/; }}
-        location / {{
-            proxy_pass http://glimpser;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-        }}
+{proxy_to_app}
 {pictures}
     }}
-}}
 """
 
 
-def deploy_snippet() -> str:
-    """The `location /pictures/` block of docs/deploy.md, as documented."""
-    doc = (ROOT / "docs" / "deploy.md").read_text()
-    block = re.search(r"<!-- pictures-nginx:begin -->\n```nginx\n(.*?)```", doc, re.S)
-    if block is None:
-        raise SystemExit("docs/deploy.md has no 'Pictures served by nginx' block")
-    return block.group(1)
-
-
-def start_nginx(tmp: Path, snapshots: Path, include: Path, gunicorn_port: int):
+def start_pictures_nginx(
+    tmp: Path, snapshots: Path, include: Path, gunicorn_port: int
+) -> tuple[subprocess.Popen, int]:
+    """nginx as bench_web tunes it, serving the file itself (/files/), docs/deploy.md's
+    signed-URL block (/pictures/) and proxying the rest to Glimpser."""
     port = free_port()
-    conf = tmp / "nginx-pictures.conf"
-    pictures = (
-        deploy_snippet()
-        .replace("/etc/nginx/glimpser-pictures.conf", str(include))
-        .replace("/var/lib/glimpser/snapshots/", f"{snapshots}/")
+    server = NGINX_SERVER.format(
+        port=port,
+        snapshots=snapshots,
+        proxy_to_app=NGINX_PROXY_TO_APP,
+        pictures=pictures_nginx_block(include, snapshots),
     )
-    conf.write_text(
-        NGINX_CONF.format(
-            user="user root;" if os.geteuid() == 0 else "",
-            tmp=tmp,
-            snapshots=snapshots,
-            gunicorn_port=gunicorn_port,
-            port=port,
-            pictures=pictures,
-        )
-    )
-    proc = subprocess.Popen(["nginx", "-p", str(tmp), "-c", str(conf)])
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(f"http://127.0.0.1:{port}/files/", timeout=1)
-            return proc, port
-        except requests.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError((tmp / "error-pictures.log").read_text()) from None
-            time.sleep(0.05)
+    proc = start_bench_nginx(tmp, gunicorn_port, server, f"http://127.0.0.1:{port}/files/")
+    return proc, port
 
 
 LABELS = {
@@ -192,7 +153,7 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
         )
         snapshots = data_dir / "snapshots"
-        nginx, nginx_port = start_nginx(tmp, snapshots, include, port)
+        nginx, nginx_port = start_pictures_nginx(tmp, snapshots, include, port)
 
         # The signed URL as the stream page renders it for the signed-in admin.
         page = session.get(server.url + "/streams/1").text

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from results import markers, write_section  # noqa: E402
 
-from tests.helpers import csrf_from, free_port, wait_for_http  # noqa: E402
+from tests.helpers import csrf_from, free_port, start_nginx, wait_for_http  # noqa: E402
 
 MARK_BEGIN, MARK_END = markers("web")
 PASSWORD = "correct horse battery"
@@ -198,26 +198,42 @@ def signed_in(url: str) -> requests.Session:
     return session
 
 
-NGINX_CONF = """
-{user}
-worker_processes 2;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
+# The nginx tuning both web benches (this one and bench_pictures.py) measure with: no access
+# log, sendfile, long keep-alive for wrk's connections, and Glimpser's gunicorn as upstream,
+# proxied the way docs/deploy.md's "nginx in front" does. Written once so the two benches'
+# nginx rows stay comparable.
+NGINX_SERVING = """
     access_log off;
     sendfile on;
     tcp_nopush on;
     keepalive_requests 1000000;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    types {{ image/jpeg jpg; }}
     default_type application/octet-stream;
     upstream glimpser {{ server 127.0.0.1:{gunicorn_port}; keepalive 32; }}
+"""
+NGINX_PROXY_TO_APP = """
+        location / {
+            proxy_pass http://glimpser;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+        }
+"""
+
+
+def start_bench_nginx(
+    tmp: Path, gunicorn_port: int, servers: str, probe_url: str
+) -> subprocess.Popen:
+    """nginx (2 workers) with NGINX_SERVING and the bench's own `servers`."""
+    return start_nginx(
+        tmp,
+        NGINX_SERVING.format(gunicorn_port=gunicorn_port) + servers,
+        probe_url,
+        worker_processes=2,
+        worker_connections=1024,
+    )
+
+
+NGINX_SERVERS = """
     # The same snapshot file, served by nginx alone.
     server {{
         listen 127.0.0.1:{static_port};
@@ -226,47 +242,27 @@ http {{
     # nginx in front of Glimpser, pictures handed over with X-Accel-Redirect (see README).
     server {{
         listen 127.0.0.1:{proxy_port};
-        location / {{
-            proxy_pass http://glimpser;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-        }}
+{proxy_to_app}
         location /_snapshots/ {{
             internal;
             alias {snapshots}/;
             add_header X-Content-Type-Options nosniff;
         }}
     }}
-}}
 """
 
 
-def start_nginx(
+def start_web_nginx(
     tmp: Path, snapshots: Path, gunicorn_port: int
 ) -> tuple[subprocess.Popen, int, int]:
     static_port, proxy_port = free_port(), free_port()
-    conf = tmp / "nginx.conf"
-    conf.write_text(
-        NGINX_CONF.format(
-            user="user root;" if os.geteuid() == 0 else "",
-            tmp=tmp,
-            snapshots=snapshots,
-            gunicorn_port=gunicorn_port,
-            static_port=static_port,
-            proxy_port=proxy_port,
-        )
+    servers = NGINX_SERVERS.format(
+        static_port=static_port,
+        proxy_port=proxy_port,
+        snapshots=snapshots,
+        proxy_to_app=NGINX_PROXY_TO_APP,
     )
-    proc = subprocess.Popen(["nginx", "-p", str(tmp), "-c", str(conf)])
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            requests.get(f"http://127.0.0.1:{static_port}/", timeout=1)
-            break
-        except requests.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError((tmp / "error.log").read_text()) from None
-            time.sleep(0.05)
+    proc = start_bench_nginx(tmp, gunicorn_port, servers, f"http://127.0.0.1:{static_port}/")
     return proc, static_port, proxy_port
 
 
@@ -431,7 +427,7 @@ def main() -> None:
         accel = Gunicorn(accel_env, tmp / "gunicorn-accel.log")
         servers.append(accel)
         snapshots = data_dir / "snapshots"
-        nginx, static_port, proxy_port = start_nginx(tmp, snapshots, accel_port)
+        nginx, static_port, proxy_port = start_web_nginx(tmp, snapshots, accel_port)
 
         latest = session.get(server.url + "/streams/1/snapshot.jpg")
         assert latest.status_code == 200

@@ -606,12 +606,21 @@ def cmd_up(base: Path) -> int:
     return 0
 
 
-def cmd_status(base: Path) -> int:
+def _running(base: Path) -> tuple[Cluster, dict] | None:
+    """The cluster `up` started from `base` and its saved state, or None (said so) when none
+    runs: every command but `up` needs exactly this."""
     if not _state_file(base).exists():
         print(f"no cluster runs from {base}")
-        return 1
+        return None
     state = json.loads(_state_file(base).read_text())
-    cluster = Cluster.from_state(base, state)
+    return Cluster.from_state(base, state), state
+
+
+def cmd_status(base: Path) -> int:
+    running = _running(base)
+    if running is None:
+        return 1
+    cluster, state = running
     print(f"proxy    {cluster.url}  nginx pid {cluster.proxy_pid}: ", end="")
     print("running" if _alive(cluster.proxy_pid) else "NOT RUNNING")
     for name, roles in cluster.procs.items():
@@ -627,10 +636,10 @@ def cmd_status(base: Path) -> int:
 
 def cmd_doctor(base: Path) -> int:
     """`glimpser doctor` on every host, with that host's environment."""
-    if not _state_file(base).exists():
-        print(f"no cluster runs from {base}")
+    running = _running(base)
+    if running is None:
         return 1
-    cluster = Cluster.from_state(base, json.loads(_state_file(base).read_text()))
+    cluster, _ = running
     worst = 0
     for host in cluster.hosts:
         done = cluster.run_glimpser(host.name, ["doctor"])
@@ -640,11 +649,11 @@ def cmd_doctor(base: Path) -> int:
 
 
 def cmd_down(base: Path) -> int:
-    if not _state_file(base).exists():
-        print(f"no cluster runs from {base}")
+    running = _running(base)
+    if running is None:
         return 1
-    state = json.loads(_state_file(base).read_text())
-    Cluster.from_state(base, state).down()
+    cluster, state = running
+    cluster.down()
     stop_services(base, state["services"])
     _state_file(base).unlink()
     print(f"stopped; the hosts' data and logs stay under {base} (delete it to start afresh)")

@@ -47,6 +47,77 @@ def wait_for_http(url: str, timeout: float = 20, proc: subprocess.Popen | None =
     raise TimeoutError(f"{url} did not answer within {timeout} s: {last}")
 
 
+def start_nginx(
+    prefix: Path,
+    http: str,
+    probe_url: str,
+    worker_processes: int = 1,
+    worker_connections: int = 1024,
+    timeout: float = 60,
+) -> subprocess.Popen:
+    """A private nginx (foreground, every file under `prefix`) with `http` inside its `http {}`
+    block; returns once `probe_url` gets any HTTP answer.
+
+    The scaffolding is the same for the tests and the benches so each only writes what it
+    measures or checks: its servers and tuning. As root, nginx's workers would drop to nobody
+    and could not read files under a root-owned temp dir, hence `user root`. The config is
+    checked with `nginx -t` first so a bad one fails with nginx's own words; the timeout only
+    ends a hung start."""
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        f"""{user}worker_processes {worker_processes};
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections {worker_connections}; }}
+http {{
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    types {{ image/jpeg jpg; }}
+{http}
+}}
+"""
+    )
+    command = ["nginx", "-p", str(prefix), "-c", str(conf)]
+    tested = subprocess.run([*command[:1], "-t", *command[1:]], capture_output=True, text=True)
+    if tested.returncode != 0:
+        raise RuntimeError(f"nginx -t refused {conf}: {tested.stderr}")
+    proc = subprocess.Popen(command)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.get(probe_url, timeout=2)
+            return proc
+        except requests.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                log = prefix / "error.log"
+                raise RuntimeError(
+                    f"nginx did not answer {probe_url}: {log.read_text() if log.exists() else ''}"
+                ) from None
+            time.sleep(0.05)
+
+
+def pictures_nginx_block(include: Path, snapshots: Path) -> str:
+    """docs/deploy.md's `location /pictures/` block ("Pictures served by nginx") pointed at
+    this run's include file and snapshot directory: read from the document itself, so what
+    the test checks and the bench measures is what operators are told to paste."""
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    block = re.search(r"<!-- pictures-nginx:begin -->\n```nginx\n(.*?)```", doc, re.S)
+    if block is None:
+        raise LookupError("docs/deploy.md lost its 'Pictures served by nginx' block")
+    return (
+        block.group(1)
+        .replace("/etc/nginx/glimpser-pictures.conf", str(include))
+        .replace("/var/lib/glimpser/snapshots/", f"{snapshots}/")
+    )
+
+
 def start_redis(workdir: Path, timeout: float = 10) -> tuple[subprocess.Popen, str]:
     """A real redis-server (no persistence) on a free loopback port; returns (process, URL)."""
     import redis as redis_lib

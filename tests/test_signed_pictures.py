@@ -10,7 +10,6 @@ import html
 import os
 import re
 import stat
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,15 +23,17 @@ from glimpser.media.storage import get_storage
 from glimpser.media.thumbnails import thumbnail_key
 from glimpser.models import StreamAccess
 from glimpser.web import pictures
-from tests.conftest import ROOT, make_env, start_live_server, stop_process
+from tests.conftest import make_env, start_live_server, stop_process
 from tests.helpers import (
     add_snapshot,
     add_stream,
     free_port,
     login,
+    pictures_nginx_block,
     run_cli,
     s3_presigned_settings,
     setup_admin,
+    start_nginx,
 )
 from tests.media_servers import jpeg
 
@@ -351,35 +352,14 @@ def test_the_command_prints_the_secret_and_writes_a_private_nginx_include(
 # --- a real nginx in front of gunicorn -----------------------------------------------------
 
 
-def _deploy_snippet() -> str:
-    doc = (ROOT / "docs" / "deploy.md").read_text()
-    block = re.search(r"<!-- pictures-nginx:begin -->\n```nginx\n(.*?)```", doc, re.S)
-    assert block, "docs/deploy.md lost its 'Pictures served by nginx' block"
-    return block.group(1)
-
-
-NGINX_CONF = """
-{user}
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
+NGINX_HTTP = """
     access_log {tmp}/access.log;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    types {{ image/jpeg jpg; }}
     upstream glimpser {{ server 127.0.0.1:{app_port}; }}
     server {{
         listen 127.0.0.1:{port};
         location / {{ proxy_pass http://glimpser; }}
 {pictures}
     }}
-}}
 """
 
 
@@ -403,38 +383,16 @@ def test_nginx_serves_signed_urls_itself_and_refuses_tampered_and_expired(
         include = tmp_path / "glimpser-pictures.conf"
         result = run_cli(["picture-url-secret", "--nginx-include", str(include)], server.env)
         assert result.returncode == 0, result.stderr
-        snippet = (
-            _deploy_snippet()
-            .replace("/etc/nginx/glimpser-pictures.conf", str(include))
-            .replace("/var/lib/glimpser/snapshots/", f"{settings.snapshot_dir}/")
-        )
         port = free_port()
-        conf = tmp_path / "nginx.conf"
-        conf.write_text(
-            NGINX_CONF.format(
-                user="user root;" if os.geteuid() == 0 else "",
-                tmp=tmp_path,
-                app_port=server.url.rsplit(":", 1)[1],
-                port=port,
-                pictures=snippet,
-            )
+        http = NGINX_HTTP.format(
+            tmp=tmp_path,
+            app_port=server.url.rsplit(":", 1)[1],
+            port=port,
+            pictures=pictures_nginx_block(include, settings.snapshot_dir),
         )
-        tested = subprocess.run(
-            ["nginx", "-t", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True
-        )
-        assert tested.returncode == 0, tested.stderr
-        nginx = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(conf)])
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60  # only ends a hung run
-        while True:
-            try:
-                requests.get(base + "/healthz", timeout=5)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline and nginx.poll() is None, (
-                    tmp_path / "error.log"
-                ).read_text()
-                time.sleep(0.1)
+        # nginx -t checks docs/deploy.md's block first; start_nginx fails with its words.
+        nginx = start_nginx(tmp_path, http, base + "/healthz", worker_connections=256)
 
         secret = pictures.picture_secret(settings.secret_key)
         now = time.time()
