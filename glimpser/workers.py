@@ -97,12 +97,7 @@ class CaptureThreadWorker(GlimpserWorker):
         self._stop_event = stop
 
     def _install_signal_handlers(self) -> None:
-        """Signals reach the main thread only; it sets the stop event (see WorkerProcess)."""
-
-    def request_stop(self, signum: int, frame: Any) -> None:  # noqa: ARG002 - RQ's signature
-        """A warm stop: finish the job in hand, take no other."""
-        self._stop_requested = True
-        self._stop_event.set()
+        """Signals reach the main thread only: its worker stops the threads (CapturePool.stop)."""
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
