@@ -186,6 +186,7 @@ def capture_stream(stream_id: int, due_at: str | None = None, manual: bool = Fal
                 "stream_id": stream_id,
                 "ok": outcome.ok,
                 "lag_ms": lag_ms,
+                "due_at": due_at,
                 "manual": manual,
                 "via": outcome.via,
             },

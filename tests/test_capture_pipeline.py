@@ -129,6 +129,53 @@ def test_near_future_captures_are_scheduled_at_their_time(capture_app, camera):
     assert abs((scheduled_for - at).total_seconds()) <= 1.5
 
 
+def test_a_herd_of_overdue_streams_is_spread_over_the_interval(capture_app, camera):
+    """After an outage every stream is past due at once. Started together they would keep
+    capturing together (the cadence is kept), so the sweep spreads them out: at most
+    CATCH_UP_RATE start per second, none later than one interval."""
+    redis = capture_app.extensions["glimpser.redis"]
+    streams = [make_stream(camera, f"cam{i}", interval=10) for i in range(40)]
+    now = times.utcnow()
+    with database.connection_context():
+        Stream.update(next_due_at=now - timedelta(minutes=5)).execute()
+        assert scheduling.sweep_due_streams(redis, now) == len(streams)
+    registry = ScheduledJobRegistry("capture", connection=redis)
+    queued = Queue("capture", connection=redis).count
+    offsets = sorted(
+        (registry.get_scheduled_time(job_id) - now).total_seconds()
+        for job_id in registry.get_job_ids()
+    )
+    assert queued + len(offsets) == len(streams)
+    # 40 streams at 10 per second: spread over 4 s (the 1 s jitter of an interval of 10 s
+    # alone would start them all within 1 s)
+    assert offsets[-1] <= 4 + 1
+    assert offsets[-1] - (offsets[0] if queued == 0 else 0) > 2
+
+
+def test_a_sweep_does_not_reschedule_a_capture_that_ended_after_it_looked(
+    capture_app, camera, monkeypatch
+):
+    """The sweep reads the due streams, then claims them one by one. A capture of one of them
+    that ends in between records its next due time and gives up its claim: scheduling from
+    the first read would capture the stream again at once (seen in bench_capture's load)."""
+    redis = capture_app.extensions["glimpser.redis"]
+    stream = make_stream(camera)
+    real_claim = scheduling.claim
+
+    def capture_ends_first(connection, stream_id, *args, **kwargs):  # noqa: ANN001, ANN202
+        if not kwargs.get("renew"):
+            Stream.update(next_due_at=times.utcnow() + timedelta(seconds=60)).where(
+                Stream.id == stream_id
+            ).execute()
+        return real_claim(connection, stream_id, *args, **kwargs)
+
+    monkeypatch.setattr(scheduling, "claim", capture_ends_first)
+    with database.connection_context():
+        assert scheduling.sweep_due_streams(redis) == 0
+    assert not scheduling.is_claimed(redis, stream.id)
+    assert Queue("capture", connection=redis).count == 0
+
+
 def test_streams_resume_after_a_restart_that_lost_redis(capture_app, camera):
     redis = capture_app.extensions["glimpser.redis"]
     stream = make_stream(camera)

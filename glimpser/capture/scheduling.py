@@ -40,15 +40,24 @@ LOOKAHEAD = timedelta(seconds=SWEEP_SECONDS * 2)
 CLAIM_GRACE_SECONDS = 60
 # While a capture runs, its claim lives this long unless the job renews it (every third of it).
 LEASE_SECONDS = 10
+# Streams found past due together start at most this many per second (sweep_due_streams).
+CATCH_UP_RATE = 10.0
 
 
 def claim_key(stream_id: int) -> str:
     return f"glimpser:capture:claim:{stream_id}"
 
 
-def claim(connection: redis.Redis, stream_id: int, job_id: str, seconds: float) -> bool:
-    """Take the stream's claim; False when a capture is already scheduled, queued or running."""
-    return bool(connection.set(claim_key(stream_id), job_id, nx=True, ex=max(1, int(seconds))))
+def claim(
+    connection: redis.Redis, stream_id: int, job_id: str, seconds: float, *, renew: bool = False
+) -> bool:
+    """Take the stream's claim; False when a capture is already scheduled, queued or running.
+    With `renew`, set the lifetime of a claim taken before (the same job id)."""
+    return bool(
+        connection.set(
+            claim_key(stream_id), job_id, nx=not renew, xx=renew, ex=max(1, int(seconds))
+        )
+    )
 
 
 def release(connection: redis.Redis, stream_id: int) -> None:
@@ -121,21 +130,49 @@ def enqueue_capture(
 
     Returns False, and does nothing, when the stream already has one in flight.
     """
+    job_id = _new_job_id(stream.id)
+    if not claim(connection, stream.id, job_id, _claim_seconds(stream, at)):
+        return False
+    _enqueue_claimed(connection, stream, job_id, at, manual=manual)
+    return True
+
+
+def _new_job_id(stream_id: int) -> str:
+    return f"capture-{stream_id}-{uuid.uuid4().hex[:12]}"
+
+
+def _claim_seconds(stream: Stream, at: datetime | None) -> float:
+    """How long a claim lives unless its job renews or releases it: until the job's planned
+    start, its timeout and a grace."""
+    lead = max(((at - times.utcnow()).total_seconds() if at else 0.0), 0.0)
+    queue_name = KIND_QUEUE.get(stream.kind, "capture")
+    return lead + job_timeout(queue_name, _capture_timeout(stream)) + CLAIM_GRACE_SECONDS
+
+
+def _capture_timeout(stream: Stream) -> int:
+    return int((stream.config or {}).get("timeout", 30))
+
+
+def _enqueue_claimed(
+    connection: redis.Redis,
+    stream: Stream,
+    job_id: str,
+    at: datetime | None,
+    *,
+    manual: bool = False,
+) -> None:
+    """Enqueue the capture whose claim `job_id` holds (released again if that fails)."""
     now = times.utcnow()
     at = at or now
     lead = max((at - now).total_seconds(), 0.0)
     queue_name = KIND_QUEUE.get(stream.kind, "capture")
-    timeout = job_timeout(queue_name, int((stream.config or {}).get("timeout", 30)))
-    job_id = f"capture-{stream.id}-{uuid.uuid4().hex[:12]}"
-    if not claim(connection, stream.id, job_id, lead + timeout + CLAIM_GRACE_SECONDS):
-        return False
     try:
         queues.enqueue_capture(
             connection,
             queue_name,
             stream.id,
             job_id=job_id,
-            job_timeout=timeout,
+            job_timeout=job_timeout(queue_name, _capture_timeout(stream)),
             due_at=times.isoformat_precise(at),
             manual=manual,
             at=at if lead > 0.5 else None,
@@ -143,7 +180,6 @@ def enqueue_capture(
     except Exception:
         release(connection, stream.id)
         raise
-    return True
 
 
 def capture_now(connection: redis.Redis, stream: Stream) -> bool:
@@ -164,15 +200,44 @@ def capture_now(connection: redis.Redis, stream: Stream) -> bool:
     return enqueue_capture(connection, stream, manual=True)
 
 
+def catch_up(overdue: int, interval: int) -> timedelta:
+    """A random delay for one of `overdue` streams found past due at once (after a restart or
+    an outage), so that at most CATCH_UP_RATE of them start per second, and none later than
+    one interval. Captures keep their cadence afterwards (each schedules the next at its due
+    time + interval), so a herd that started together would capture together for good, each
+    burst delaying the rest."""
+    return timedelta(seconds=random.uniform(0, min(float(interval), overdue / CATCH_UP_RATE)))
+
+
 def sweep_due_streams(connection: redis.Redis, now: datetime | None = None) -> int:
-    """Schedule every enabled stream that is due before the next sweep; returns how many."""
+    """Schedule every enabled stream that is due before the next sweep; returns how many.
+    Streams already past due are spread out (jitter, catch_up); the others keep their exact
+    time, so a stream whose capture chained no next one yet does not drift.
+
+    A stream is read again once its claim is taken: a capture that ended after the first
+    read has moved next_due_at on (a job records its outcome before it gives up the claim),
+    and scheduling from the stale time would capture the stream twice in a row."""
     now = now or times.utcnow()
     horizon = now + LOOKAHEAD
-    due = Stream.select().where(
-        Stream.enabled & (Stream.next_due_at.is_null() | (Stream.next_due_at <= horizon))
+    due = list(
+        Stream.select(Stream.id, Stream.next_due_at).where(
+            Stream.enabled & (Stream.next_due_at.is_null() | (Stream.next_due_at <= horizon))
+        )
     )
+    overdue = sum(1 for stream in due if (stream.next_due_at or now) <= now)
     scheduled = 0
-    for stream in due:
-        at = max(stream.next_due_at or now, now) + jitter(stream.interval)
-        scheduled += enqueue_capture(connection, stream, at)
+    for candidate in due:
+        job_id = _new_job_id(candidate.id)
+        if not claim(connection, candidate.id, job_id, CLAIM_GRACE_SECONDS):
+            continue  # scheduled, queued or running already
+        stream = Stream.get_or_none(Stream.id == candidate.id)
+        if stream is None or not stream.enabled or (stream.next_due_at or now) > horizon:
+            release(connection, candidate.id)
+            continue
+        at = stream.next_due_at or now
+        if at <= now:
+            at = now + max(jitter(stream.interval), catch_up(overdue, stream.interval))
+        claim(connection, stream.id, job_id, _claim_seconds(stream, at), renew=True)
+        _enqueue_claimed(connection, stream, job_id, at)
+        scheduled += 1
     return scheduled
