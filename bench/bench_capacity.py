@@ -30,7 +30,8 @@ due, CPU per capture, share of the machine) measured in the same run over absolu
 Run: `make bench` (or `.venv/bin/python bench/bench_capacity.py [--quick]`); `--quick` runs
 smaller points for a few seconds each, to check the script, and writes nothing. Each point's
 raw numbers are printed as one JSON line; `--report-from FILE` writes the section again from
-such a run's output (same numbers, e.g. after the text changed).
+such a run's output (same numbers, e.g. after the text changed). `--event-workers N` adds N
+worker processes for the notify and analysis queues alone at every point.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ LATENCY_STREAMS = 3  # moving-picture cameras with the webhook rule
 LATENCY_INTERVAL = 3  # seconds
 SETTLE = 4  # pictures of a new stream that only settle its motion background (docs/motion.md)
 GRACE = 10  # seconds after the measurement for deliveries of its last captures
+EVENT_QUEUES = "notify,analysis"  # what a worker of events (--event-workers) listens to
 # motionEye users' figures (motioneye-project/motioneye issue 1879), % of a core per camera
 MOTIONEYE_STILL, MOTIONEYE_RTSP = 5.0, 15.0
 
@@ -430,10 +432,17 @@ def _read_logs(path: Path, start: float, end: float, kinds: dict[int, str]) -> d
 
 
 def run_point(
-    peers: Peers, streams: int, workers: int, warmup: int, seconds: int, latency: bool = True
+    peers: Peers,
+    streams: int,
+    workers: int,
+    warmup: int,
+    seconds: int,
+    latency: bool = True,
+    event_workers: int = 0,
 ) -> dict:
-    """Start a fresh database, Redis and Glimpser for `streams` streams and `workers` workers,
-    let it warm up, then measure for `seconds`."""
+    """Start a fresh database, Redis and Glimpser for `streams` streams and `workers` workers
+    (plus `event_workers` processes for the notify and analysis queues alone), let it warm
+    up, then measure for `seconds`."""
     import redis as redis_lib
 
     data = Path(tempfile.mkdtemp(prefix="g-cap-", dir="/tmp"))
@@ -468,10 +477,11 @@ def run_point(
     log_path = data / "glimpser.log"
     procs: list[subprocess.Popen] = []
     with log_path.open("wb") as log_file:
-        for role in ["worker"] * workers + ["scheduler", "readers"]:
+        roles = [["worker"]] * workers + [["worker", "--queues", EVENT_QUEUES]] * event_workers
+        for role in roles + [["scheduler"], ["readers"]]:
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "glimpser.cli", role],
+                    [sys.executable, "-m", "glimpser.cli", *role],
                     env=env,
                     stderr=log_file,
                     stdout=subprocess.DEVNULL,
@@ -481,7 +491,7 @@ def run_point(
         # Start-up (imports) takes seconds, more on a busy machine: the warm-up counts from
         # when every worker has registered with RQ, bounded only to end a hung run.
         deadline = time.monotonic() + 300
-        while client.scard("rq:workers") < workers:
+        while client.scard("rq:workers") < workers + event_workers:
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"workers did not start; see {log_path}")
             time.sleep(0.5)
@@ -504,6 +514,7 @@ def run_point(
     result = {
         "streams": streams,
         "workers": workers,
+        "event_workers": event_workers,
         "capture_threads": capture_threads,
         "seconds": seconds,
         "cpu": cpu,
@@ -955,6 +966,12 @@ def main() -> None:
         type=Path,
         help="write the report from the JSON lines an earlier run printed (its stdout)",
     )
+    parser.add_argument(
+        "--event-workers",
+        type=int,
+        default=0,
+        help=f"at every point, this many more worker processes for {EVENT_QUEUES} alone",
+    )
     args = parser.parse_args()
     if args.report_from:
         info, idle, *points = [
@@ -980,7 +997,9 @@ def main() -> None:
         print(json.dumps(idle), flush=True)
         for streams in sizes:
             for workers in worker_counts:
-                point = run_point(peers, streams, workers, warmup, seconds)
+                point = run_point(
+                    peers, streams, workers, warmup, seconds, event_workers=args.event_workers
+                )
                 point["warmup"] = warmup
                 print(json.dumps(point), flush=True)
                 points.append(point)

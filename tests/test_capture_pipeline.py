@@ -160,16 +160,15 @@ def test_a_sweep_does_not_reschedule_a_capture_that_ended_after_it_looked(
     the first read would capture the stream again at once (seen in bench_capture's load)."""
     redis = capture_app.extensions["glimpser.redis"]
     stream = make_stream(camera)
-    real_claim = scheduling.claim
+    new_job_id = scheduling._new_job_id
 
-    def capture_ends_first(connection, stream_id, *args, **kwargs):  # noqa: ANN001, ANN202
-        if not kwargs.get("renew"):
-            Stream.update(next_due_at=times.utcnow() + timedelta(seconds=60)).where(
-                Stream.id == stream_id
-            ).execute()
-        return real_claim(connection, stream_id, *args, **kwargs)
+    def capture_ends_first(stream_id: int) -> str:  # between the sweep's read and its claims
+        Stream.update(next_due_at=times.utcnow() + timedelta(seconds=60)).where(
+            Stream.id == stream_id
+        ).execute()
+        return new_job_id(stream_id)
 
-    monkeypatch.setattr(scheduling, "claim", capture_ends_first)
+    monkeypatch.setattr(scheduling, "_new_job_id", capture_ends_first)
     with database.connection_context():
         assert scheduling.sweep_due_streams(redis) == 0
     assert not scheduling.is_claimed(redis, stream.id)

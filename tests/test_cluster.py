@@ -46,6 +46,8 @@ from tests.test_storage import moto_endpoint  # noqa: F401 - the session's moto 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 GUARD = 180.0  # seconds: ends a hung run on a loaded machine; never a performance bound
+# The first snapshot of every stream waits for seven hosts to start on a loaded machine.
+SETUP_GUARD = 360.0
 CAPTURE_HOSTS = ("capture-a", "capture-b")
 NOTIFY_HOSTS = ("notify-d", "notify-e")
 
@@ -121,6 +123,24 @@ def _snapshots(stream_id: int | None = None) -> list[Snapshot]:
         if stream_id is not None:
             query = query.where(Snapshot.stream == stream_id)
         return list(query)
+
+
+def _why_not_captured(cluster: Cluster, stream_ids: list[int]) -> str:
+    """What a failed setup needs to be understood once the cluster (and its logs) is gone: the
+    streams without a snapshot and their state, and the end of the capture hosts' logs."""
+    lines = []
+    with database.connection_context():
+        for stream in Stream.select().where(Stream.id.in_(stream_ids)):
+            if not Snapshot.select().where(Snapshot.stream == stream.id).exists():
+                lines.append(
+                    f"stream {stream.id} {stream.kind}: state {stream.state!r}, "
+                    f"next due {stream.next_due_at}, last error {stream.last_error!r}"
+                )
+    for host in ("capture-a", "capture-b", "jobs-c"):
+        for log in sorted(cluster.log_dir(host).glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            lines += [f"--- {log.relative_to(cluster.base)}", *tail]
+    return "\n".join(lines)
 
 
 def _captured_since(stream_ids: list[int], since) -> bool:  # noqa: ANN001
@@ -201,11 +221,14 @@ def env(tmp_path_factory, postgres_dsn, moto_endpoint, media_root):  # noqa: F81
                 ).id
                 for n in range(3)
             ]
-        wait_until(
-            lambda: _captured_since(e.stream_ids, times.utcnow() - timedelta(days=1)),
-            GUARD,
-            "a snapshot of every stream",
-        )
+        try:
+            wait_until(
+                lambda: _captured_since(e.stream_ids, times.utcnow() - timedelta(days=1)),
+                SETUP_GUARD,
+                "a snapshot of every stream",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{_why_not_captured(cluster, e.stream_ids)}") from None
         yield e
     finally:
         cluster.down()

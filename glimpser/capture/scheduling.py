@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import redis
+from peewee import chunked
 from redis.exceptions import LockError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -42,6 +43,8 @@ CLAIM_GRACE_SECONDS = 60
 LEASE_SECONDS = 10
 # Streams found past due together start at most this many per second (sweep_due_streams).
 CATCH_UP_RATE = 10.0
+# The sweep claims this many streams per Redis round trip and database query.
+SWEEP_BATCH = 500
 
 
 def claim_key(stream_id: int) -> str:
@@ -214,9 +217,11 @@ def sweep_due_streams(connection: redis.Redis, now: datetime | None = None) -> i
     Streams already past due are spread out (jitter, catch_up); the others keep their exact
     time, so a stream whose capture chained no next one yet does not drift.
 
-    A stream is read again once its claim is taken: a capture that ended after the first
-    read has moved next_due_at on (a job records its outcome before it gives up the claim),
-    and scheduling from the stale time would capture the stream twice in a row."""
+    The claims are taken in one round trip per SWEEP_BATCH streams (the sweep runs on a
+    worker's main thread, beside the analysis and notify jobs). A stream is read again once
+    its claim is taken: a capture that ended after the first read has moved next_due_at on
+    (a job records its outcome before it gives up the claim), and scheduling from the stale
+    time would capture the stream twice in a row."""
     now = now or times.utcnow()
     horizon = now + LOOKAHEAD
     due = list(
@@ -226,18 +231,24 @@ def sweep_due_streams(connection: redis.Redis, now: datetime | None = None) -> i
     )
     overdue = sum(1 for stream in due if (stream.next_due_at or now) <= now)
     scheduled = 0
-    for candidate in due:
-        job_id = _new_job_id(candidate.id)
-        if not claim(connection, candidate.id, job_id, CLAIM_GRACE_SECONDS):
-            continue  # scheduled, queued or running already
-        stream = Stream.get_or_none(Stream.id == candidate.id)
-        if stream is None or not stream.enabled or (stream.next_due_at or now) > horizon:
-            release(connection, candidate.id)
-            continue
-        at = stream.next_due_at or now
-        if at <= now:
-            at = now + max(jitter(stream.interval), catch_up(overdue, stream.interval))
-        claim(connection, stream.id, job_id, _claim_seconds(stream, at), renew=True)
-        _enqueue_claimed(connection, stream, job_id, at)
-        scheduled += 1
+    for batch in chunked(due, SWEEP_BATCH):
+        job_ids = {candidate.id: _new_job_id(candidate.id) for candidate in batch}
+        with connection.pipeline(transaction=False) as pipe:  # one round trip for the claims
+            for stream_id, job_id in job_ids.items():
+                pipe.set(claim_key(stream_id), job_id, nx=True, ex=CLAIM_GRACE_SECONDS)
+            taken = [stream_id for stream_id, ok in zip(job_ids, pipe.execute(), strict=True) if ok]
+        if not taken:
+            continue  # all scheduled, queued or running already
+        fresh = {stream.id: stream for stream in Stream.select().where(Stream.id.in_(taken))}
+        for stream_id in taken:
+            stream = fresh.get(stream_id)
+            if stream is None or not stream.enabled or (stream.next_due_at or now) > horizon:
+                release(connection, stream_id)
+                continue
+            at = stream.next_due_at or now
+            if at <= now:
+                at = now + max(jitter(stream.interval), catch_up(overdue, stream.interval))
+            claim(connection, stream_id, job_ids[stream_id], _claim_seconds(stream, at), renew=True)
+            _enqueue_claimed(connection, stream, job_ids[stream_id], at)
+            scheduled += 1
     return scheduled
