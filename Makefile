@@ -55,7 +55,7 @@ run: setup
 ## test: set up, lint, then the whole suite (SQLite and PostgreSQL, real Redis, Chromium)
 test: setup-test
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
