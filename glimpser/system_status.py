@@ -24,7 +24,6 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -367,16 +366,11 @@ def live_readers_processes(connection: redis.Redis, within: float) -> set[str]:
     """
     now = time.time()
     found = set()
-    for key, data in _heartbeats(connection):
+    for key, data in heartbeats.json_values(connection, READERS_KEY_PREFIX):
         with contextlib.suppress(ValueError, KeyError, TypeError):
             if now - float(data["at"]) <= within:
                 found.add(key)
     return found
-
-
-def _heartbeats(connection: redis.Redis) -> Iterator[tuple[str, dict]]:
-    """(key, heartbeat) of every readers process whose heartbeat key still exists."""
-    return heartbeats.json_values(connection, READERS_KEY_PREFIX)
 
 
 def own_readers_key() -> str:
@@ -387,7 +381,7 @@ def readers(connection: redis.Redis) -> list[ReadersStatus]:
     """Every readers process that sent a heartbeat within READERS_TTL_SECONDS."""
     found = []
     now = time.time()
-    for _key, data in _heartbeats(connection):
+    for _key, data in heartbeats.json_values(connection, READERS_KEY_PREFIX):
         with contextlib.suppress(ValueError, KeyError, TypeError):
             found.append(
                 ReadersStatus(

@@ -51,16 +51,9 @@ def claim_key(stream_id: int) -> str:
     return f"glimpser:capture:claim:{stream_id}"
 
 
-def claim(
-    connection: redis.Redis, stream_id: int, job_id: str, seconds: float, *, renew: bool = False
-) -> bool:
-    """Take the stream's claim; False when a capture is already scheduled, queued or running.
-    With `renew`, set the lifetime of a claim taken before (the same job id)."""
-    return bool(
-        connection.set(
-            claim_key(stream_id), job_id, nx=not renew, xx=renew, ex=max(1, int(seconds))
-        )
-    )
+def claim(connection: redis.Redis, stream_id: int, job_id: str, seconds: float) -> bool:
+    """Take the stream's claim; False when a capture is already scheduled, queued or running."""
+    return bool(connection.set(claim_key(stream_id), job_id, nx=True, ex=max(1, int(seconds))))
 
 
 def release(connection: redis.Redis, stream_id: int) -> None:
@@ -248,7 +241,7 @@ def sweep_due_streams(connection: redis.Redis, now: datetime | None = None) -> i
             at = stream.next_due_at or now
             if at <= now:
                 at = now + max(jitter(stream.interval), catch_up(overdue, stream.interval))
-            claim(connection, stream_id, job_ids[stream_id], _claim_seconds(stream, at), renew=True)
+            connection.expire(claim_key(stream_id), max(1, int(_claim_seconds(stream, at))))
             _enqueue_claimed(connection, stream, job_ids[stream_id], at)
             scheduled += 1
     return scheduled
