@@ -172,27 +172,27 @@ def capture_stream(stream_id: int, due_at: str | None = None, manual: bool = Fal
         else contextlib.nullcontext()
     )
     try:
-        stream = Stream.get_or_none(Stream.id == stream_id)
-        if stream is None or (not stream.enabled and not manual):
-            return {"ok": False, "skipped": True}
-        with lease:
+        with lease:  # renewed from the job's first query on (the worker shortened it already)
+            stream = Stream.get_or_none(Stream.id == stream_id)
+            if stream is None or (not stream.enabled and not manual):
+                return {"ok": False, "skipped": True}
             started = time.perf_counter()
             outcome = run_capture(stream_id, settings(), due, connection)
-        result = ("stored" if outcome.stored else "unchanged") if outcome.ok else "failed"
-        metrics.record_capture(connection, stream.kind, result, time.perf_counter() - started)
-        log.info(
-            "capture",
-            extra={
-                "stream_id": stream_id,
-                "ok": outcome.ok,
-                "lag_ms": lag_ms,
-                "due_at": due_at,
-                "manual": manual,
-                "via": outcome.via,
-            },
-        )
     finally:
         scheduling.release(connection, stream_id)
+    result = ("stored" if outcome.stored else "unchanged") if outcome.ok else "failed"
+    metrics.record_capture(connection, stream.kind, result, time.perf_counter() - started)
+    log.info(
+        "capture",
+        extra={
+            "stream_id": stream_id,
+            "ok": outcome.ok,
+            "lag_ms": lag_ms,
+            "due_at": due_at,
+            "manual": manual,
+            "via": outcome.via,
+        },
+    )
     if outcome.stored and outcome.snapshot_id is not None:
         queues.enqueue_analysis(connection, outcome.snapshot_id, settings())
     queues.enqueue_notifications(connection, settings(), list(outcome.events))

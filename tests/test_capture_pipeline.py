@@ -175,6 +175,37 @@ def test_a_sweep_does_not_reschedule_a_capture_that_ended_after_it_looked(
     assert Queue("capture", connection=redis).count == 0
 
 
+def test_a_capture_job_holds_only_a_short_lease_once_a_worker_takes_it(capture_app, camera):
+    """Until a worker takes it, a capture's claim lives until its planned start plus its
+    timeout (a minute or more). The worker shortens it to a lease before RQ lists the job as
+    started: a worker killed right after taking the job (before the job's first line) frees
+    the stream within LEASE_SECONDS, not after the whole claim (seen in tests/test_cluster.py).
+    A claim that is another job's is left alone."""
+    from rq.registry import StartedJobRegistry
+
+    from glimpser.workers import GlimpserWorker
+
+    redis = capture_app.extensions["glimpser.redis"]
+    stream, other = make_stream(camera), make_stream(camera, name="Gate")
+    with database.connection_context():
+        scheduling.enqueue_capture(redis, stream)
+        scheduling.enqueue_capture(redis, other)
+    queue = Queue("capture", connection=redis)
+    job, other_job = (queue.fetch_job(i) for i in queue.get_job_ids())
+    assert redis.ttl(scheduling.claim_key(stream.id)) > scheduling.LEASE_SECONDS
+    redis.set(scheduling.claim_key(other.id), "someone-else", ex=600)
+
+    worker = GlimpserWorker([queue], connection=redis)
+    worker.prepare_execution(job)
+    assert job.id in StartedJobRegistry("capture", connection=redis).get_job_ids()
+    assert 0 < redis.ttl(scheduling.claim_key(stream.id)) <= scheduling.LEASE_SECONDS
+    assert redis.get(scheduling.claim_key(stream.id)) == job.id.encode()
+
+    worker.prepare_execution(other_job)
+    assert redis.ttl(scheduling.claim_key(other.id)) > scheduling.LEASE_SECONDS
+    assert redis.get(scheduling.claim_key(other.id)) == b"someone-else"
+
+
 def test_streams_resume_after_a_restart_that_lost_redis(capture_app, camera):
     redis = capture_app.extensions["glimpser.redis"]
     stream = make_stream(camera)

@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import boto3
@@ -141,6 +142,64 @@ def _why_not_captured(cluster: Cluster, stream_ids: list[int]) -> str:
             tail = log.read_text(errors="replace").splitlines()[-15:]
             lines += [f"--- {log.relative_to(cluster.base)}", *tail]
     return "\n".join(lines)
+
+
+def _cluster_state(env: Env) -> str:
+    """What a failed wait needs to be understood once the cluster (and its logs) is gone: who
+    holds each stream's lease and capture claim, what each readers process reports, the last
+    snapshot of each stream, the workers by host, and the end of the capture hosts' logs."""
+    lines = [f"now {times.utcnow()}"]
+    beats = _heartbeats(env.r)
+    for stream_id, owner in leases.holders(env.r, env.rtsp_ids).items():
+        lines.append(f"stream {stream_id}: lease {owner}")
+    for pid, beat in beats.items():
+        host = env.cluster.host_of_pid(pid)
+        lines.append(f"readers {pid} ({host}): {beat['streams']}")
+    with database.connection_context():
+        for stream_id in env.stream_ids:
+            last = (
+                Snapshot.select()
+                .where(Snapshot.stream == stream_id)
+                .order_by(Snapshot.captured_at.desc())
+                .first()
+            )
+            claim = env.r.get(scheduling.claim_key(stream_id))
+            stream = Stream.get_by_id(stream_id)
+            lines.append(
+                f"stream {stream_id} {stream.kind}: last snapshot "
+                f"{last.captured_at if last else None}, next due {stream.next_due_at}, "
+                f"claim {claim!r}, last error {stream.last_error!r}"
+            )
+    lines.append(f"workers: {env.worker_hosts()}")
+    waiting = {q: env.r.llen(f"rq:queue:{q}") for q in ("capture", "schedule", "analysis")}
+    lines.append(f"queues waiting: {waiting}")
+    for host in (*CAPTURE_HOSTS, "jobs-c"):
+        for log in sorted(env.cluster.log_dir(host).glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-20:]
+            lines += [f"--- {log.relative_to(env.cluster.base)}", *tail]
+    return "\n".join(lines)
+
+
+def _wait_or_explain(env: Env, check: Callable[[], object], what: str) -> object:
+    """wait_until(check, GUARD, what); on a timeout, the cluster's state with the failure."""
+    try:
+        return wait_until(check, GUARD, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_cluster_state(env)}") from None
+
+
+def _first_captures_after(env: Env, since) -> str:  # noqa: ANN001
+    with database.connection_context():
+        parts = []
+        for stream_id in env.stream_ids:
+            first = (
+                Snapshot.select()
+                .where((Snapshot.stream == stream_id) & (Snapshot.captured_at > since))
+                .order_by(Snapshot.captured_at)
+                .first()
+            )
+            parts.append(f"{stream_id}: +{first.captured_at - since if first else None}")
+    return ", ".join(parts)
 
 
 def _captured_since(stream_ids: list[int], since) -> bool:  # noqa: ANN001
@@ -394,14 +453,15 @@ def test_the_other_readers_host_takes_over_an_rtsp_stream_after_kill_9(env: Env)
     mark = time.time()
     env.cluster.kill_host(victim)
     try:
-        wait_until(
+        _wait_or_explain(
+            env,
             lambda: (h := _rtsp_holders(env)) and set(h.values()) == {survivor},
-            GUARD,
             f"{survivor} reading every RTSP stream",
         )
-        wait_until(lambda: _frames_after(env, mark), GUARD, "frames after the kill")
+        print(f"\n{survivor} reads every RTSP stream {time.time() - mark:.1f} s after the kill")
+        _wait_or_explain(env, lambda: _frames_after(env, mark), "frames after the kill")
         # And they are captured from those frames (by the survivor's capture worker).
-        wait_until(lambda: _captured_since(env.rtsp_ids, killed_at), GUARD, "RTSP snapshots")
+        _wait_or_explain(env, lambda: _captured_since(env.rtsp_ids, killed_at), "RTSP snapshots")
     finally:
         _restart(env, victim)
 
@@ -442,8 +502,9 @@ def test_kill_9_of_a_capture_host_mid_capture_loses_nothing(env: Env):
     env.cluster.kill_host(host)
     try:
         # Every stream keeps capturing: a snapshot of each after the kill, from the other host.
-        wait_until(lambda: _captured_since(env.stream_ids, killed_at), GUARD, "every stream")
+        _wait_or_explain(env, lambda: _captured_since(env.stream_ids, killed_at), "every stream")
         print(f"\nevery stream captured again {times.utcnow() - killed_at} after the kill")
+        print(_first_captures_after(env, killed_at))
         # The dead job's claim lapsed; nothing holds a stream for a job nobody runs.
         wait_until(lambda: not _stale_claims(env), GUARD, "no stream left claimed")
         print(f"no stale claim {times.utcnow() - killed_at} after the kill")

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 import redis
 from peewee import chunked
 from redis.exceptions import LockError
+from redis.lock import Lock
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -60,13 +61,32 @@ def release(connection: redis.Redis, stream_id: int) -> None:
     connection.delete(claim_key(stream_id))
 
 
-@contextlib.contextmanager
-def hold_claim(connection: redis.Redis, stream_id: int, job_id: str) -> Iterator[None]:
-    """Turn the job's claim into a lease of LEASE_SECONDS, renewed in the background while the
-    body runs. A worker killed mid-capture stops renewing it, so the stream is free for the
-    next sweep soon after; a job that lost its claim (it lapsed) just stops renewing."""
+def _lease(connection: redis.Redis, stream_id: int, job_id: str) -> Lock:
+    """The stream's claim as a redis-py lock owned by the job: reacquire() sets its lifetime to
+    LEASE_SECONDS only while the claim still holds this job's id."""
     lease = connection.lock(claim_key(stream_id), timeout=LEASE_SECONDS, thread_local=False)
     lease.local.token = job_id.encode()
+    return lease
+
+
+def start_lease(connection: redis.Redis, job: Job) -> None:
+    """Called by the worker as it takes a capture job, before RQ marks the job started: the
+    claim, which lived until the job's planned start plus its timeout, becomes a lease of
+    LEASE_SECONDS. A worker killed from then on (even before the job's first line runs) frees
+    the stream for the sweep within LEASE_SECONDS; the job itself renews it (hold_claim)."""
+    stream_id = job.args[0] if job.args else None
+    if not isinstance(stream_id, int):
+        return
+    with contextlib.suppress(LockError):  # lapsed or taken by another job: nothing to shorten
+        _lease(connection, stream_id, job.id).reacquire()
+
+
+@contextlib.contextmanager
+def hold_claim(connection: redis.Redis, stream_id: int, job_id: str) -> Iterator[None]:
+    """Keep the job's claim a lease of LEASE_SECONDS, renewed in the background while the
+    body runs. A worker killed mid-capture stops renewing it, so the stream is free for the
+    next sweep soon after; a job that lost its claim (it lapsed) just stops renewing."""
+    lease = _lease(connection, stream_id, job_id)
     stop = threading.Event()
 
     def renew() -> None:
@@ -97,10 +117,8 @@ def release_after_failure(job: Job, connection: redis.Redis, *exc_info: object) 
     stream_id = job.args[0] if job.args else None
     if not isinstance(stream_id, int):
         return
-    lease = connection.lock(claim_key(stream_id), thread_local=False)
-    lease.local.token = job.id.encode()
     with contextlib.suppress(LockError):
-        lease.release()
+        _lease(connection, stream_id, job.id).release()
 
 
 def is_claimed(connection: redis.Redis, stream_id: int) -> bool:
