@@ -27,8 +27,9 @@ from glimpser.queues import QUEUE_NAMES, WORKER_QUEUE_ORDER, connect_redis, get_
 # the AI SDK included), the supervisor, the readers and the transfer package, so that each
 # command loads only what it runs.
 
-# How often an RQ worker cleans its registries and tries to take over a dead RQ scheduler.
-MAINTENANCE_SECONDS = 30
+# How often an RQ worker cleans its registries and tries to take over a dead RQ scheduler
+# (whose locks the sweep frees: queues.free_dead_scheduler_locks).
+MAINTENANCE_SECONDS = 10
 
 
 def _fail(message: str) -> None:

@@ -249,12 +249,16 @@ def sweep_stuck_deliveries() -> dict:
 
 @job
 def sweep_due_streams() -> int:
-    """Schedule the captures that are due soon (see glimpser.capture.scheduling), and queue
-    scheduled jobs left waiting by a dead worker's RQ scheduler (queues.enqueue_overdue)."""
+    """Schedule the captures that are due soon (see glimpser.capture.scheduling), queue
+    scheduled jobs left waiting by a dead worker's RQ scheduler (queues.enqueue_overdue), and
+    free that scheduler's locks for a live worker to take over (free_dead_scheduler_locks)."""
     connection = _connection()
     overdue = queues.enqueue_overdue(connection)
     if overdue:
         log.warning("scheduled jobs were overdue: queued them", extra={"jobs": overdue})
+    freed = queues.free_dead_scheduler_locks(connection)
+    if freed:
+        log.warning("an RQ scheduler stopped: freed its queues", extra={"queues": freed})
     return scheduling.sweep_due_streams(connection)
 
 

@@ -8,16 +8,20 @@ the import graph has no cycle through it. tests/test_house_imports.py keeps it s
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
 import redis
+from redis.exceptions import LockError
 from rq import Callback, Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
+from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
+from rq.utils import utcparse
 
 from glimpser.config import Settings
 from glimpser.models import Event
@@ -48,6 +52,8 @@ WORKER_QUEUE_ORDER: tuple[str, ...] = (
 # A job scheduled (enqueue_at/enqueue_in) this long ago and still waiting has no live RQ
 # scheduler to queue it: see enqueue_overdue().
 OVERDUE_SECONDS = 10
+# RQ's scheduler beats every second; one silent this long is gone (free_dead_scheduler_locks).
+SCHEDULER_SILENT_SECONDS = 15
 
 
 def connect_redis(url: str) -> redis.Redis:
@@ -86,6 +92,44 @@ def enqueue_overdue(connection: redis.Redis, grace: float = OVERDUE_SECONDS) -> 
             queue.enqueue_job(job)
             moved += 1
     return moved
+
+
+def free_dead_scheduler_locks(
+    connection: redis.Redis, silent: float = SCHEDULER_SILENT_SECONDS
+) -> list[str]:
+    """Remove the RQ scheduler locks whose holder stopped beating; returns their queues.
+
+    RQ's scheduler (a process forked by one worker) writes its heartbeat and renews its locks
+    every second. Killed with its host, it leaves its locks for 61 s, during which no other
+    worker can become the scheduler of those queues and every scheduled job waits for
+    enqueue_overdue(). A holder silent for `silent` seconds is dead: its lock is removed (only
+    if still its own), and the next worker to run RQ's maintenance (MAINTENANCE_SECONDS) takes
+    the queue over. A holder whose heartbeat is missing is left alone: it is starting (the
+    lock is taken just before the scheduler process writes its first heartbeat), or its lock
+    expires with it.
+    """
+    freed = []
+    now = time.time()
+    for name in QUEUE_NAMES:
+        key = RQScheduler.get_locking_key(name)
+        holder = connection.get(key)
+        if holder is None:
+            continue
+        beat = connection.hget(SCHEDULER_KEY_TEMPLATE % holder.decode(), "last_heartbeat")
+        if beat is None:
+            continue
+        try:
+            silent_for = now - utcparse(beat.decode()).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue
+        if silent_for < silent:
+            continue
+        lock = connection.lock(key, thread_local=False)
+        lock.local.token = holder
+        with contextlib.suppress(LockError):  # it beat again and moved on, or it expired
+            lock.release()
+            freed.append(name)
+    return freed
 
 
 def limiter_storage_uri(redis_url: str) -> str:

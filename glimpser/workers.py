@@ -216,6 +216,13 @@ class MainWorker(GlimpserWorker):
     pool: CapturePool | None = None
     also_scheduled: tuple[Queue, ...] = ()
 
+    @property
+    def dequeue_timeout(self) -> int:
+        """RQ blocks on the queues for ~7 min and runs its maintenance (which takes over a dead
+        worker's RQ scheduler) only between two blocks: block at most one maintenance interval,
+        so that an idle worker still takes over within it."""
+        return max(1, min(super().dequeue_timeout, self.maintenance_interval))
+
     def _start_scheduler(self, *args: Any, **kwargs: Any) -> None:
         own = self.queues
         self.queues = [*own, *(q for q in self.also_scheduled if q not in own)]

@@ -7,6 +7,7 @@ Figures from these tests are in docs/reliability.md (run with -s to see them pri
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import timedelta
 
@@ -88,6 +89,61 @@ def test_kill9_of_a_capture_worker_mid_capture_loses_no_snapshot(tmp_path, redis
         + ", ".join(f"{r:.1f}" for r in recoveries)
         + " s"
     )
+
+
+def _scheduler_pid(r, queue: str) -> int | None:  # noqa: ANN001
+    """The PID of the RQ scheduler process that holds the queue's scheduler lock."""
+    from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
+
+    holder = r.get(RQScheduler.get_locking_key(queue))
+    pid = r.hget(SCHEDULER_KEY_TEMPLATE % holder.decode(), "pid") if holder else None
+    return int(pid) if pid else None
+
+
+def test_kill9_of_the_worker_running_the_rq_scheduler_hands_scheduling_to_another(
+    tmp_path, redis_url, redis_client
+):
+    """RQ's scheduler (which queues every stream's next capture) runs in one worker behind a
+    lock that outlives a killed holder by a minute, and RQ's other workers look for a free
+    lock only every few minutes. The sweep frees a silent holder's lock
+    (queues.free_dead_scheduler_locks) and the other worker, which runs RQ's maintenance
+    every MAINTENANCE_SECONDS even when idle, becomes the scheduler."""
+    camera = SlowCamera(delay=0.0)
+    env = sqlite_env(tmp_path, redis_url)
+    with database.connection_context():
+        stream = Stream.create(
+            name="Camera",
+            kind="http_image",
+            interval=2,
+            config={"kind": "http_image", "url": camera.url, "timeout": 10},
+            next_due_at=times.utcnow(),
+        )
+    logs = tmp_path / "logs"
+    workers = [start_glimpser(["worker"], env, logs) for _ in range(2)]
+    procs = [start_glimpser(["scheduler"], env, logs), *workers]
+    try:
+        wait_until(lambda: _snapshots(stream.id), 60, "first snapshot")
+        scheduler = wait_until(lambda: _scheduler_pid(redis_client, "capture"), 60, "a scheduler")
+        holder = next(w for w in workers if os.getpgid(scheduler) == w.pid)
+        survivor = next(w for w in workers if w is not holder)
+        killed_at = time.monotonic()
+        kill9(holder)
+        new = wait_until(
+            lambda: (
+                (pid := _scheduler_pid(redis_client, "capture")) not in (None, scheduler) and pid
+            ),
+            RECOVERY_GUARD,
+            "another scheduler of the capture queue",
+        )
+        took = time.monotonic() - killed_at
+        assert os.getpgid(new) == survivor.pid
+        # Captures go on at the stream's cadence, queued by the new scheduler.
+        count = len(_snapshots(stream.id))
+        wait_until(lambda: len(_snapshots(stream.id)) >= count + 3, 60, "captures after")
+    finally:
+        stop(procs)
+        camera.stop()
+    print(f"\nFIGURE the RQ scheduler taken over {took:.1f} s after kill -9 of its worker")
 
 
 def test_kill9_of_a_notify_worker_mid_delivery_sends_each_notification_once(

@@ -236,3 +236,38 @@ def test_a_second_sigterm_cuts_the_captures_in_hand_off(tmp_path, redis_url, red
     finally:
         stop([worker])
         camera.stop()
+
+
+def test_the_sweep_frees_only_the_locks_of_a_silent_rq_scheduler(redis_client):
+    """free_dead_scheduler_locks: a lock whose holder has not beaten for
+    SCHEDULER_SILENT_SECONDS is removed; one that beat lately, one whose holder has no
+    heartbeat yet (it is starting), and a free queue are left as they are."""
+    from datetime import timedelta
+
+    from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
+    from rq.utils import utcformat
+
+    from glimpser import queues, times
+
+    def holder(queue: str, name: str, silent_for: float | None) -> None:
+        redis_client.set(RQScheduler.get_locking_key(queue), name, ex=61)
+        if silent_for is not None:
+            beat = times.utcnow() - timedelta(seconds=silent_for)
+            redis_client.hset(SCHEDULER_KEY_TEMPLATE % name, "last_heartbeat", utcformat(beat))
+
+    holder("capture", "dead", queues.SCHEDULER_SILENT_SECONDS + 5)
+    holder("notify", "dead", queues.SCHEDULER_SILENT_SECONDS + 5)
+    holder("analysis", "alive", 1)
+    holder("maintenance", "starting", None)
+
+    assert sorted(queues.free_dead_scheduler_locks(redis_client)) == ["capture", "notify"]
+    locks = {q: redis_client.get(RQScheduler.get_locking_key(q)) for q in queues.QUEUE_NAMES}
+    assert locks == {
+        "schedule": None,
+        "capture": None,
+        "browser": None,
+        "analysis": b"alive",
+        "notify": None,
+        "maintenance": b"starting",
+    }
+    assert queues.free_dead_scheduler_locks(redis_client) == []
