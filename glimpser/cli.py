@@ -167,9 +167,10 @@ def _work(connection: Any, names: list[str], burst: bool, settings: Settings) ->
         )
     # SimpleWorker runs jobs in this process instead of forking one per job: cheaper per
     # capture, and it lets a worker keep one Chromium across website captures.
-    # Maintenance every 30 s, not RQ's 10 min: it is also when a worker takes over the RQ
-    # scheduler of a worker that was killed (its lock expires after 61 s); until then
-    # queues.enqueue_overdue() keeps the scheduled jobs moving.
+    # Maintenance every MAINTENANCE_SECONDS, not RQ's 10 min: it is also when a worker takes
+    # over the RQ scheduler of a worker that was killed (the sweep frees its lock once it is
+    # silent: queues.free_dead_scheduler_locks); until then queues.enqueue_overdue() keeps
+    # the scheduled jobs moving.
     while True:
         rq_worker = workers.MainWorker(
             [get_queue(n, connection) for n in main_names],
