@@ -21,7 +21,13 @@ from glimpser.config import ConfigError, Settings, load_settings
 from glimpser.db import DatabaseUnavailable
 from glimpser.logs import configure_logging
 from glimpser.models import Stream, User
-from glimpser.queues import QUEUE_NAMES, WORKER_QUEUE_ORDER, connect_redis, get_queue
+from glimpser.queues import (
+    QUEUE_NAMES,
+    WORKER_QUEUE_ORDER,
+    connect_redis,
+    get_queue,
+    worker_queues,
+)
 
 # Imported inside their commands, deliberately: glimpser.jobs (which loads every domain module,
 # the AI SDK included), the supervisor, the readers and the transfer package, so that each
@@ -133,6 +139,7 @@ def worker(settings: Settings, queues: str, burst: bool) -> None:
     unknown = [n for n in names if n not in QUEUE_NAMES]
     if unknown:
         _fail(f"unknown queue(s): {', '.join(unknown)} (known: {', '.join(QUEUE_NAMES)})")
+    names = worker_queues(names)
     _bind_database(settings)
     connection = _redis(settings)
     jobs.configure(settings)

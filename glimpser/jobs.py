@@ -21,7 +21,7 @@ import redis
 from rq import get_current_job
 
 from glimpser import metrics, queues, system_status, times
-from glimpser.analysis import summaries
+from glimpser.analysis import rules, summaries
 from glimpser.analysis.ai import AIClient
 from glimpser.analysis.pipeline import analyse_snapshot as run_analysis
 from glimpser.backups import archive as backup_archive
@@ -194,7 +194,8 @@ def capture_stream(stream_id: int, due_at: str | None = None, manual: bool = Fal
         },
     )
     if outcome.stored and outcome.snapshot_id is not None:
-        queues.enqueue_analysis(connection, outcome.snapshot_id, settings())
+        alerting = rules.alerting(stream)
+        queues.enqueue_analysis(connection, outcome.snapshot_id, settings(), alerting=alerting)
     queues.enqueue_notifications(connection, settings(), list(outcome.events))
     # Chain the next capture when it falls before the next sweep would see it.
     stream = Stream.get_or_none(Stream.id == stream_id)

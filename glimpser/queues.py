@@ -28,12 +28,14 @@ from glimpser.models import Event
 from glimpser.notify.dispatch import route, route_cancellations, route_updates
 
 # schedule: the short sweep that schedules captures; capture: ffmpeg/HTTP grabs; browser:
-# Chromium captures (one browser per worker); analysis: motion, AI and summaries; notify:
+# Chromium captures (one browser per worker); alerts: the analysis of snapshots of streams
+# whose rules notify someone; analysis: the analysis of the others, and summaries; notify:
 # deliveries to channels; maintenance: retention, pruning, stream deletion, the orphan sweep.
 QUEUE_NAMES: tuple[str, ...] = (
     "schedule",
     "capture",
     "browser",
+    "alerts",
     "analysis",
     "notify",
     "maintenance",
@@ -42,6 +44,7 @@ QUEUE_NAMES: tuple[str, ...] = (
 WORKER_QUEUE_ORDER: tuple[str, ...] = (
     "schedule",
     "notify",
+    "alerts",
     "capture",
     "analysis",
     "browser",
@@ -203,12 +206,29 @@ def enqueue_test_capture(
     )
 
 
-def enqueue_analysis(connection: redis.Redis, snapshot_id: int, settings: Settings) -> Job:
-    """Queue the analysis of a stored snapshot (motion, AI description, rules)."""
+def worker_queues(names: Sequence[str]) -> list[str]:
+    """The queues a worker asked for `names` serves: "analysis" stands for both analysis
+    queues, the alerts queue first (see enqueue_analysis)."""
+    out = list(names)
+    if "analysis" in out and "alerts" not in out:
+        out.insert(out.index("analysis"), "alerts")
+    return out
+
+
+def enqueue_analysis(
+    connection: redis.Redis, snapshot_id: int, settings: Settings, *, alerting: bool = False
+) -> Job:
+    """Queue the analysis of a stored snapshot (motion, AI description, rules).
+
+    A snapshot of a stream with a rule that notifies someone (`alerting`, rules.alerting)
+    goes on the alerts queue, which workers take before the analysis queue: when analyses
+    fall behind (more snapshots a second than the workers can analyse), an event that sends a
+    notification does not wait behind the analysis of every other stream. A stream's
+    snapshots stay on one queue, in order, while its rules do not change."""
     # Up to two AI calls (description, a rule's question), each with its retries.
     s = settings
     ai_seconds = s.ai_timeout * (s.ai_max_retries + 1) * 2 if s.ai_configured else 0
-    return get_queue("analysis", connection).enqueue(
+    return get_queue("alerts" if alerting else "analysis", connection).enqueue(
         _job("analyse_snapshot"),
         args=(snapshot_id,),
         job_id=f"analyse-{snapshot_id}",

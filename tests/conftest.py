@@ -296,9 +296,10 @@ def run_queued_jobs(
     from rq import SimpleWorker
     from rq.scheduler import RQScheduler
 
-    from glimpser.queues import get_queue
+    from glimpser.queues import get_queue, worker_queues
 
     connection = app.extensions["glimpser.redis"]
+    queues = tuple(worker_queues(queues))  # "analysis" is both analysis queues, as in a worker
     if wait_for_scheduled:
         time.sleep(wait_for_scheduled)
         scheduler = RQScheduler(list(queues), connection=connection)

@@ -206,6 +206,54 @@ def test_a_capture_job_holds_only_a_short_lease_once_a_worker_takes_it(capture_a
     assert redis.get(scheduling.claim_key(other.id)) == b"someone-else"
 
 
+def test_snapshots_of_streams_whose_rules_notify_are_analysed_first(capture_app, camera):
+    """A stream that an enabled rule with a notification channel applies to (by id, by group
+    or all) has its snapshots analysed on the alerts queue, which a worker asked for
+    "analysis" serves first: under a backlog of analyses, an event and its notification do
+    not wait behind every other stream's. The rest stay on the analysis queue: streams no
+    such rule applies to (a rule for another group, a disabled rule, a rule without a channel
+    such as the default "Motion or change")."""
+    from glimpser.models import NotificationChannel, Rule
+    from glimpser.queues import WORKER_QUEUE_ORDER, worker_queues
+
+    redis = capture_app.extensions["glimpser.redis"]
+    chosen = make_stream(camera, name="Chosen")
+    yard = make_stream(camera, name="Yard", groups=["yard"])
+    plain = make_stream(camera, name="Plain", groups=["street"])
+    with database.connection_context():
+        hook = NotificationChannel.create(
+            name="Hook", kind="webhook", config={"kind": "webhook", "url": "http://192.0.2.1/"}
+        )
+        Rule.create(name="By id", applies_to="chosen", stream_ids=[chosen.id], channels=[hook.id])
+        Rule.create(name="By group", applies_to="groups", groups=["Yard"], channels=[hook.id])
+        Rule.create(name="Off", applies_to="all", enabled=False, channels=[hook.id])
+        Rule.create(name="Silent", applies_to="all")
+        for stream in (chosen, yard, plain):
+            scheduling.enqueue_capture(redis, stream)
+    run_queued_jobs(capture_app, ("capture",))
+
+    def queued(name: str) -> set[int]:
+        jobs = Queue(name, connection=redis).get_jobs()
+        with database.connection_context():
+            return {Snapshot.get_by_id(j.args[0]).stream_id for j in jobs}
+
+    assert queued("alerts") == {chosen.id, yard.id}
+    assert queued("analysis") == {plain.id}
+    assert worker_queues(["browser", "analysis"]) == ["browser", "alerts", "analysis"]
+    assert worker_queues(["alerts"]) == ["alerts"]
+    assert WORKER_QUEUE_ORDER.index("alerts") < WORKER_QUEUE_ORDER.index("analysis")
+    # Once a notifying rule applies to every stream, every stream's analysis comes first.
+    later = make_stream(camera, name="Later", groups=["street"])
+    with database.connection_context():
+        Rule.create(name="All", applies_to="all", channels=[hook.id])
+        scheduling.enqueue_capture(redis, later)
+    run_queued_jobs(capture_app, ("capture",))
+    assert queued("alerts") == {chosen.id, yard.id, later.id}
+    # A worker for "analysis" runs both (run_queued_jobs expands it as the worker does).
+    run_queued_jobs(capture_app, ("analysis",))
+    assert Queue("alerts", connection=redis).count == Queue("analysis", connection=redis).count == 0
+
+
 def test_streams_resume_after_a_restart_that_lost_redis(capture_app, camera):
     redis = capture_app.extensions["glimpser.redis"]
     stream = make_stream(camera)

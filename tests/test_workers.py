@@ -266,6 +266,7 @@ def test_the_sweep_frees_only_the_locks_of_a_silent_rq_scheduler(redis_client):
         "schedule": None,
         "capture": None,
         "browser": None,
+        "alerts": None,
         "analysis": b"alive",
         "notify": None,
         "maintenance": b"starting",

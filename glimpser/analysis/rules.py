@@ -135,14 +135,27 @@ def _valid_spec(rule: Rule) -> RuleSpec | None:
         return None
 
 
-def applies_to_stream(spec: RuleSpec, stream: Stream) -> bool:
-    """Whether a rule's target (all streams, any of some groups, chosen streams) has the stream."""
+def applies_to_stream(spec: RuleSpec | Rule, stream: Stream) -> bool:
+    """Whether a rule's target (all streams, any of some groups, chosen streams) has the
+    stream; from a validated spec, or from a row's columns as they are."""
     if spec.applies_to == "all":
         return True
     if spec.applies_to == "groups":
-        wanted = {g.lower() for g in spec.groups}
+        wanted = {str(g).lower() for g in spec.groups or []}
         return any(str(g).lower() in wanted for g in stream.groups or [])
-    return stream.id in spec.stream_ids
+    return stream.id in (spec.stream_ids or [])
+
+
+def alerting(stream: Stream) -> bool:
+    """Whether an enabled rule with a notification channel applies to the stream: its
+    snapshots are analysed on the alerts queue (queues.enqueue_analysis), ahead of the rest.
+    Read from the rules' columns alone, once per capture: cheap, and a rule that no longer
+    validates only costs a place in line."""
+    targets = Rule.select(Rule.applies_to, Rule.groups, Rule.stream_ids, Rule.channels)
+    return any(
+        rule.channels and applies_to_stream(rule, stream)
+        for rule in targets.where(Rule.enabled == True)  # noqa: E712
+    )
 
 
 def applicable_rules(stream: Stream) -> list[tuple[Rule, RuleSpec]]:
