@@ -31,7 +31,8 @@ Run: `make bench` (or `.venv/bin/python bench/bench_capacity.py [--quick]`); `--
 smaller points for a few seconds each, to check the script, and writes nothing. Each point's
 raw numbers are printed as one JSON line; `--report-from FILE` writes the section again from
 such a run's output (same numbers, e.g. after the text changed). `--event-workers N` adds N
-worker processes for the notify and analysis queues alone at every point.
+worker processes for the notify and analysis queues alone at every point. `--points 300x4`
+runs only the points named (streams x workers) and prints their JSON lines.
 """
 
 from __future__ import annotations
@@ -972,7 +973,22 @@ def main() -> None:
         default=0,
         help=f"at every point, this many more worker processes for {EVENT_QUEUES} alone",
     )
+    parser.add_argument(
+        "--points",
+        help="only these points, e.g. 300x4,200x4 (streams x workers): their JSON lines, "
+        "nothing written (to compare two commits on one machine, one after the other)",
+    )
     args = parser.parse_args()
+    if args.points:
+        peers = start_peers()
+        try:
+            for spec in args.points.split(","):
+                streams, workers = (int(n) for n in spec.split("x"))
+                point = run_point(peers, streams, workers, 20, 40, event_workers=args.event_workers)
+                print(json.dumps(point), flush=True)
+        finally:
+            stop_peers(peers)
+        return
     if args.report_from:
         info, idle, *points = [
             json.loads(line)
