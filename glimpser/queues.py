@@ -153,6 +153,10 @@ def _job(name: str) -> str:
     return f"{JOBS}.{name}"
 
 
+# A capture, on the capture or the browser queue (the workers shorten its claim as they take it).
+CAPTURE_JOB = _job("capture_stream")
+
+
 def enqueue_capture(
     connection: redis.Redis,
     queue_name: str,
@@ -177,10 +181,8 @@ def enqueue_capture(
     }
     kwargs = {"due_at": due_at, "manual": manual}
     if at is not None:
-        return queue.enqueue_at(
-            at, _job("capture_stream"), args=(stream_id,), kwargs=kwargs, **options
-        )
-    return queue.enqueue(_job("capture_stream"), args=(stream_id,), kwargs=kwargs, **options)
+        return queue.enqueue_at(at, CAPTURE_JOB, args=(stream_id,), kwargs=kwargs, **options)
+    return queue.enqueue(CAPTURE_JOB, args=(stream_id,), kwargs=kwargs, **options)
 
 
 def enqueue_test_capture(

@@ -45,13 +45,12 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.timeouts import BaseTimeoutException, JobTimeoutException, TimerDeathPenalty
 
-from glimpser import node
+from glimpser import node, queues
 from glimpser.capture import scheduling
 
 log = logging.getLogger(__name__)
 
 CAPTURE_QUEUE = "capture"
-CAPTURE_JOB = "glimpser.jobs.capture_stream"  # on the capture and browser queues
 # How long an idle capture thread blocks on the queue before looking at the stop flag again: a
 # warm shutdown of an idle worker takes at most this long (one BLPOP per thread per period).
 POLL_SECONDS = 1
@@ -75,7 +74,7 @@ class GlimpserWorker(SimpleWorker):
         """A capture's claim becomes a short lease before RQ lists the job as started, so that a
         worker killed at any moment from here frees the stream within seconds
         (scheduling.start_lease), not after the claim's whole lifetime."""
-        if job.func_name == CAPTURE_JOB:
+        if job.func_name == queues.CAPTURE_JOB:
             scheduling.start_lease(self.connection, job)
         return super().prepare_execution(job)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from glimpser import db
+from glimpser import db, times
 from glimpser.models import NotificationChannel, Rule, Stream
 from tests.helpers import ROOT
 from tests.media_servers import jpeg
@@ -137,6 +137,18 @@ def sqlite_env(tmp_path: Path, redis_url: str, **extra: str) -> dict[str, str]:
         GLIMPSER_ALLOW_LOOPBACK_SOURCES="1",
         GLIMPSER_LOG_LEVEL="INFO",
         **extra,
+    )
+
+
+def still_camera_stream(url: str, name: str, interval: int = 2) -> Stream:
+    """An enabled http_image stream of the camera at url, due now (10 s capture timeout).
+    Call inside a database connection context."""
+    return Stream.create(
+        name=name,
+        kind="http_image",
+        interval=interval,
+        config={"kind": "http_image", "url": url, "timeout": 10},
+        next_due_at=times.utcnow(),
     )
 
 

@@ -22,6 +22,7 @@ from tests.faults_support import (
     check_snapshot_files,
     sqlite_env,
     start_glimpser,
+    still_camera_stream,
     stop,
     wait_until,
 )
@@ -74,13 +75,7 @@ def test_a_full_disk_fails_captures_cleanly_and_they_resume_when_space_returns(
         GLIMPSER_BACKOFF_MAX_SECONDS="4",
     )
     with database.connection_context():
-        stream = Stream.create(
-            name="Yard",
-            kind="http_image",
-            interval=2,
-            config={"kind": "http_image", "url": camera.url, "timeout": 10},
-            next_due_at=times.utcnow(),
-        )
+        stream = still_camera_stream(camera.url, "Yard")
 
     def status() -> Stream:
         with database.connection_context():

@@ -23,6 +23,7 @@ from tests.faults_support import (
     kill9,
     sqlite_env,
     start_glimpser,
+    still_camera_stream,
     stop,
     wait_until,
     webhook_rule,
@@ -43,13 +44,7 @@ def test_kill9_of_a_capture_worker_mid_capture_loses_no_snapshot(tmp_path, redis
     camera = SlowCamera(delay=1.0)
     env = sqlite_env(tmp_path, redis_url)
     with database.connection_context():
-        stream = Stream.create(
-            name="Slow camera",
-            kind="http_image",
-            interval=2,
-            config={"kind": "http_image", "url": camera.url, "timeout": 10},
-            next_due_at=times.utcnow(),
-        )
+        stream = still_camera_stream(camera.url, "Slow camera")
     logs = tmp_path / "logs"
     worker = start_glimpser(["worker"], env, logs)
     procs = [start_glimpser(["scheduler"], env, logs), worker]
@@ -111,13 +106,7 @@ def test_kill9_of_the_worker_running_the_rq_scheduler_hands_scheduling_to_anothe
     camera = SlowCamera(delay=0.0)
     env = sqlite_env(tmp_path, redis_url)
     with database.connection_context():
-        stream = Stream.create(
-            name="Camera",
-            kind="http_image",
-            interval=2,
-            config={"kind": "http_image", "url": camera.url, "timeout": 10},
-            next_due_at=times.utcnow(),
-        )
+        stream = still_camera_stream(camera.url, "Camera")
     logs = tmp_path / "logs"
     workers = [start_glimpser(["worker"], env, logs) for _ in range(2)]
     procs = [start_glimpser(["scheduler"], env, logs), *workers]
